@@ -1,0 +1,417 @@
+//! The two partitions' S3 clients, their credentials, and what their errors mean.
+//!
+//! Each side (source, target) gets its own client: its own region, optional
+//! endpoint (then path-style addressing), and its own credentials, because keys of
+//! one partition are not valid in the other. Credentials come from the default AWS
+//! chain, from static keys, or from a Secrets Manager secret ([`SecretCredentials`]),
+//! which is re-read every `refresh_interval` and at once after S3 rejects the keys.
+//!
+//! S3 clients ask for checksums only when S3 requires them (DESIGN §8): xpsync sends
+//! Content-MD5 itself on every upload, so the SDK's default CRC trailers would only
+//! cost CPU here, and many S3-compatible servers reject them.
+//!
+//! Every SDK error is turned into an [`S3Error`] whose [`ErrorKind`] is decided from
+//! the error's code and HTTP status, never from its message text.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
+use aws_credential_types::Credentials;
+use aws_sdk_s3::config::{IdentityCache, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::config::{Config, CredentialsConfig};
+use crate::metrics;
+
+/// Which partition a request goes to; named in every error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an S3 error means for whoever must decide what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The keys were rejected or lack permission: systemic, affects every object.
+    Auth,
+    /// The bucket does not exist: systemic.
+    BucketMissing,
+    /// The key does not exist (or the upload is gone).
+    NotFound,
+    /// `If-Match` failed: the source changed.
+    PreconditionFailed,
+    /// Throttling, 5xx, timeouts, broken connections: try again later.
+    Transient,
+    /// The request itself is wrong for this object; retrying will not help.
+    Permanent,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Auth => "auth",
+            ErrorKind::BucketMissing => "bucket_missing",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::PreconditionFailed => "precondition_failed",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+        }
+    }
+
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Transient
+                | ErrorKind::PreconditionFailed
+                | ErrorKind::Auth
+                | ErrorKind::BucketMissing
+        )
+    }
+
+    /// Whether the failure concerns the whole side rather than one object.
+    pub fn is_systemic(self) -> bool {
+        matches!(self, ErrorKind::Auth | ErrorKind::BucketMissing)
+    }
+}
+
+/// An S3 request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{side} S3 {operation} failed: {message}")]
+pub struct S3Error {
+    pub side: Side,
+    pub operation: &'static str,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl S3Error {
+    /// Classifies an SDK error by its code and HTTP status.
+    pub fn from_sdk<E>(side: Side, operation: &'static str, err: SdkError<E>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().map(str::to_owned);
+        let kind = match (&err, code.as_deref(), status) {
+            (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
+            | (_, Some("InvalidToken" | "AccessDenied" | "AllAccessDisabled"), _)
+            | (_, None, Some(401 | 403)) => ErrorKind::Auth,
+            (_, Some("NoSuchBucket"), _) => ErrorKind::BucketMissing,
+            (_, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"), _) | (_, None, Some(404)) => {
+                ErrorKind::NotFound
+            }
+            (_, Some("PreconditionFailed"), _) | (_, _, Some(412)) => ErrorKind::PreconditionFailed,
+            (_, Some("SlowDown" | "RequestTimeout" | "InternalError"), _) => ErrorKind::Transient,
+            (_, _, Some(408 | 429 | 500..=599)) => ErrorKind::Transient,
+            (SdkError::ServiceError(_), _, _) => ErrorKind::Permanent,
+            (SdkError::ConstructionFailure(_), _, _) => ErrorKind::Permanent,
+            // Timeouts, dispatch failures, unreadable responses: the network.
+            _ => ErrorKind::Transient,
+        };
+        let message = match (code, err.message()) {
+            (Some(code), Some(msg)) => format!("{code}: {msg}"),
+            (Some(code), None) => code,
+            (None, _) => match (status, kind) {
+                (Some(403), _) => "403 Forbidden (access denied or keys rejected)".into(),
+                (Some(404), _) => "404 Not Found".into(),
+                (Some(s), _) => format!("HTTP {s}: {}", DisplayErrorContext(&err)),
+                (None, _) => DisplayErrorContext(&err).to_string(),
+            },
+        };
+        Self {
+            side,
+            operation,
+            kind,
+            message,
+        }
+    }
+}
+
+/// One side's S3 access.
+#[derive(Clone, Debug)]
+pub struct S3Side {
+    pub side: Side,
+    pub client: aws_sdk_s3::Client,
+    pub bucket: String,
+    /// Set when keys come from a secret, so a rejection can force a re-read.
+    secret: Option<SecretCredentials>,
+}
+
+impl S3Side {
+    /// Records one request's outcome in `xpsync_s3_requests_total`, turning SDK
+    /// errors into [`S3Error`]s.
+    pub fn observe<T, E>(
+        &self,
+        operation: &'static str,
+        result: Result<T, SdkError<E>>,
+    ) -> Result<T, S3Error>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let result = result.map_err(|e| S3Error::from_sdk(self.side, operation, e));
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        metrics::S3_REQUESTS
+            .with_label_values(&[self.side.as_str(), operation, outcome])
+            .inc();
+        if let Err(e) = &result {
+            if e.kind == ErrorKind::Auth {
+                self.credentials_rejected();
+            }
+        }
+        result
+    }
+
+    /// S3 rejected this side's keys: re-read the secret before the next request.
+    pub fn credentials_rejected(&self) {
+        if let Some(secret) = &self.secret {
+            secret.invalidate();
+        }
+    }
+}
+
+/// Credentials could not be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("{side} credentials: secret {secret_id:?}: {message}")]
+    Secret {
+        side: Side,
+        secret_id: String,
+        message: String,
+    },
+}
+
+/// Builds the source and target clients, fetching secrets once so that a missing
+/// or malformed secret is reported before any work starts.
+pub async fn connect(config: &Config) -> Result<(S3Side, S3Side), AwsError> {
+    let source = s3_side(
+        Side::Source,
+        &config.source.region,
+        &config.source.bucket,
+        config.source.endpoint_url.as_deref(),
+        config.source.credentials.as_ref(),
+        &config.source.region,
+    )
+    .await?;
+    let target = s3_side(
+        Side::Target,
+        &config.target.region,
+        &config.target.bucket,
+        config.target.endpoint_url.as_deref(),
+        config.target.credentials.as_ref(),
+        &config.source.region,
+    )
+    .await?;
+    Ok((source, target))
+}
+
+async fn s3_side(
+    side: Side,
+    region: &str,
+    bucket: &str,
+    endpoint_url: Option<&str>,
+    credentials: Option<&CredentialsConfig>,
+    default_secret_region: &str,
+) -> Result<S3Side, AwsError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_owned()));
+    let mut secret = None;
+    if let Some(c) = credentials {
+        if let Some(secret_id) = &c.secret_id {
+            let provider = SecretCredentials::new(side, c, default_secret_region).await;
+            provider.load().await.map_err(|e| AwsError::Secret {
+                side,
+                secret_id: secret_id.clone(),
+                message: e,
+            })?;
+            loader = loader.credentials_provider(provider.clone());
+            secret = Some(provider);
+        } else if let (Some(id), Some(key)) = (&c.access_key_id, &c.secret_access_key) {
+            loader = loader.credentials_provider(Credentials::new(
+                id,
+                key.expose(),
+                c.session_token.as_ref().map(|t| t.expose().to_owned()),
+                None,
+                "xpsync-static",
+            ));
+        }
+    }
+    let sdk = loader.load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    if let Some(url) = endpoint_url {
+        builder = builder.endpoint_url(url).force_path_style(true);
+    }
+    if secret.is_some() {
+        // SecretCredentials caches and refreshes itself; the SDK's cache would
+        // keep rejected keys until their expiry.
+        builder = builder.identity_cache(IdentityCache::no_cache());
+    }
+    Ok(S3Side {
+        side,
+        client: aws_sdk_s3::Client::from_conf(builder.build()),
+        bucket: bucket.to_owned(),
+        secret,
+    })
+}
+
+/// The JSON a credentials secret holds (the Data Transfer Hub's field names).
+#[derive(Deserialize)]
+struct SecretKeys {
+    access_key_id: String,
+    secret_access_key: String,
+    #[serde(default)]
+    session_token: Option<String>,
+}
+
+/// Credentials read from a Secrets Manager secret, cached for `refresh_interval`
+/// and re-read at once after [`SecretCredentials::invalidate`].
+#[derive(Clone)]
+pub struct SecretCredentials {
+    inner: Arc<SecretInner>,
+}
+
+struct SecretInner {
+    side: Side,
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+    refresh_interval: Duration,
+    cached: Mutex<Option<(Credentials, Instant)>>,
+    stale: AtomicBool,
+}
+
+impl fmt::Debug for SecretCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretCredentials")
+            .field("side", &self.inner.side)
+            .field("secret_id", &self.inner.secret_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretCredentials {
+    async fn new(side: Side, c: &CredentialsConfig, default_region: &str) -> Self {
+        let region = c.secret_region.clone().unwrap_or_else(|| default_region.to_owned());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+        if let Some(url) = &c.secret_endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        Self {
+            inner: Arc::new(SecretInner {
+                side,
+                client: aws_sdk_secretsmanager::Client::new(&sdk),
+                secret_id: c.secret_id.clone().unwrap_or_default(),
+                refresh_interval: c.refresh_interval,
+                cached: Mutex::new(None),
+                stale: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The next request re-reads the secret.
+    pub fn invalidate(&self) {
+        self.inner.stale.store(true, Ordering::SeqCst);
+    }
+
+    async fn load(&self) -> Result<Credentials, String> {
+        let inner = &self.inner;
+        let mut cached = inner.cached.lock().await;
+        if let Some((credentials, read_at)) = cached.as_ref() {
+            if !inner.stale.load(Ordering::SeqCst) && read_at.elapsed() < inner.refresh_interval {
+                return Ok(credentials.clone());
+            }
+        }
+        // Clear the flag before reading, so a rejection seen while we read
+        // forces yet another read.
+        inner.stale.store(false, Ordering::SeqCst);
+        match self.fetch().await {
+            Ok(credentials) => {
+                metrics::CREDENTIALS_REFRESHES.with_label_values(&["ok"]).inc();
+                *cached = Some((credentials.clone(), Instant::now()));
+                Ok(credentials)
+            }
+            Err(message) => {
+                metrics::CREDENTIALS_REFRESHES.with_label_values(&["error"]).inc();
+                tracing::warn!(side = %inner.side, secret_id = %inner.secret_id, error = %message, "could not read the credentials secret");
+                Err(message)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Credentials, String> {
+        let inner = &self.inner;
+        let output = inner
+            .client
+            .get_secret_value()
+            .secret_id(&inner.secret_id)
+            .send()
+            .await
+            .map_err(|e| match (e.code(), e.message()) {
+                (Some(code), Some(msg)) => format!("{code}: {msg}"),
+                (Some(code), None) => code.to_owned(),
+                _ => DisplayErrorContext(&e).to_string(),
+            })?;
+        let text = output
+            .secret_string()
+            .ok_or("the secret has no SecretString (a binary secret is not supported)")?;
+        // Never echo the secret's text: a parse error may quote it.
+        let keys: SecretKeys = serde_json::from_str(text).map_err(|_| {
+            "the secret is not a JSON object with \"access_key_id\" and \"secret_access_key\" strings"
+                .to_owned()
+        })?;
+        if keys.access_key_id.is_empty() || keys.secret_access_key.is_empty() {
+            return Err("the secret's access_key_id or secret_access_key is empty".into());
+        }
+        Ok(Credentials::new(
+            keys.access_key_id,
+            keys.secret_access_key,
+            keys.session_token.filter(|t| !t.is_empty()),
+            None,
+            "xpsync-secret",
+        ))
+    }
+}
+
+impl ProvideCredentials for SecretCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            self.load()
+                .await
+                .map_err(|message| -> CredentialsError {
+                    CredentialsError::provider_error(format!(
+                        "{} credentials: secret {:?}: {message}",
+                        self.inner.side, self.inner.secret_id
+                    ))
+                })
+        })
+    }
+}

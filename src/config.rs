@@ -1,0 +1,654 @@
+//! The settings: their shape, their defaults, and their validation.
+//!
+//! Settings come from an optional TOML file, then from `XPSYNC_<TABLE>__<KEY>`
+//! environment variables layered on top (so an ECS task definition needs no file).
+//! Every struct denies unknown keys, so a misspelt setting is an error naming it,
+//! never a silently ignored line. [`Config::validate`] then checks what serde cannot
+//! (ranges, URLs, combinations) and reports every problem at once, one line each.
+//!
+//! Secrets ([`Secret`]) never print: their `Debug` and `Serialize` say `<redacted>`,
+//! which is what `xpsync check-config` relies on.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// S3's smallest part (all but the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's largest part.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's largest part count.
+pub const MAX_PARTS: u64 = 10_000;
+/// SQS's ceiling on a message's total invisibility.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// The whole configuration, one table per concern.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where objects come from.
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// Where objects go.
+    #[serde(default)]
+    pub target: TargetConfig,
+    /// The SQS queue of S3 events (needed by `run` and `dlq` only).
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Concurrency and memory of copies.
+    #[serde(default)]
+    pub transfer: TransferConfig,
+    /// What is replicated besides the bytes.
+    #[serde(default)]
+    pub replicate: ReplicateConfig,
+    /// The HTTP server for health and metrics.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Behaviour on SIGTERM.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The side objects are read from.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceConfig {
+    /// AWS region of the bucket, e.g. `cn-northwest-1`. Required.
+    #[serde(default)]
+    pub region: String,
+    /// Bucket name. Required.
+    #[serde(default)]
+    pub bucket: String,
+    /// S3-compatible endpoint or emulator; path-style addressing is then used.
+    /// Default: the region's AWS endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Credentials; omitted: the default AWS chain (ECS task role, env, profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsConfig>,
+}
+
+/// The side objects are written to.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TargetConfig {
+    /// AWS region of the bucket, e.g. `us-west-2`. Required.
+    #[serde(default)]
+    pub region: String,
+    /// Bucket name. Required.
+    #[serde(default)]
+    pub bucket: String,
+    /// S3-compatible endpoint or emulator; path-style addressing is then used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Prepended to every key written on the target. Default: empty.
+    #[serde(default)]
+    pub key_prefix: String,
+    /// Storage class of written objects, e.g. `STANDARD_IA`. Default: the bucket's.
+    #[serde(default)]
+    pub storage_class: String,
+    /// Server-side encryption: `""` (the bucket's default), `AES256` or `aws:kms`.
+    #[serde(default)]
+    pub sse: String,
+    /// KMS key for `sse = "aws:kms"`; empty: the account's S3 key.
+    #[serde(default)]
+    pub sse_kms_key_id: String,
+    /// Credentials; omitted: the default AWS chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsConfig>,
+}
+
+/// Where one side's keys come from: a Secrets Manager secret or static keys.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// Secrets Manager secret holding `{"access_key_id", "secret_access_key", "session_token"?}`,
+    /// read with the default AWS chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+    /// Region of the secret. Default: the source region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_region: Option<String>,
+    /// Secrets Manager endpoint (an emulator). Default: the region's AWS endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_endpoint_url: Option<String>,
+    /// How often the secret is re-read for rotation; it is also re-read after an
+    /// authentication failure. Default: 1h.
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Static access key id (local use), instead of `secret_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Static secret access key, with `access_key_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    /// Static session token, with `access_key_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<Secret>,
+}
+
+/// The event queue.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// SQS queue URL. Required by `run` and `dlq`.
+    #[serde(default)]
+    pub url: String,
+    /// Dead-letter queue URL. Default: read from the queue's RedrivePolicy.
+    #[serde(default)]
+    pub dead_letter_url: String,
+    /// SQS endpoint (an emulator). Default: the queue region's AWS endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Long-poll wait, at most 20s. Default: 20s.
+    #[serde(with = "humantime_serde")]
+    pub wait_time: Duration,
+    /// Visibility given to received messages; a heartbeat extends it while a copy
+    /// runs. Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+}
+
+/// Concurrency and memory of copies.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Objects reconciled at once by one worker. Default: 16.
+    pub max_objects: usize,
+    /// Part transfers at once, across all objects. Default: 32.
+    pub max_parts: usize,
+    /// Object bytes buffered at once, all transfers together. Default: 512MiB.
+    pub memory_limit: ByteSize,
+    /// Objects larger than this, or stored by the source in parts, are copied in
+    /// parts. Default: 16MiB.
+    pub multipart_threshold: ByteSize,
+    /// Part size for objects the source stored in a single PUT. Default: 16MiB.
+    pub part_size: ByteSize,
+    /// Copy multipart objects part for part, so the target's ETag equals the
+    /// source's. Default: true.
+    pub preserve_part_layout: bool,
+}
+
+/// What is replicated besides the bytes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicateConfig {
+    /// A key gone from the source is deleted from the target. Default: false.
+    pub deletes: bool,
+    /// Content-Type, -Encoding, -Language, -Disposition, Cache-Control, Expires
+    /// and user metadata. Default: true.
+    pub metadata: bool,
+    /// Object tags. Default: true.
+    pub tags: bool,
+    /// Only keys under one of these prefixes are replicated. Default: all keys.
+    pub include_prefixes: Vec<String>,
+    /// Keys under one of these prefixes are not replicated. Default: none.
+    pub exclude_prefixes: Vec<String>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of `/healthz`, `/readyz` and `/metrics`. Default: 0.0.0.0:9464.
+    pub listen: String,
+}
+
+/// Behaviour on SIGTERM.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Time in-flight copies get to finish; keep it below ECS's stopTimeout.
+    /// Default: 25s.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    /// Default: info.
+    pub level: String,
+    /// `json` (for CloudWatch) or `text`. Default: json.
+    pub format: String,
+}
+
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for CredentialsConfig {
+    fn default() -> Self {
+        Self {
+            secret_id: None,
+            secret_region: None,
+            secret_endpoint_url: None,
+            refresh_interval: default_refresh_interval(),
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            dead_letter_url: String::new(),
+            endpoint_url: None,
+            wait_time: Duration::from_secs(20),
+            visibility_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            max_objects: 16,
+            max_parts: 32,
+            memory_limit: ByteSize::mib(512),
+            multipart_threshold: ByteSize::mib(16),
+            part_size: ByteSize::mib(16),
+            preserve_part_layout: true,
+        }
+    }
+}
+
+impl Default for ReplicateConfig {
+    fn default() -> Self {
+        Self {
+            deletes: false,
+            metadata: true,
+            tags: true,
+            include_prefixes: Vec::new(),
+            exclude_prefixes: Vec::new(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9464".into(),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(25),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "json".into(),
+        }
+    }
+}
+
+/// A value that must never be printed: logs, errors and `check-config` see `<redacted>`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for handing to the SDK and nowhere else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// The configuration could not be read, or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Which command the configuration is for: `run` and `dlq` also need the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Buckets,
+    BucketsAndQueue,
+    Queue,
+}
+
+impl Config {
+    /// Reads `file` (if given) and the `XPSYNC_*` environment, without validating.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Parse(format!(
+                    "file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("XPSYNC_").split("__"));
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))
+    }
+
+    /// Reads and validates, for a command that needs `needs`.
+    pub fn load_valid(file: Option<&Path>, needs: Needs) -> Result<Self, ConfigError> {
+        let config = Self::load(file)?;
+        config.validate(needs)?;
+        Ok(config)
+    }
+
+    /// Checks everything serde could not, reporting every problem found.
+    pub fn validate(&self, needs: Needs) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if needs != Needs::Queue {
+            check_side(
+                &mut problems,
+                "source",
+                &self.source.region,
+                &self.source.bucket,
+                self.source.endpoint_url.as_deref(),
+                self.source.credentials.as_ref(),
+            );
+        }
+        check_side(
+            &mut problems,
+            "target",
+            &self.target.region,
+            &self.target.bucket,
+            self.target.endpoint_url.as_deref(),
+            self.target.credentials.as_ref(),
+        );
+        if needs != Needs::Buckets {
+            if self.queue.url.is_empty() {
+                problems.push("queue.url is required".into());
+            } else {
+                check_url(&mut problems, "queue.url", &self.queue.url);
+            }
+        }
+        if !self.queue.dead_letter_url.is_empty() {
+            check_url(
+                &mut problems,
+                "queue.dead_letter_url",
+                &self.queue.dead_letter_url,
+            );
+        }
+        if let Some(url) = &self.queue.endpoint_url {
+            check_url(&mut problems, "queue.endpoint_url", url);
+        }
+        if self.queue.wait_time > Duration::from_secs(20) {
+            problems.push(format!(
+                "queue.wait_time is {}, but SQS long-polls for at most 20s",
+                humantime::format_duration(self.queue.wait_time)
+            ));
+        }
+        if self.queue.visibility_timeout < Duration::from_secs(10)
+            || self.queue.visibility_timeout > MAX_VISIBILITY
+        {
+            problems.push(format!(
+                "queue.visibility_timeout is {}, but must be between 10s and 12h",
+                humantime::format_duration(self.queue.visibility_timeout)
+            ));
+        }
+
+        let t = &self.transfer;
+        if t.max_objects == 0 {
+            problems.push("transfer.max_objects must be at least 1".into());
+        }
+        if t.max_parts == 0 {
+            problems.push("transfer.max_parts must be at least 1".into());
+        }
+        if t.part_size.as_u64() < MIN_PART_SIZE {
+            problems.push(format!(
+                "transfer.part_size is {}, but S3 parts must be at least 5MiB",
+                t.part_size.display().iec()
+            ));
+        }
+        if t.part_size.as_u64() > MAX_PART_SIZE {
+            problems.push(format!(
+                "transfer.part_size is {}, but S3 parts must be at most 5GiB",
+                t.part_size.display().iec()
+            ));
+        }
+        if t.multipart_threshold.as_u64() > MAX_PART_SIZE {
+            problems.push(format!(
+                "transfer.multipart_threshold is {}, but a single PUT holds at most 5GiB",
+                t.multipart_threshold.display().iec()
+            ));
+        }
+        if t.memory_limit < t.part_size {
+            problems.push(format!(
+                "transfer.memory_limit ({}) is smaller than one part (transfer.part_size = {})",
+                t.memory_limit.display().iec(),
+                t.part_size.display().iec()
+            ));
+        }
+        if t.memory_limit < t.multipart_threshold {
+            problems.push(format!(
+                "transfer.memory_limit ({}) is smaller than transfer.multipart_threshold ({}), \
+                 the largest object sent in one PUT",
+                t.memory_limit.display().iec(),
+                t.multipart_threshold.display().iec()
+            ));
+        }
+
+        match self.target.sse.as_str() {
+            "" | "AES256" | "aws:kms" => {}
+            other => problems.push(format!(
+                "target.sse is {other:?}, but must be \"\", \"AES256\" or \"aws:kms\""
+            )),
+        }
+        if !self.target.sse_kms_key_id.is_empty() && self.target.sse != "aws:kms" {
+            problems.push("target.sse_kms_key_id is set, but target.sse is not \"aws:kms\"".into());
+        }
+        if !self.target.storage_class.is_empty()
+            && !self
+                .target
+                .storage_class
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_')
+        {
+            problems.push(format!(
+                "target.storage_class is {:?}, but storage classes are written like STANDARD_IA",
+                self.target.storage_class
+            ));
+        }
+        for (name, prefixes) in [
+            ("replicate.include_prefixes", &self.replicate.include_prefixes),
+            ("replicate.exclude_prefixes", &self.replicate.exclude_prefixes),
+        ] {
+            if prefixes.iter().any(String::is_empty) {
+                problems.push(format!("{name} holds an empty prefix, which would match every key"));
+            }
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.listen is {:?}, but must be an address like 0.0.0.0:9464",
+                self.server.listen
+            ));
+        }
+        if self.shutdown.grace_period > Duration::from_secs(115) {
+            problems.push(format!(
+                "shutdown.grace_period is {}, but ECS kills a task at most 120s after SIGTERM",
+                humantime::format_duration(self.shutdown.grace_period)
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "json" | "text") {
+            problems.push(format!(
+                "log.format is {:?}, but must be \"json\" or \"text\"",
+                self.log.format
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!(
+                "log.level is {:?}, but must be a level such as \"info\" or a filter directive",
+                self.log.level
+            ));
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Whether `key` (a source key) is replicated at all.
+    pub fn is_replicated(&self, key: &str) -> bool {
+        let r = &self.replicate;
+        (r.include_prefixes.is_empty() || r.include_prefixes.iter().any(|p| key.starts_with(p)))
+            && !r.exclude_prefixes.iter().any(|p| key.starts_with(p))
+    }
+
+    /// The configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string(self).expect("the configuration always serializes")
+    }
+}
+
+fn check_side(
+    problems: &mut Vec<String>,
+    side: &str,
+    region: &str,
+    bucket: &str,
+    endpoint_url: Option<&str>,
+    credentials: Option<&CredentialsConfig>,
+) {
+    if region.is_empty() {
+        problems.push(format!("{side}.region is required"));
+    }
+    if bucket.is_empty() {
+        problems.push(format!("{side}.bucket is required"));
+    } else if bucket.len() < 3 || bucket.len() > 63 || bucket.contains('/') {
+        problems.push(format!(
+            "{side}.bucket is {bucket:?}, which is not a valid bucket name"
+        ));
+    }
+    if let Some(url) = endpoint_url {
+        check_url(problems, &format!("{side}.endpoint_url"), url);
+    }
+    let Some(c) = credentials else { return };
+    let path = format!("{side}.credentials");
+    match (&c.secret_id, &c.access_key_id, &c.secret_access_key) {
+        (Some(_), None, None) => {
+            if c.session_token.is_some() {
+                problems.push(format!("{path}.session_token is only used with access_key_id"));
+            }
+        }
+        (None, Some(_), Some(_)) => {
+            if c.secret_region.is_some() || c.secret_endpoint_url.is_some() {
+                problems.push(format!(
+                    "{path}: secret_region and secret_endpoint_url are only used with secret_id"
+                ));
+            }
+        }
+        (None, None, None) => problems.push(format!(
+            "{path} needs either secret_id, or access_key_id and secret_access_key \
+             (omit the table to use the default AWS chain)"
+        )),
+        (Some(_), _, _) => problems.push(format!(
+            "{path} gives both secret_id and static keys: choose one"
+        )),
+        (None, Some(_), None) => problems.push(format!(
+            "{path}.access_key_id is set without secret_access_key"
+        )),
+        (None, None, Some(_)) => problems.push(format!(
+            "{path}.secret_access_key is set without access_key_id"
+        )),
+    }
+    if let Some(url) = &c.secret_endpoint_url {
+        check_url(problems, &format!("{path}.secret_endpoint_url"), url);
+    }
+    if c.refresh_interval < Duration::from_secs(60) {
+        problems.push(format!(
+            "{path}.refresh_interval is {}, but must be at least 1m",
+            humantime::format_duration(c.refresh_interval)
+        ));
+    }
+}
+
+fn check_url(problems: &mut Vec<String>, name: &str, value: &str) {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+        Ok(_) => problems.push(format!(
+            "{name} is {value:?}, but must be an http:// or https:// URL"
+        )),
+        Err(e) => problems.push(format!("{name} is {value:?}, which is not a URL: {e}")),
+    }
+}
+
+/// Figment's errors name the key and where it came from; keep that, drop its
+/// internal profile name.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| e.to_string().replace("default.", ""))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_apply_include_then_exclude() {
+        let mut config: Config = toml::from_str("").unwrap();
+        assert!(config.is_replicated("any/key"));
+        config.replicate.include_prefixes = vec!["logs/".into()];
+        config.replicate.exclude_prefixes = vec!["logs/tmp/".into()];
+        assert!(config.is_replicated("logs/a"));
+        assert!(!config.is_replicated("logs/tmp/a"));
+        assert!(!config.is_replicated("data/a"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_and_toml() {
+        let mut config: Config = toml::from_str("").unwrap();
+        config.target.credentials = Some(CredentialsConfig {
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            secret_access_key: Some(Secret::new("very-secret-value")),
+            ..Default::default()
+        });
+        assert!(!format!("{config:?}").contains("very-secret-value"));
+        let printed = config.to_redacted_toml();
+        assert!(!printed.contains("very-secret-value"));
+        assert!(printed.contains("<redacted>"));
+    }
+}

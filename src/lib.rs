@@ -1,0 +1,10 @@
+//! xpsync keeps an S3 bucket in one AWS partition in sync with a bucket in another,
+//! where S3 Replication cannot reach. See the README for the architecture.
+
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod ops;
+pub mod reconcile;
+pub mod transfer;

@@ -1,0 +1,235 @@
+//! Every metric xpsync exports, defined once.
+//!
+//! The metrics live in one process-wide registry, [`REGISTRY`], that `/metrics`
+//! renders. Code elsewhere records through the typed statics below, never by name,
+//! so a metric's name, help and labels are written in this file alone. Label values
+//! come from small closed sets (outcomes, operations, sides, error kinds): never a
+//! key or a bucket name, so cardinality stays bounded.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The registry `/metrics` renders.
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process collector registers once");
+    registry
+});
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(collector: C) -> C {
+    REGISTRY
+        .register(Box::new(collector.clone()))
+        .expect("every metric is registered once");
+    collector
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    register(IntGauge::new(name, help).expect("valid metric"))
+}
+
+/// Objects reconciled, by outcome: copied, unchanged, deleted, absent, filtered, failed.
+pub static OBJECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_objects_total",
+        "Keys reconciled, by outcome",
+        &["result"],
+    )
+});
+
+/// Object bytes written to the target.
+pub static BYTES_COPIED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "xpsync_bytes_copied_total",
+            "Object bytes written to the target and verified",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Bytes sent to the target whether or not the copy completed (retries included).
+pub static BYTES_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "xpsync_bytes_sent_total",
+            "Object bytes sent to the target, including parts of copies that failed or were retried",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// From the event's time to the target verified.
+pub static REPLICATION_LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "xpsync_replication_latency_seconds",
+                "Time from the S3 event to the target copy verified",
+            )
+            .buckets(vec![
+                0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0,
+            ]),
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Duration of one copy, by method: put or multipart.
+pub static COPY_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "xpsync_copy_duration_seconds",
+                "Duration of one object copy, by method",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+            ]),
+            &["method"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Objects being reconciled now.
+pub static OBJECTS_IN_FLIGHT: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("xpsync_objects_in_flight", "Keys being reconciled now"));
+
+/// Bytes of objects being copied now.
+pub static BYTES_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "xpsync_bytes_in_flight",
+        "Total size of the objects being copied now",
+    )
+});
+
+/// Bytes reserved from the memory budget now.
+pub static MEMORY_RESERVED: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "xpsync_memory_reserved_bytes",
+        "Object bytes reserved from transfer.memory_limit now",
+    )
+});
+
+/// Queue messages handled, by result: deleted, retried, dead_lettered, ignored.
+pub static MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_messages_total",
+        "Queue messages handled, by result",
+        &["result"],
+    )
+});
+
+/// Approximate queue depths, by queue (main, dead_letter) and state (visible, in_flight, delayed).
+pub static QUEUE_MESSAGES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "xpsync_queue_messages",
+                "Approximate number of messages in the queues, by state",
+            ),
+            &["queue", "state"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// S3 requests, by side, operation and outcome (ok, or an error kind).
+pub static S3_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_s3_requests_total",
+        "S3 requests made, by side, operation and outcome",
+        &["side", "operation", "outcome"],
+    )
+});
+
+/// Errors, by stage and kind.
+pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_errors_total",
+        "Errors, by the stage they happened in and their kind",
+        &["stage", "kind"],
+    )
+});
+
+/// Reads of a credentials secret, by result: ok, error.
+pub static CREDENTIALS_REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_credentials_refreshes_total",
+        "Reads of a credentials secret from Secrets Manager, by result",
+        &["result"],
+    )
+});
+
+/// Parts uploaded, by how: uploaded now, or reused from an interrupted upload.
+pub static PARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_parts_total",
+        "Multipart parts, by whether they were uploaded or reused from an interrupted upload",
+        &["result"],
+    )
+});
+
+/// Always 1, labelled with the version.
+pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    let g = register(
+        IntGaugeVec::new(
+            Opts::new("xpsync_build_info", "Always 1; the version of xpsync"),
+            &["version"],
+        )
+        .expect("valid metric"),
+    );
+    g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    g
+});
+
+/// Touches every metric so that each appears in `/metrics` from the start, even at zero.
+pub fn init() {
+    LazyLock::force(&BUILD_INFO);
+    for result in ["copied", "unchanged", "deleted", "absent", "filtered", "failed"] {
+        OBJECTS.with_label_values(&[result]);
+    }
+    for result in ["deleted", "retried", "dead_lettered", "ignored"] {
+        MESSAGES.with_label_values(&[result]);
+    }
+    for method in ["put", "multipart"] {
+        COPY_DURATION.with_label_values(&[method]);
+    }
+    for result in ["uploaded", "reused"] {
+        PARTS.with_label_values(&[result]);
+    }
+    for result in ["ok", "error"] {
+        CREDENTIALS_REFRESHES.with_label_values(&[result]);
+    }
+    LazyLock::force(&BYTES_COPIED);
+    LazyLock::force(&BYTES_SENT);
+    LazyLock::force(&REPLICATION_LATENCY);
+    LazyLock::force(&OBJECTS_IN_FLIGHT);
+    LazyLock::force(&BYTES_IN_FLIGHT);
+    LazyLock::force(&MEMORY_RESERVED);
+    LazyLock::force(&QUEUE_MESSAGES);
+    LazyLock::force(&S3_REQUESTS);
+    LazyLock::force(&ERRORS);
+}
+
+/// The registry in Prometheus text format.
+pub fn render() -> String {
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&REGISTRY.gather(), &mut out)
+        .expect("text encoding into a Vec cannot fail");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}

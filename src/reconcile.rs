@@ -1,0 +1,337 @@
+//! Reconciling one key: make the target's copy of K match the source's current K.
+//!
+//! Events are hints, not instructions (DESIGN §4): whatever arrived, [`Reconciler::reconcile`]
+//! looks at both sides as they are now and decides.
+//!
+//! 1. Filtered by `replicate.include_prefixes` / `exclude_prefixes`: nothing to do.
+//! 2. HEAD the source. Gone: delete the target copy if `replicate.deletes` (and it
+//!    exists), else nothing to do.
+//! 3. HEAD the target key (`target.key_prefix` + K). Same size, and the same ETag or
+//!    the source ETag recorded in its metadata: unchanged.
+//! 4. Otherwise copy ([`crate::transfer`]), with metadata, tags, storage class and
+//!    encryption as configured.
+//!
+//! A source that changes mid-copy (412 on `If-Match`) sends the key back to step 2,
+//! a few times at most. Keys rejected by S3 are retried once, after the secret
+//! holding them has been re-read.
+//!
+//! The result is a [`Report`]; a failure carries a [`ReconcileError`] that knows
+//! whether it is retryable and whether it is systemic.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::aws::{ErrorKind, S3Error, S3Side};
+use crate::config::Config;
+use crate::metrics;
+use crate::transfer::{plan, Copier, SourceObject, TransferError, WriteOptions, SOURCE_ETAG_METADATA};
+
+/// How many times a key is started over because its source changed mid-copy.
+const SOURCE_CHANGES_TOLERATED: u32 = 3;
+
+/// What reconciling a key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Copied,
+    Unchanged,
+    Deleted,
+    Absent,
+    Filtered,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Copied => "copied",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Deleted => "deleted",
+            Outcome::Absent => "absent",
+            Outcome::Filtered => "filtered",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Why a key could not be reconciled.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error("the source object changed {SOURCE_CHANGES_TOLERATED} times during its copy; giving up for now")]
+    SourceUnstable,
+}
+
+impl From<S3Error> for ReconcileError {
+    fn from(e: S3Error) -> Self {
+        ReconcileError::Transfer(TransferError::S3(e))
+    }
+}
+
+impl ReconcileError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ReconcileError::Transfer(e) => e.kind(),
+            ReconcileError::SourceUnstable => ErrorKind::Transient,
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// Whether every key would fail the same way (keys rejected, bucket missing).
+    pub fn is_systemic(&self) -> bool {
+        self.kind().is_systemic()
+    }
+}
+
+/// The result of reconciling one key.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub key: String,
+    pub outcome: Outcome,
+    /// The object's size (copied or unchanged), else 0.
+    pub bytes: u64,
+    /// Bytes uploaded now: less than `bytes` when an upload was resumed.
+    pub bytes_sent: u64,
+    pub parts_reused: usize,
+    /// The target's ETag, unquoted, when it holds the object.
+    pub etag: Option<String>,
+    pub duration: Duration,
+    pub error: Option<ReconcileError>,
+}
+
+/// Reconciles keys between the two sides. Cheap to clone; clones share the
+/// transfer limits.
+#[derive(Clone, Debug)]
+pub struct Reconciler {
+    source: S3Side,
+    target: S3Side,
+    copier: Copier,
+    config: std::sync::Arc<Config>,
+}
+
+impl Reconciler {
+    pub fn new(source: S3Side, target: S3Side, config: std::sync::Arc<Config>) -> Self {
+        let copier = Copier::new(source.clone(), target.clone(), &config);
+        Self {
+            source,
+            target,
+            copier,
+            config,
+        }
+    }
+
+    pub fn copier(&self) -> &Copier {
+        &self.copier
+    }
+
+    /// The target key for a source key.
+    pub fn target_key(&self, key: &str) -> String {
+        format!("{}{}", self.config.target.key_prefix, key)
+    }
+
+    /// Makes the target's copy of `key` match the source's, and says what it did.
+    pub async fn reconcile(&self, key: &str) -> Report {
+        let span = tracing::info_span!("reconcile", key);
+        self.reconcile_inner(key).instrument(span).await
+    }
+
+    async fn reconcile_inner(&self, key: &str) -> Report {
+        let started = Instant::now();
+        metrics::OBJECTS_IN_FLIGHT.inc();
+        let mut report = Report {
+            key: key.to_owned(),
+            outcome: Outcome::Filtered,
+            bytes: 0,
+            bytes_sent: 0,
+            parts_reused: 0,
+            etag: None,
+            duration: Duration::ZERO,
+            error: None,
+        };
+        if self.config.is_replicated(key) {
+            let mut source_changes = 0;
+            let mut keys_reread = false;
+            loop {
+                match self.attempt(key, &mut report).await {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                        source_changes += 1;
+                        tracing::info!(attempt = source_changes, "the source changed during the copy; starting over");
+                        if source_changes >= SOURCE_CHANGES_TOLERATED {
+                            report.outcome = Outcome::Failed;
+                            report.error = Some(ReconcileError::SourceUnstable);
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::Auth && !keys_reread => {
+                        // observe() has marked the secret stale: one more try with keys re-read.
+                        keys_reread = true;
+                    }
+                    Err(e) => {
+                        report.outcome = Outcome::Failed;
+                        report.error = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        report.duration = started.elapsed();
+        metrics::OBJECTS_IN_FLIGHT.dec();
+        metrics::OBJECTS
+            .with_label_values(&[report.outcome.as_str()])
+            .inc();
+        match &report.error {
+            None => tracing::info!(
+                outcome = report.outcome.as_str(),
+                size = report.bytes,
+                bytes_sent = report.bytes_sent,
+                duration_ms = report.duration.as_millis() as u64,
+                "reconciled"
+            ),
+            Some(e) => {
+                metrics::ERRORS
+                    .with_label_values(&["reconcile", e.kind().as_str()])
+                    .inc();
+                tracing::warn!(outcome = "failed", error = %e, kind = e.kind().as_str(), "reconcile failed")
+            }
+        }
+        report
+    }
+
+    async fn attempt(&self, key: &str, report: &mut Report) -> Result<(), ReconcileError> {
+        let Some(found) = head(&self.source, key).await? else {
+            return self.source_gone(key, report).await;
+        };
+        let source = SourceObject::new(key, found);
+        let target_key = self.target_key(key);
+        report.bytes = source.size;
+        if let Some(target) = head(&self.target, &target_key).await? {
+            if holds(&target, &source) {
+                report.outcome = Outcome::Unchanged;
+                report.etag = target.e_tag().map(|e| plan::unquote(e).to_owned());
+                return Ok(());
+            }
+        }
+
+        let options = self.write_options(&source).await?;
+        let started = Instant::now();
+        metrics::BYTES_IN_FLIGHT.add(source.size as i64);
+        let copied = self.copier.copy(&source, &target_key, &options).await;
+        metrics::BYTES_IN_FLIGHT.sub(source.size as i64);
+        let copied = copied?;
+        metrics::COPY_DURATION
+            .with_label_values(&[copied.method.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        metrics::BYTES_COPIED.inc_by(source.size);
+        report.outcome = Outcome::Copied;
+        report.etag = Some(copied.etag);
+        report.bytes_sent = copied.bytes_sent;
+        report.parts_reused = copied.parts_reused;
+        Ok(())
+    }
+
+    async fn source_gone(&self, key: &str, report: &mut Report) -> Result<(), ReconcileError> {
+        report.outcome = Outcome::Absent;
+        if !self.config.replicate.deletes {
+            return Ok(());
+        }
+        let target_key = self.target_key(key);
+        if head(&self.target, &target_key).await?.is_some() {
+            let request = self
+                .target
+                .client
+                .delete_object()
+                .bucket(&self.target.bucket)
+                .key(&target_key);
+            self.target.observe("DeleteObject", request.send().await)?;
+            report.outcome = Outcome::Deleted;
+        }
+        Ok(())
+    }
+
+    /// Metadata, tags, storage class and encryption for the target copy.
+    async fn write_options(&self, source: &SourceObject) -> Result<WriteOptions, ReconcileError> {
+        let replicate = &self.config.replicate;
+        let target = &self.config.target;
+        let mut options = WriteOptions::default();
+        if replicate.metadata {
+            let h = &source.head;
+            options.metadata = h.metadata().cloned().unwrap_or_default();
+            options.metadata.remove(SOURCE_ETAG_METADATA);
+            options.content_type = h.content_type().map(str::to_owned);
+            options.content_encoding = h.content_encoding().map(str::to_owned);
+            options.content_language = h.content_language().map(str::to_owned);
+            options.content_disposition = h.content_disposition().map(str::to_owned);
+            options.cache_control = h.cache_control().map(str::to_owned);
+            options.expires = h
+                .expires_string()
+                .and_then(|s| DateTime::from_str(s, DateTimeFormat::HttpDate).ok());
+        }
+        if replicate.tags {
+            let request = self
+                .source
+                .client
+                .get_object_tagging()
+                .bucket(&self.source.bucket)
+                .key(&source.key);
+            let output = self.source.observe("GetObjectTagging", request.send().await)?;
+            if !output.tag_set().is_empty() {
+                let mut encoded = url::form_urlencoded::Serializer::new(String::new());
+                for tag in output.tag_set() {
+                    encoded.append_pair(tag.key(), tag.value());
+                }
+                options.tagging = Some(encoded.finish());
+            }
+        }
+        if !target.storage_class.is_empty() {
+            options.storage_class = Some(StorageClass::from(target.storage_class.as_str()));
+        }
+        if !target.sse.is_empty() {
+            options.sse = Some(ServerSideEncryption::from(target.sse.as_str()));
+        }
+        if !target.sse_kms_key_id.is_empty() {
+            options.sse_kms_key_id = Some(target.sse_kms_key_id.clone());
+        }
+        Ok(options)
+    }
+}
+
+/// HEAD `key`; None if it does not exist.
+async fn head(side: &S3Side, key: &str) -> Result<Option<HeadObjectOutput>, S3Error> {
+    let request = side.client.head_object().bucket(&side.bucket).key(key);
+    match side.observe("HeadObject", request.send().await) {
+        Ok(head) => Ok(Some(head)),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the target object holds the source's current version: same size, and
+/// the same ETag or the source ETag recorded when it was copied.
+fn holds(target: &HeadObjectOutput, source: &SourceObject) -> bool {
+    let same_size = target.content_length().unwrap_or(-1).max(-1) == source.size as i64;
+    let source_etag = plan::unquote(&source.etag);
+    let recorded = recorded_source_etag(target) == Some(source_etag);
+    let same_etag = target
+        .e_tag()
+        .is_some_and(|e| plan::unquote(e) == source_etag);
+    same_size && (recorded || same_etag)
+}
+
+/// The source ETag a target copy records having been made from, if any.
+pub(crate) fn recorded_source_etag(target: &HeadObjectOutput) -> Option<&str> {
+    target
+        .metadata()
+        .and_then(|m| m.get(SOURCE_ETAG_METADATA))
+        .map(String::as_str)
+}

@@ -1,0 +1,310 @@
+//! Moving one object's bytes from the source to the target, verified.
+//!
+//! [`Copier::copy`] takes a source object as HEAD described it and writes it to a
+//! target key, by one of two methods:
+//!
+//! - **put** ([`put`]): objects up to `multipart_threshold` that the source stored in
+//!   one part: one GET, one PutObject with Content-MD5.
+//! - **multipart** ([`multipart`]): everything else. Parts flow from ranged GETs to
+//!   UploadPart calls, at most `transfer.max_parts` at once across all objects (the
+//!   `part_slots` semaphore) and at most `transfer.memory_limit` bytes buffered at
+//!   once ([`budget::MemoryBudget`]). Nothing touches the local disk.
+//!
+//! Every GET carries `If-Match` with the source ETag HEAD saw, so bytes of two
+//! versions are never mixed: a 412 surfaces as [`ErrorKind::PreconditionFailed`] and
+//! the caller starts over. Every upload carries Content-MD5. Before an object is
+//! committed (PutObject sent, or CompleteMultipartUpload), its expected ETag is
+//! checked against the source's wherever the two can be equal; after, the target's
+//! ETag is checked against the one computed locally. A target object that fails the
+//! last check is deleted rather than left claiming a version it does not hold.
+//!
+//! The source ETag is also written to the target's user metadata
+//! (`xpsync-source-etag`), so that where the two ETags cannot be equal (SSE-KMS, a
+//! re-cut layout) a later reconcile still knows which version the target holds.
+
+pub mod budget;
+mod multipart;
+pub mod plan;
+mod put;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::primitives::DateTime;
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use crate::aws::{ErrorKind, S3Error, S3Side};
+use crate::config::{Config, TransferConfig};
+
+pub use budget::MemoryBudget;
+pub use plan::PartPlan;
+
+/// The user-metadata key holding the source ETag a target copy was made from.
+pub const SOURCE_ETAG_METADATA: &str = "xpsync-source-etag";
+
+/// How many times one part's GET + upload is tried before the copy fails.
+const PART_ATTEMPTS: u32 = 4;
+
+/// A source object as HEAD described it.
+#[derive(Debug, Clone)]
+pub struct SourceObject {
+    pub key: String,
+    pub size: u64,
+    /// As S3 gives it, with quotes.
+    pub etag: String,
+    pub last_modified: Option<DateTime>,
+    pub head: HeadObjectOutput,
+}
+
+impl SourceObject {
+    pub fn new(key: &str, head: HeadObjectOutput) -> Self {
+        Self {
+            key: key.to_owned(),
+            size: head.content_length().unwrap_or(0).max(0) as u64,
+            etag: head.e_tag().unwrap_or_default().to_owned(),
+            last_modified: head.last_modified().copied(),
+            head,
+        }
+    }
+
+    /// Whether the source ETag is derived from the bytes (MD5 or composite MD5):
+    /// not for SSE-KMS or SSE-C objects.
+    pub fn etag_is_content_hash(&self) -> bool {
+        let kms = matches!(
+            self.head.server_side_encryption(),
+            Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+        );
+        !kms && self.head.sse_customer_algorithm().is_none()
+    }
+
+    /// Part count if the source stored the object in parts.
+    pub fn multipart_count(&self) -> Option<u32> {
+        plan::multipart_count(&self.etag)
+    }
+}
+
+/// What is written along with the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub metadata: HashMap<String, String>,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub content_disposition: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<DateTime>,
+    /// URL-encoded `k=v&…`, as the `x-amz-tagging` header wants.
+    pub tagging: Option<String>,
+    pub storage_class: Option<StorageClass>,
+    pub sse: Option<ServerSideEncryption>,
+    pub sse_kms_key_id: Option<String>,
+}
+
+impl WriteOptions {
+    /// Whether the target's ETags will be MD5s of what was sent.
+    fn target_etag_is_md5(&self) -> bool {
+        !matches!(
+            self.sse,
+            Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+        )
+    }
+}
+
+/// How an object was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Put,
+    Multipart,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Put => "put",
+            Method::Multipart => "multipart",
+        }
+    }
+}
+
+/// A verified copy.
+#[derive(Debug, Clone)]
+pub struct Copied {
+    /// The target's ETag, unquoted.
+    pub etag: String,
+    pub method: Method,
+    /// Bytes uploaded by this copy (less than the size when parts were resumed).
+    pub bytes_sent: u64,
+    pub parts_reused: usize,
+}
+
+/// A copy failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    #[error("source returned {got} bytes for part {part}, expected {expected}")]
+    ShortRead { part: usize, got: u64, expected: u64 },
+    #[error("verification failed: {0}")]
+    Verification(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl TransferError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TransferError::S3(e) => e.kind,
+            TransferError::ShortRead { .. } | TransferError::Verification(_) => ErrorKind::Transient,
+            TransferError::Unsupported(_) => ErrorKind::Permanent,
+        }
+    }
+}
+
+/// Copies objects from one side to the other within shared concurrency and memory
+/// limits. Cheap to clone; clones share the limits.
+#[derive(Clone, Debug)]
+pub struct Copier {
+    source: S3Side,
+    target: S3Side,
+    settings: TransferConfig,
+    /// Bytes buffered by all part transfers together (`transfer.memory_limit`).
+    budget: MemoryBudget,
+    /// Part transfers at once across all objects (`transfer.max_parts`); taken
+    /// before a part's GET is sent.
+    part_slots: Arc<Semaphore>,
+}
+
+impl Copier {
+    pub fn new(source: S3Side, target: S3Side, config: &Config) -> Self {
+        Self {
+            source,
+            target,
+            settings: config.transfer.clone(),
+            budget: MemoryBudget::new(config.transfer.memory_limit.as_u64()),
+            part_slots: Arc::new(Semaphore::new(config.transfer.max_parts)),
+        }
+    }
+
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// Writes `source` to `target_key`, verified.
+    pub async fn copy(
+        &self,
+        source: &SourceObject,
+        target_key: &str,
+        options: &WriteOptions,
+    ) -> Result<Copied, TransferError> {
+        let single_part = source.multipart_count().is_none();
+        if source.size == 0
+            || (single_part && source.size <= self.settings.multipart_threshold.as_u64())
+        {
+            put::copy(self, source, target_key, options).await
+        } else {
+            multipart::copy(self, source, target_key, options).await
+        }
+    }
+
+    /// GETs `range` (or the whole object) of the source version `source.etag`,
+    /// checking the length. Memory for it must already be reserved.
+    async fn get_bytes(
+        &self,
+        source: &SourceObject,
+        range: Option<std::ops::Range<u64>>,
+        part: usize,
+    ) -> Result<Bytes, TransferError> {
+        let mut request = self
+            .source
+            .client
+            .get_object()
+            .bucket(&self.source.bucket)
+            .key(&source.key)
+            .if_match(&source.etag);
+        let expected = match &range {
+            Some(r) => {
+                request = request.range(format!("bytes={}-{}", r.start, r.end - 1));
+                r.end - r.start
+            }
+            None => source.size,
+        };
+        let output = self.source.observe("GetObject", request.send().await)?;
+        let body = output.body.collect().await.map_err(|e| S3Error {
+            side: self.source.side,
+            operation: "GetObject",
+            kind: ErrorKind::Transient,
+            message: format!("reading the body: {e}"),
+        })?;
+        let bytes = body.into_bytes();
+        if bytes.len() as u64 != expected {
+            return Err(TransferError::ShortRead {
+                part,
+                got: bytes.len() as u64,
+                expected,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+impl Copier {
+    /// Deletes a target object that failed verification, so that it does not
+    /// claim a source version it does not hold. Best effort: failure is logged.
+    async fn discard(&self, target_key: &str) {
+        let request = self
+            .target
+            .client
+            .delete_object()
+            .bucket(&self.target.bucket)
+            .key(target_key);
+        if let Err(e) = self.target.observe("DeleteObject", request.send().await) {
+            tracing::error!(key = target_key, error = %e, "could not delete a target object that failed verification");
+        }
+    }
+}
+
+/// Base64 of the MD5 of `bytes` (for Content-MD5) and its hex (the expected ETag).
+fn md5_of(bytes: &[u8]) -> (String, String) {
+    use base64::Engine as _;
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(bytes);
+    (
+        base64::engine::general_purpose::STANDARD.encode(digest),
+        hex::encode(digest),
+    )
+}
+
+/// Backoff before retry `attempt` (1-based) of a part.
+fn part_backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200 * 2u64.pow(attempt.saturating_sub(1)).min(16))
+}
+
+/// Sets the [`WriteOptions`] on a PutObject or CreateMultipartUpload request: the
+/// two builders share these setters but no trait.
+macro_rules! with_write_options {
+    ($request:expr, $options:expr, $source_etag:expr) => {{
+        let o = $options;
+        let mut metadata = o.metadata.clone();
+        metadata.insert(
+            $crate::transfer::SOURCE_ETAG_METADATA.to_owned(),
+            $crate::transfer::plan::unquote($source_etag).to_owned(),
+        );
+        $request
+            .set_metadata(Some(metadata))
+            .set_content_type(o.content_type.clone())
+            .set_content_encoding(o.content_encoding.clone())
+            .set_content_language(o.content_language.clone())
+            .set_content_disposition(o.content_disposition.clone())
+            .set_cache_control(o.cache_control.clone())
+            .set_expires(o.expires)
+            .set_tagging(o.tagging.clone())
+            .set_storage_class(o.storage_class.clone())
+            .set_server_side_encryption(o.sse.clone())
+            .set_ssekms_key_id(o.sse_kms_key_id.clone())
+    }};
+}
+use with_write_options;

@@ -1,0 +1,60 @@
+//! The put method: one GET, one PutObject with Content-MD5.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+
+use super::plan::unquote;
+use super::{md5_of, with_write_options, Copied, Copier, Method, SourceObject, TransferError, WriteOptions};
+use crate::metrics;
+
+pub(super) async fn copy(
+    copier: &Copier,
+    source: &SourceObject,
+    target_key: &str,
+    options: &WriteOptions,
+) -> Result<Copied, TransferError> {
+    let _reservation = copier.budget.reserve(source.size).await;
+    let bytes = copier.get_bytes(source, None, 1).await?;
+    let (content_md5, md5_hex) = md5_of(&bytes);
+    if source.etag_is_content_hash()
+        && source.multipart_count().is_none()
+        && unquote(&source.etag) != md5_hex
+    {
+        return Err(TransferError::Verification(format!(
+            "the source's bytes have MD5 {md5_hex}, but its ETag is {}",
+            source.etag
+        )));
+    }
+
+    let length = bytes.len() as u64;
+    let request = copier
+        .target
+        .client
+        .put_object()
+        .bucket(&copier.target.bucket)
+        .key(target_key)
+        .content_md5(content_md5)
+        .content_length(length as i64)
+        .body(ByteStream::from(bytes));
+    let request = with_write_options!(request, options, &source.etag);
+    let output = copier.target.observe("PutObject", request.send().await)?;
+    metrics::BYTES_SENT.inc_by(length);
+
+    let etag = unquote(output.e_tag().unwrap_or_default()).to_owned();
+    let encrypted_with_kms = matches!(
+        output.server_side_encryption(),
+        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+    );
+    if options.target_etag_is_md5() && !encrypted_with_kms && etag != md5_hex {
+        copier.discard(target_key).await;
+        return Err(TransferError::Verification(format!(
+            "the target stored ETag {etag} for bytes with MD5 {md5_hex}"
+        )));
+    }
+    Ok(Copied {
+        etag,
+        method: Method::Put,
+        bytes_sent: length,
+        parts_reused: 0,
+    })
+}
