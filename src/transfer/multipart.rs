@@ -184,6 +184,9 @@ async fn discover_layout(
     source: &SourceObject,
     count: u32,
 ) -> Result<Option<Vec<u64>>, TransferError> {
+    // No If-Match here: some servers answer a part's HEAD with that part's ETag, not
+    // the object's. A change of version is caught by the parts' GETs, and a layout
+    // read across two versions by the composite ETag check before completion.
     let head_part = |number: u32| async move {
         let request = copier
             .source
@@ -191,7 +194,6 @@ async fn discover_layout(
             .head_object()
             .bucket(&copier.source.bucket)
             .key(&source.key)
-            .if_match(&source.etag)
             .part_number(number as i32);
         let output = copier.source.observe("HeadObject", request.send().await)?;
         Ok::<_, TransferError>((
