@@ -86,6 +86,7 @@ async fn sync(config: Config, keys: Vec<String>) -> anyhow::Result<ExitCode> {
             "bytes": report.bytes,
             "bytes_sent": report.bytes_sent,
             "parts_reused": report.parts_reused,
+            "method": report.method,
             "etag": report.etag,
             "duration_ms": report.duration.as_millis() as u64,
         });

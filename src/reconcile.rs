@@ -29,7 +29,9 @@ use tracing::Instrument;
 use crate::aws::{ErrorKind, S3Error, S3Side};
 use crate::config::Config;
 use crate::metrics;
-use crate::transfer::{plan, Copier, SourceObject, TransferError, WriteOptions, SOURCE_ETAG_METADATA};
+use crate::transfer::{
+    plan, Copier, Method, SourceObject, TransferError, WriteOptions, SOURCE_ETAG_METADATA,
+};
 
 /// How many times a key is started over because its source changed mid-copy.
 const SOURCE_CHANGES_TOLERATED: u32 = 3;
@@ -103,6 +105,8 @@ pub struct Report {
     /// Bytes uploaded now: less than `bytes` when an upload was resumed.
     pub bytes_sent: u64,
     pub parts_reused: usize,
+    /// How the object was written, when it was.
+    pub method: Option<Method>,
     /// The target's ETag, unquoted, when it holds the object.
     pub etag: Option<String>,
     pub duration: Duration,
@@ -154,6 +158,7 @@ impl Reconciler {
             bytes: 0,
             bytes_sent: 0,
             parts_reused: 0,
+            method: None,
             etag: None,
             duration: Duration::ZERO,
             error: None,
@@ -237,6 +242,7 @@ impl Reconciler {
         report.etag = Some(copied.etag);
         report.bytes_sent = copied.bytes_sent;
         report.parts_reused = copied.parts_reused;
+        report.method = Some(copied.method);
         Ok(())
     }
 

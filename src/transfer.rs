@@ -115,7 +115,8 @@ impl WriteOptions {
 }
 
 /// How an object was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Method {
     Put,
     Multipart,
