@@ -6,10 +6,12 @@
 //! target's composite ETag equals the source's. Otherwise the object is re-cut
 //! uniformly ([`PartPlan::uniform`]).
 //!
-//! **Resume.** An incomplete upload of exactly this target key is continued when
-//! its parts fit the plan and it was initiated after the current source version was
-//! written: its parts were then read with `If-Match` on that version, so they hold
-//! its bytes. Other uploads of the key (older versions, other layouts) are aborted.
+//! **Resume.** An incomplete upload of exactly this target key whose parts fit the
+//! plan is continued (the one holding the most parts; other uploads of the key are
+//! aborted). Its parts are kept only once checked, whatever server or version wrote
+//! them: with the source's own layout and an MD5-based source ETag, by the composite
+//! ETag before completion (a mismatch starts a fresh upload); otherwise each part is
+//! re-read from the source and kept only if its ETag is the MD5 of what was read.
 //!
 //! **Failure.** A copy that fails because the source changed, or for good, aborts its
 //! upload; one that fails for a passing reason (network, throttling, credentials)
@@ -18,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use futures::{StreamExt, TryStreamExt};
 
@@ -29,10 +31,6 @@ use super::{
 };
 use crate::aws::ErrorKind;
 use crate::metrics;
-
-/// An upload initiated this soon after the source's Last-Modified is not resumed:
-/// Last-Modified has one-second resolution, and the two partitions' clocks differ.
-const RESUME_MARGIN_SECS: i64 = 2;
 
 /// Part HEADs at once while discovering a source's layout.
 const LAYOUT_HEADS_AT_ONCE: usize = 16;
@@ -51,106 +49,155 @@ pub(super) async fn copy(
             copier.budget.limit()
         )));
     }
-
-    let (upload_id, reused) = match find_resumable(copier, source, target_key, &plan).await? {
-        Some(found) => found,
-        None => (create(copier, source, target_key, options).await?, BTreeMap::new()),
+    // With the source's own layout and an MD5-based ETag, the composite ETag checks
+    // every part before completion, earlier parts included; otherwise each earlier
+    // part is re-read from the source and checked against its MD5 before it is kept.
+    let trust_composite = plan.preserved && source.etag_is_content_hash();
+    let upload = Upload {
+        copier,
+        source,
+        target_key,
+        options,
+        plan: &plan,
+        trust_composite,
     };
-    if !reused.is_empty() {
-        tracing::info!(key = %source.key, upload_id = %upload_id, parts_reused = reused.len(), "resuming an interrupted upload");
-    }
-    metrics::PARTS
-        .with_label_values(&["reused"])
-        .inc_by(reused.len() as u64);
 
-    let result = finish(copier, source, target_key, options, &plan, &upload_id, &reused).await;
-    if let Err(e) = &result {
-        if matches!(e.kind(), ErrorKind::PreconditionFailed | ErrorKind::Permanent)
-            || matches!(e, TransferError::Verification(_))
-        {
-            abort(copier, target_key, &upload_id).await;
+    if let Some((upload_id, earlier)) = find_resumable(copier, target_key, &plan).await? {
+        tracing::info!(key = %source.key, upload_id = %upload_id, earlier_parts = earlier.len(), "resuming an interrupted upload");
+        match upload.run(&upload_id, &earlier).await {
+            Err(TransferError::Verification(reason)) if trust_composite => {
+                tracing::warn!(key = %source.key, %reason, "the interrupted upload held parts of another version; starting afresh");
+            }
+            result => return result,
         }
     }
-    result
+    let upload_id = create(copier, source, target_key, options).await?;
+    upload.run(&upload_id, &BTreeMap::new()).await
 }
 
-async fn finish(
-    copier: &Copier,
-    source: &SourceObject,
-    target_key: &str,
-    options: &WriteOptions,
-    plan: &PartPlan,
-    upload_id: &str,
-    reused: &BTreeMap<usize, String>,
-) -> Result<Copied, TransferError> {
-    let todo: Vec<(usize, Range<u64>)> = plan
-        .parts()
-        .filter(|(number, _)| !reused.contains_key(number))
-        .collect();
-    let bytes_sent: u64 = todo.iter().map(|(_, r)| r.end - r.start).sum();
-    let uploaded: Vec<(usize, String)> = futures::stream::iter(todo)
-        .map(|(number, range)| copy_part(copier, source, target_key, upload_id, number, range))
-        .buffer_unordered(copier.settings.max_parts)
-        .try_collect()
-        .await?;
+/// One object's multipart copy into one upload.
+struct Upload<'a> {
+    copier: &'a Copier,
+    source: &'a SourceObject,
+    target_key: &'a str,
+    options: &'a WriteOptions,
+    plan: &'a PartPlan,
+    trust_composite: bool,
+}
 
-    let mut parts = reused.clone();
-    parts.extend(uploaded);
-    let expected = composite_etag(parts.values().map(String::as_str));
-    if plan.preserved && source.etag_is_content_hash() {
-        if let Some(expected) = &expected {
-            if expected != unquote(&source.etag) {
+/// A part in the upload.
+struct PartDone {
+    number: usize,
+    etag: String,
+    /// Bytes uploaded for it now: 0 when an earlier upload's part was kept.
+    sent: u64,
+}
+
+impl Upload<'_> {
+    /// Moves the parts not already in `earlier`, checks, completes. An upload that
+    /// fails because the source changed, or for good, is aborted; one that fails
+    /// for a passing reason is left to be resumed.
+    async fn run(
+        &self,
+        upload_id: &str,
+        earlier: &BTreeMap<usize, String>,
+    ) -> Result<Copied, TransferError> {
+        let result = self.finish(upload_id, earlier).await;
+        if let Err(e) = &result {
+            if matches!(e.kind(), ErrorKind::PreconditionFailed | ErrorKind::Permanent)
+                || matches!(e, TransferError::Verification(_))
+            {
+                abort(self.copier, self.target_key, upload_id).await;
+            }
+        }
+        result
+    }
+
+    async fn finish(
+        &self,
+        upload_id: &str,
+        earlier: &BTreeMap<usize, String>,
+    ) -> Result<Copied, TransferError> {
+        let (copier, source, target_key) = (self.copier, self.source, self.target_key);
+        let done: Vec<PartDone> = futures::stream::iter(self.plan.parts())
+            .map(|(number, range)| {
+                let earlier = earlier.get(&number).cloned();
+                async move {
+                    match earlier {
+                        Some(etag) if self.trust_composite => {
+                            metrics::PARTS.with_label_values(&["reused"]).inc();
+                            Ok(PartDone { number, etag, sent: 0 })
+                        }
+                        earlier => {
+                            copy_part(copier, source, target_key, upload_id, number, range, earlier)
+                                .await
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(copier.settings.max_parts)
+            .try_collect()
+            .await?;
+        let bytes_sent = done.iter().map(|p| p.sent).sum();
+        let parts_reused = done.iter().filter(|p| p.sent == 0).count();
+        let parts: BTreeMap<usize, String> = done.into_iter().map(|p| (p.number, p.etag)).collect();
+
+        let expected = composite_etag(parts.values().map(String::as_str));
+        if self.plan.preserved && source.etag_is_content_hash() {
+            if let Some(expected) = &expected {
+                if expected != unquote(&source.etag) {
+                    return Err(TransferError::Verification(format!(
+                        "the parts compose ETag {expected}, but the source's is {}",
+                        source.etag
+                    )));
+                }
+            }
+        }
+
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|(number, etag)| {
+                        CompletedPart::builder()
+                            .part_number(*number as i32)
+                            .e_tag(etag)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let request = copier
+            .target
+            .client
+            .complete_multipart_upload()
+            .bucket(&copier.target.bucket)
+            .key(target_key)
+            .upload_id(upload_id)
+            .multipart_upload(completed);
+        let output = copier
+            .target
+            .observe("CompleteMultipartUpload", request.send().await)?;
+        let etag = unquote(output.e_tag().unwrap_or_default()).to_owned();
+        let encrypted_with_kms = matches!(
+            output.server_side_encryption(),
+            Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+        );
+        if let Some(expected) = expected {
+            if self.options.target_etag_is_md5() && !encrypted_with_kms && etag != expected {
+                copier.discard(target_key).await;
                 return Err(TransferError::Verification(format!(
-                    "the parts compose ETag {expected}, but the source's is {}",
-                    source.etag
+                    "the target completed with ETag {etag}, but its parts compose {expected}"
                 )));
             }
         }
+        Ok(Copied {
+            etag,
+            method: Method::Multipart,
+            bytes_sent,
+            parts_reused,
+        })
     }
-
-    let completed = CompletedMultipartUpload::builder()
-        .set_parts(Some(
-            parts
-                .iter()
-                .map(|(number, etag)| {
-                    CompletedPart::builder()
-                        .part_number(*number as i32)
-                        .e_tag(etag)
-                        .build()
-                })
-                .collect(),
-        ))
-        .build();
-    let request = copier
-        .target
-        .client
-        .complete_multipart_upload()
-        .bucket(&copier.target.bucket)
-        .key(target_key)
-        .upload_id(upload_id)
-        .multipart_upload(completed);
-    let output = copier
-        .target
-        .observe("CompleteMultipartUpload", request.send().await)?;
-    let etag = unquote(output.e_tag().unwrap_or_default()).to_owned();
-    let encrypted_with_kms = matches!(
-        output.server_side_encryption(),
-        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
-    );
-    if let Some(expected) = expected {
-        if options.target_etag_is_md5() && !encrypted_with_kms && etag != expected {
-            copier.discard(target_key).await;
-            return Err(TransferError::Verification(format!(
-                "the target completed with ETag {etag}, but its parts compose {expected}"
-            )));
-        }
-    }
-    Ok(Copied {
-        etag,
-        method: Method::Multipart,
-        bytes_sent,
-        parts_reused: reused.len(),
-    })
 }
 
 /// The source's own layout if it is to be and can be kept, else a uniform cut.
@@ -218,46 +265,34 @@ async fn discover_layout(
     Ok(Some(sizes))
 }
 
-/// An incomplete upload of `target_key` that can be continued, with its parts'
-/// ETags; every other upload of the key is aborted.
+/// The incomplete upload of `target_key` whose parts fit the plan, holding the most
+/// parts, with its parts' ETags; every other upload of the key is aborted.
 async fn find_resumable(
     copier: &Copier,
-    source: &SourceObject,
     target_key: &str,
     plan: &PartPlan,
 ) -> Result<Option<(String, BTreeMap<usize, String>)>, TransferError> {
-    let mut uploads = list_uploads(copier, target_key).await?;
-    uploads.sort_by(|a, b| b.1.cmp(&a.1));
-    let not_before = source
-        .last_modified
-        .map(|t| DateTime::from_secs(t.secs() + RESUME_MARGIN_SECS));
-    let mut resumable = None;
-    for (upload_id, initiated) in uploads {
-        let fresh = match (not_before, initiated) {
-            (Some(not_before), Some(initiated)) => initiated >= not_before,
-            _ => false,
-        };
-        if fresh && resumable.is_none() {
-            let parts = list_parts(copier, target_key, &upload_id).await?;
-            if parts
-                .iter()
-                .all(|(number, (size, _))| plan.part_size(*number) == Some(*size))
-            {
-                let etags = parts.into_iter().map(|(n, (_, etag))| (n, etag)).collect();
-                resumable = Some((upload_id, etags));
-                continue;
+    let mut best: Option<(String, BTreeMap<usize, String>)> = None;
+    for upload_id in list_uploads(copier, target_key).await? {
+        let parts = list_parts(copier, target_key, &upload_id).await?;
+        let fits = parts
+            .iter()
+            .all(|(number, (size, _))| plan.part_size(*number) == Some(*size));
+        if fits && best.as_ref().is_none_or(|(_, b)| parts.len() > b.len()) {
+            if let Some((replaced, _)) = best.take() {
+                abort(copier, target_key, &replaced).await;
             }
+            let etags = parts.into_iter().map(|(n, (_, etag))| (n, etag)).collect();
+            best = Some((upload_id, etags));
+        } else {
+            abort(copier, target_key, &upload_id).await;
         }
-        abort(copier, target_key, &upload_id).await;
     }
-    Ok(resumable)
+    Ok(best)
 }
 
-/// Uploads of exactly `target_key`, with their initiation times.
-async fn list_uploads(
-    copier: &Copier,
-    target_key: &str,
-) -> Result<Vec<(String, Option<DateTime>)>, TransferError> {
+/// Uploads of exactly `target_key`.
+async fn list_uploads(copier: &Copier, target_key: &str) -> Result<Vec<String>, TransferError> {
     let target = &copier.target;
     let mut found = Vec::new();
     let (mut key_marker, mut upload_id_marker) = (None, None);
@@ -273,7 +308,7 @@ async fn list_uploads(
         for upload in output.uploads() {
             if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
                 if key == target_key {
-                    found.push((id.to_owned(), upload.initiated().copied()));
+                    found.push(id.to_owned());
                 }
             }
         }
@@ -362,8 +397,10 @@ async fn abort(copier: &Copier, target_key: &str, upload_id: &str) {
     }
 }
 
-/// One part: take a slot, reserve its bytes, then GET and upload it, retrying the
-/// pair on passing failures (the GET is repeated: a streamed body cannot be replayed).
+/// One part: take a slot, reserve its bytes, then GET it and upload it, retrying the
+/// pair on passing failures (the GET is repeated: a body cannot be replayed). An
+/// `earlier` part of an interrupted upload is kept instead of uploaded when its
+/// ETag is the MD5 of the bytes just read.
 async fn copy_part(
     copier: &Copier,
     source: &SourceObject,
@@ -371,7 +408,8 @@ async fn copy_part(
     upload_id: &str,
     number: usize,
     range: Range<u64>,
-) -> Result<(usize, String), TransferError> {
+    earlier: Option<String>,
+) -> Result<PartDone, TransferError> {
     let _slot = copier
         .part_slots
         .acquire()
@@ -380,10 +418,21 @@ async fn copy_part(
     let _reservation = copier.budget.reserve(range.end - range.start).await;
     let mut attempt = 1;
     loop {
-        match try_part(copier, source, target_key, upload_id, number, range.clone()).await {
-            Ok(etag) => {
-                metrics::PARTS.with_label_values(&["uploaded"]).inc();
-                return Ok((number, etag));
+        let result = try_part(
+            copier,
+            source,
+            target_key,
+            upload_id,
+            number,
+            range.clone(),
+            earlier.as_deref(),
+        )
+        .await;
+        match result {
+            Ok(done) => {
+                let how = if done.sent == 0 { "reused" } else { "uploaded" };
+                metrics::PARTS.with_label_values(&[how]).inc();
+                return Ok(done);
             }
             Err(e) if e.kind() == ErrorKind::Transient && attempt < PART_ATTEMPTS => {
                 tracing::warn!(key = %source.key, part = number, attempt, error = %e, "part failed; retrying");
@@ -402,9 +451,17 @@ async fn try_part(
     upload_id: &str,
     number: usize,
     range: Range<u64>,
-) -> Result<String, TransferError> {
+    earlier: Option<&str>,
+) -> Result<PartDone, TransferError> {
     let bytes = copier.get_bytes(source, Some(range), number).await?;
     let (content_md5, md5_hex) = md5_of(&bytes);
+    if let Some(etag) = earlier.filter(|e| unquote(e) == md5_hex) {
+        return Ok(PartDone {
+            number,
+            etag: etag.to_owned(),
+            sent: 0,
+        });
+    }
     let length = bytes.len() as u64;
     let request = copier
         .target
@@ -425,5 +482,9 @@ async fn try_part(
             "part {number}: the target stored ETag {etag} for bytes with MD5 {md5_hex}"
         )));
     }
-    Ok(etag)
+    Ok(PartDone {
+        number,
+        etag,
+        sent: length,
+    })
 }

@@ -45,18 +45,20 @@ pub struct Emulator {
 
 impl Emulator {
     fn start(log: &Path) -> Self {
-        let moto = moto_server();
+        let python = moto_python();
+        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulator/moto_server.py");
         for _ in 0..5 {
             let port = free_port();
             let log_file = std::fs::File::create(log).expect("create the emulator's log");
-            let mut child = std::process::Command::new(&moto)
+            let mut child = std::process::Command::new(&python)
+                .arg(&launcher)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env_remove("AWS_CA_BUNDLE")
                 .env("MOTO_ALLOW_NONEXISTENT_REGION", "true")
                 .stdout(Stdio::null())
                 .stderr(log_file)
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", moto.display()));
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
             let endpoint = format!("http://127.0.0.1:{port}");
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
@@ -74,7 +76,7 @@ impl Emulator {
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!("moto_server did not start; see {}", log.display());
+        panic!("the emulator did not start; see {}", log.display());
     }
 }
 
@@ -85,19 +87,19 @@ impl Drop for Emulator {
     }
 }
 
-/// The moto_server of the project's virtual environment (scripts/setup-emulators).
-pub fn moto_server() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+/// The Python of the project's virtual environment holding moto (scripts/setup-emulators).
+pub fn moto_python() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_PYTHON") {
         return PathBuf::from(path);
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .expect("HOME is set");
-    let path = cache.join("xpsync/venv/bin/moto_server");
+    let path = cache.join("xpsync/venv/bin/python");
     assert!(
         path.exists(),
-        "{} is missing: run scripts/setup-emulators first (or set MOTO_SERVER)",
+        "{} is missing: run scripts/setup-emulators first (or set MOTO_PYTHON)",
         path.display()
     );
     path

@@ -1,0 +1,32 @@
+"""moto's server, as released, but for one reply that S3 words differently.
+
+moto 5.2.5 names the root element of its S3 ListParts reply `ListPartsResponse`;
+S3 itself answers `ListPartsResult` (as the API reference shows), and aws-sdk-rust
+refuses any other root. This launcher renames that one element and changes nothing
+else, so the tests see S3's wire format. Arguments are moto_server's own.
+"""
+
+import sys
+
+from moto.core.serialize import S3Serializer
+from moto.server import main
+
+_serialize = S3Serializer._serialized_result_to_response
+
+
+def _serialize_as_s3_does(self, resp, result, shape, serialized_result):
+    resp = _serialize(self, resp, result, shape, serialized_result)
+    if self.operation_model.name == "ListParts":
+        body = resp["body"]
+        if isinstance(body, bytes):
+            body = body.decode("utf-8")
+        resp["body"] = body.replace("<ListPartsResponse", "<ListPartsResult", 1).replace(
+            "</ListPartsResponse>", "</ListPartsResult>", 1
+        )
+    return resp
+
+
+S3Serializer._serialized_result_to_response = _serialize_as_s3_does
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+//! Interrupted uploads are resumed (or aborted when they cannot be), and a source
+//! overwritten mid-copy ends as its new version.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::{bytes_of, Partitions, MIB, TARGET_BUCKET};
+
+/// Starts an upload of `key` on the target, as an interrupted xpsync would have
+/// left it, with the given parts.
+async fn interrupted_upload(p: &Partitions, key: &str, parts: &[(i32, Vec<u8>)]) -> String {
+    let upload = p
+        .target_s3
+        .create_multipart_upload()
+        .bucket(TARGET_BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap().to_owned();
+    for (number, body) in parts {
+        p.target_s3
+            .upload_part()
+            .bucket(TARGET_BUCKET)
+            .key(key)
+            .upload_id(&id)
+            .part_number(*number)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+    id
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_of_the_same_layout_is_resumed() {
+    let p = Partitions::start().await;
+    let body = p
+        .put_source_multipart("resumable", &[5 * MIB, 5 * MIB, 5 * MIB, 5 * MIB], 1)
+        .await;
+    interrupted_upload(
+        &p,
+        "resumable",
+        &[(1, body[..5 * MIB].to_vec()), (2, body[5 * MIB..10 * MIB].to_vec())],
+    )
+    .await;
+
+    let line = p.sync_one("resumable", &[]).await;
+
+    assert_eq!(line["outcome"], "copied");
+    assert_eq!(line["parts_reused"], 2);
+    assert_eq!(line["bytes_sent"], 10 * MIB, "only the missing parts are sent");
+    assert_eq!(p.target_etag("resumable").await, Some(p.source_etag("resumable").await));
+    assert_eq!(p.target_bytes("resumable").await, Some(body));
+    assert!(p.target_uploads().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_of_an_older_version_is_aborted_not_reused() {
+    let p = Partitions::start().await;
+    let body = p
+        .put_source_multipart("overwritten", &[5 * MIB, 5 * MIB], 2)
+        .await;
+    // A part of an older version, with the same size as the new version's.
+    interrupted_upload(&p, "overwritten", &[(1, bytes_of(5 * MIB, 99))]).await;
+
+    let line = p.sync_one("overwritten", &[]).await;
+
+    assert_eq!(line["parts_reused"], 0);
+    assert_eq!(p.target_bytes("overwritten").await, Some(body));
+    assert_eq!(p.target_etag("overwritten").await, Some(p.source_etag("overwritten").await));
+    assert!(p.target_uploads().await.is_empty(), "the stale upload is aborted");
+}
+
+#[tokio::test]
+async fn a_re_cut_object_keeps_only_the_earlier_parts_that_match_the_source() {
+    let p = Partitions::start().await;
+    let body = bytes_of(15 * MIB, 7);
+    p.put_source("recut", body.clone()).await;
+    interrupted_upload(
+        &p,
+        "recut",
+        &[(1, body[..5 * MIB].to_vec()), (2, bytes_of(5 * MIB, 98))],
+    )
+    .await;
+
+    let line = p
+        .sync_one(
+            "recut",
+            &[
+                ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
+                ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
+            ],
+        )
+        .await;
+
+    assert_eq!(line["parts_reused"], 1, "part 1 matches; part 2 is of another version");
+    assert_eq!(line["bytes_sent"], 10 * MIB);
+    assert_eq!(p.target_bytes("recut").await, Some(body));
+    assert!(p.target_uploads().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_upload_of_another_layout_is_aborted_not_reused() {
+    let p = Partitions::start().await;
+    let body = p
+        .put_source_multipart("relaid", &[5 * MIB, 5 * MIB, 1000], 3)
+        .await;
+    interrupted_upload(&p, "relaid", &[(1, body[..6 * MIB].to_vec())]).await;
+
+    let line = p.sync_one("relaid", &[]).await;
+
+    assert_eq!(line["parts_reused"], 0);
+    assert_eq!(p.target_etag("relaid").await, Some(p.source_etag("relaid").await));
+    assert!(p.target_uploads().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_source_overwritten_mid_copy_ends_as_the_new_version() {
+    let p = Partitions::start().await;
+    p.put_source_multipart("moving", &[5 * MIB; 16], 4).await;
+    let mut sync = p.xpsync(&["sync", "moving"]);
+    sync.env("XPSYNC_TRANSFER__MAX_PARTS", "1");
+    let child = sync
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Overwrite the source once the first part of the old version has landed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the copy never started");
+        if let Some((_, id)) = p.target_uploads().await.into_iter().next() {
+            let parts = p
+                .target_s3
+                .list_parts()
+                .bucket(TARGET_BUCKET)
+                .key("moving")
+                .upload_id(id)
+                .send()
+                .await
+                .unwrap();
+            if !parts.parts().is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let newer = p
+        .put_source_multipart("moving", &[5 * MIB, 5 * MIB, 3], 5)
+        .await;
+
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("the source changed during the copy"),
+        "the copy must have met the new version mid-way:\n{stderr}"
+    );
+    assert_eq!(p.target_bytes("moving").await, Some(newer));
+    assert_eq!(p.target_etag("moving").await, Some(p.source_etag("moving").await));
+    assert!(
+        p.target_uploads().await.is_empty(),
+        "the old version's upload is aborted"
+    );
+}
