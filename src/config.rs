@@ -613,12 +613,30 @@ fn check_url(problems: &mut Vec<String>, name: &str, value: &str) {
     }
 }
 
-/// Figment's errors name the key and where it came from; keep that, drop its
-/// internal profile name.
+/// One line per problem: the key, what is wrong, and where the value came from
+/// (a file, or the environment variable to fix).
 fn describe_figment_error(error: figment::Error) -> String {
     error
         .into_iter()
-        .map(|e| e.to_string().replace("default.", ""))
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            let origin = match &e.metadata {
+                Some(m) if m.name.contains("environment") => format!(
+                    "environment variable XPSYNC_{}",
+                    e.path.join("__").to_uppercase()
+                ),
+                Some(m) => match &m.source {
+                    Some(source) => source.to_string(),
+                    None => m.name.to_string(),
+                },
+                None => "the configuration".into(),
+            };
+            if key.is_empty() {
+                format!("{} (in {origin})", e.kind)
+            } else {
+                format!("{key}: {} (in {origin})", e.kind)
+            }
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -650,5 +668,53 @@ mod tests {
         let printed = config.to_redacted_toml();
         assert!(!printed.contains("very-secret-value"));
         assert!(printed.contains("<redacted>"));
+    }
+
+    /// Every key of the example file is documented with the default the code uses.
+    #[test]
+    fn the_example_file_documents_every_key_with_its_default() {
+        let example = include_str!("../config/xpsync.example.toml");
+        let defaults: Config = toml::from_str("").unwrap();
+        let defaults: toml::Table = toml::from_str(&defaults.to_redacted_toml()).unwrap();
+
+        // The example's commented-out `key = value` lines, table by table.
+        let mut documented = toml::Table::new();
+        let mut table = String::new();
+        for line in example.lines() {
+            let line = line.trim_start_matches('#').trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+                table = name.to_owned();
+                continue;
+            }
+            let Some((key, rest)) = line.split_once(" = ") else { continue };
+            let value = rest.split("  #").next().unwrap().trim();
+            let Ok(value) = toml::from_str::<toml::Table>(&format!("v = {value}")) else { continue };
+            documented
+                .entry(table.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .unwrap()
+                .insert(key.trim().to_owned(), value["v"].clone());
+        }
+
+        for (name, keys) in &defaults {
+            let keys = keys.as_table().unwrap();
+            let doc = documented[name.as_str()].as_table().unwrap();
+            for (key, default) in keys {
+                let shown = doc.get(key).unwrap_or_else(|| panic!("{name}.{key} is not in the example"));
+                if name == "source" || name == "target" && (key == "region" || key == "bucket") {
+                    continue; // required: the example shows a value, not a default
+                }
+                // Parse what the example shows with the real types, then compare.
+                let mut one = toml::Table::new();
+                one.insert(key.clone(), shown.clone());
+                let mut wrapped = toml::Table::new();
+                wrapped.insert(name.clone(), toml::Value::Table(one));
+                let parsed: Config = toml::from_str(&wrapped.to_string())
+                    .unwrap_or_else(|e| panic!("{name}.{key}: {e}"));
+                let parsed: toml::Table = toml::from_str(&parsed.to_redacted_toml()).unwrap();
+                assert_eq!(&parsed[name.as_str()][key.as_str()], default, "{name}.{key}");
+            }
+        }
     }
 }

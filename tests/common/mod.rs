@@ -34,8 +34,8 @@ pub const MIB: usize = 1024 * 1024;
 
 /// Keys the harness and xpsync's default chain use on the source partition, which
 /// does not check them.
-const SOURCE_KEY_ID: &str = "AKIASOURCEHARNESS";
-const SOURCE_SECRET_KEY: &str = "source-harness-secret";
+pub const SOURCE_KEY_ID: &str = "AKIASOURCEHARNESS";
+pub const SOURCE_SECRET_KEY: &str = "source-harness-secret";
 
 /// One moto server.
 pub struct Emulator {
@@ -130,6 +130,8 @@ pub struct Partitions {
     pub target_s3: aws_sdk_s3::Client,
     /// The keys of xpsync's IAM user, also stored in the secret.
     pub writer: Keys,
+    /// The keys of the target's administrator.
+    pub admin: Keys,
     pub dir: tempfile::TempDir,
 }
 
@@ -171,6 +173,7 @@ impl Partitions {
             secrets,
             target_s3,
             writer,
+            admin,
             dir,
         };
         let writer = partitions.writer.clone();
@@ -227,8 +230,13 @@ level = "info"
 
     /// Writes a configuration file into the test's directory.
     pub fn write_config(&self, name: &str, extra: &str) -> PathBuf {
+        self.write_file(name, &self.config_text(extra))
+    }
+
+    /// Writes a file into the test's directory.
+    pub fn write_file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);
-        std::fs::write(&path, self.config_text(extra)).expect("write the configuration");
+        std::fs::write(&path, text).expect("write a file");
         path
     }
 
