@@ -238,7 +238,8 @@ async fn s3_side(
     credentials: Option<&CredentialsConfig>,
     default_secret_region: &str,
 ) -> Result<S3Side, AwsError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_owned()));
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_owned()));
     let mut secret = None;
     if let Some(c) = credentials {
         if let Some(secret_id) = &c.secret_id {
@@ -316,8 +317,12 @@ impl fmt::Debug for SecretCredentials {
 
 impl SecretCredentials {
     async fn new(side: Side, c: &CredentialsConfig, default_region: &str) -> Self {
-        let region = c.secret_region.clone().unwrap_or_else(|| default_region.to_owned());
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+        let region = c
+            .secret_region
+            .clone()
+            .unwrap_or_else(|| default_region.to_owned());
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
         if let Some(url) = &c.secret_endpoint_url {
             loader = loader.endpoint_url(url);
         }
@@ -352,12 +357,16 @@ impl SecretCredentials {
         inner.stale.store(false, Ordering::SeqCst);
         match self.fetch().await {
             Ok(credentials) => {
-                metrics::CREDENTIALS_REFRESHES.with_label_values(&["ok"]).inc();
+                metrics::CREDENTIALS_REFRESHES
+                    .with_label_values(&["ok"])
+                    .inc();
                 *cached = Some((credentials.clone(), Instant::now()));
                 Ok(credentials)
             }
             Err(message) => {
-                metrics::CREDENTIALS_REFRESHES.with_label_values(&["error"]).inc();
+                metrics::CREDENTIALS_REFRESHES
+                    .with_label_values(&["error"])
+                    .inc();
                 tracing::warn!(side = %inner.side, secret_id = %inner.secret_id, error = %message, "could not read the credentials secret");
                 Err(message)
             }
@@ -404,14 +413,12 @@ impl ProvideCredentials for SecretCredentials {
         Self: 'a,
     {
         future::ProvideCredentials::new(async move {
-            self.load()
-                .await
-                .map_err(|message| -> CredentialsError {
-                    CredentialsError::provider_error(format!(
-                        "{} credentials: secret {:?}: {message}",
-                        self.inner.side, self.inner.secret_id
-                    ))
-                })
+            self.load().await.map_err(|message| -> CredentialsError {
+                CredentialsError::provider_error(format!(
+                    "{} credentials: secret {:?}: {message}",
+                    self.inner.side, self.inner.secret_id
+                ))
+            })
         })
     }
 }

@@ -490,11 +490,19 @@ impl Config {
             ));
         }
         for (name, prefixes) in [
-            ("replicate.include_prefixes", &self.replicate.include_prefixes),
-            ("replicate.exclude_prefixes", &self.replicate.exclude_prefixes),
+            (
+                "replicate.include_prefixes",
+                &self.replicate.include_prefixes,
+            ),
+            (
+                "replicate.exclude_prefixes",
+                &self.replicate.exclude_prefixes,
+            ),
         ] {
             if prefixes.iter().any(String::is_empty) {
-                problems.push(format!("{name} holds an empty prefix, which would match every key"));
+                problems.push(format!(
+                    "{name} holds an empty prefix, which would match every key"
+                ));
             }
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -568,7 +576,9 @@ fn check_side(
     match (&c.secret_id, &c.access_key_id, &c.secret_access_key) {
         (Some(_), None, None) => {
             if c.session_token.is_some() {
-                problems.push(format!("{path}.session_token is only used with access_key_id"));
+                problems.push(format!(
+                    "{path}.session_token is only used with access_key_id"
+                ));
             }
         }
         (None, Some(_), Some(_)) => {
@@ -686,9 +696,13 @@ mod tests {
                 table = name.to_owned();
                 continue;
             }
-            let Some((key, rest)) = line.split_once(" = ") else { continue };
+            let Some((key, rest)) = line.split_once(" = ") else {
+                continue;
+            };
             let value = rest.split("  #").next().unwrap().trim();
-            let Ok(value) = toml::from_str::<toml::Table>(&format!("v = {value}")) else { continue };
+            let Ok(value) = toml::from_str::<toml::Table>(&format!("v = {value}")) else {
+                continue;
+            };
             documented
                 .entry(table.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
@@ -701,7 +715,9 @@ mod tests {
             let keys = keys.as_table().unwrap();
             let doc = documented[name.as_str()].as_table().unwrap();
             for (key, default) in keys {
-                let shown = doc.get(key).unwrap_or_else(|| panic!("{name}.{key} is not in the example"));
+                let shown = doc
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{name}.{key} is not in the example"));
                 if name == "source" || name == "target" && (key == "region" || key == "bucket") {
                     continue; // required: the example shows a value, not a default
                 }
@@ -713,7 +729,11 @@ mod tests {
                 let parsed: Config = toml::from_str(&wrapped.to_string())
                     .unwrap_or_else(|e| panic!("{name}.{key}: {e}"));
                 let parsed: toml::Table = toml::from_str(&parsed.to_redacted_toml()).unwrap();
-                assert_eq!(&parsed[name.as_str()][key.as_str()], default, "{name}.{key}");
+                assert_eq!(
+                    &parsed[name.as_str()][key.as_str()],
+                    default,
+                    "{name}.{key}"
+                );
             }
         }
     }

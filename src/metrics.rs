@@ -199,7 +199,14 @@ pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 /// Touches every metric so that each appears in `/metrics` from the start, even at zero.
 pub fn init() {
     LazyLock::force(&BUILD_INFO);
-    for result in ["copied", "unchanged", "deleted", "absent", "filtered", "failed"] {
+    for result in [
+        "copied",
+        "unchanged",
+        "deleted",
+        "absent",
+        "filtered",
+        "failed",
+    ] {
         OBJECTS.with_label_values(&[result]);
     }
     for result in ["deleted", "retried", "dead_lettered", "ignored"] {

@@ -171,7 +171,10 @@ impl Reconciler {
                     Ok(()) => break,
                     Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
                         source_changes += 1;
-                        tracing::info!(attempt = source_changes, "the source changed during the copy; starting over");
+                        tracing::info!(
+                            attempt = source_changes,
+                            "the source changed during the copy; starting over"
+                        );
                         if source_changes >= SOURCE_CHANGES_TOLERATED {
                             report.outcome = Outcome::Failed;
                             report.error = Some(ReconcileError::SourceUnstable);
@@ -290,7 +293,9 @@ impl Reconciler {
                 .get_object_tagging()
                 .bucket(&self.source.bucket)
                 .key(&source.key);
-            let output = self.source.observe("GetObjectTagging", request.send().await)?;
+            let output = self
+                .source
+                .observe("GetObjectTagging", request.send().await)?;
             if !output.tag_set().is_empty() {
                 let mut encoded = url::form_urlencoded::Serializer::new(String::new());
                 for tag in output.tag_set() {

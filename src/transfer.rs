@@ -148,7 +148,11 @@ pub enum TransferError {
     #[error(transparent)]
     S3(#[from] S3Error),
     #[error("source returned {got} bytes for part {part}, expected {expected}")]
-    ShortRead { part: usize, got: u64, expected: u64 },
+    ShortRead {
+        part: usize,
+        got: u64,
+        expected: u64,
+    },
     #[error("verification failed: {0}")]
     Verification(String),
     #[error("{0}")]
@@ -159,7 +163,9 @@ impl TransferError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             TransferError::S3(e) => e.kind,
-            TransferError::ShortRead { .. } | TransferError::Verification(_) => ErrorKind::Transient,
+            TransferError::ShortRead { .. } | TransferError::Verification(_) => {
+                ErrorKind::Transient
+            }
             TransferError::Unsupported(_) => ErrorKind::Permanent,
         }
     }

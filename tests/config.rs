@@ -34,7 +34,11 @@ async fn the_example_configuration_is_valid() {
     let run = check_config(&example, &[]).await;
 
     assert!(run.success(), "{run}");
-    assert!(run.stdout.contains("secret_id = \"s3-cross-partition-sync-credentials\""), "{run}");
+    assert!(
+        run.stdout
+            .contains("secret_id = \"s3-cross-partition-sync-credentials\""),
+        "{run}"
+    );
     assert!(run.stdout.contains("max_parts = 32"), "{run}");
 }
 
@@ -42,7 +46,10 @@ async fn the_example_configuration_is_valid() {
 async fn the_environment_overrides_the_file_and_needs_no_file() {
     let run = check_config(VALID, &[("XPSYNC_TARGET__BUCKET", "from-the-environment")]).await;
     assert!(run.success(), "{run}");
-    assert!(run.stdout.contains("bucket = \"from-the-environment\""), "{run}");
+    assert!(
+        run.stdout.contains("bucket = \"from-the-environment\""),
+        "{run}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let mut command = xpsync_bare(dir.path(), &["check-config"]);
@@ -65,12 +72,23 @@ async fn the_environment_overrides_the_file_and_needs_no_file() {
 async fn an_unknown_key_is_an_error_naming_it() {
     let run = check_config(&format!("{VALID}\n[transfer]\nmax_object = 4\n"), &[]).await;
     assert_eq!(run.code(), Some(2), "{run}");
-    assert!(run.stderr.contains("transfer.max_object: unknown field: found `max_object`"), "{run}");
+    assert!(
+        run.stderr
+            .contains("transfer.max_object: unknown field: found `max_object`"),
+        "{run}"
+    );
 
     let run = check_config(VALID, &[("XPSYNC_TRANSFER__BOGUS", "1")]).await;
     assert_eq!(run.code(), Some(2), "{run}");
-    assert!(run.stderr.contains("transfer.bogus: unknown field"), "{run}");
-    assert!(run.stderr.contains("environment variable XPSYNC_TRANSFER__BOGUS"), "{run}");
+    assert!(
+        run.stderr.contains("transfer.bogus: unknown field"),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("environment variable XPSYNC_TRANSFER__BOGUS"),
+        "{run}"
+    );
 }
 
 #[tokio::test]
@@ -116,7 +134,8 @@ async fn a_memory_limit_smaller_than_one_part_is_refused() {
     .await;
     assert_eq!(run.code(), Some(2), "{run}");
     assert!(
-        run.stderr.contains("transfer.memory_limit (32.0 MiB) is smaller than one part"),
+        run.stderr
+            .contains("transfer.memory_limit (32.0 MiB) is smaller than one part"),
         "{run}"
     );
 }
@@ -125,21 +144,35 @@ async fn a_memory_limit_smaller_than_one_part_is_refused() {
 async fn a_malformed_size_or_duration_names_its_key() {
     let run = check_config(VALID, &[("XPSYNC_TRANSFER__PART_SIZE", "16 furlongs")]).await;
     assert_eq!(run.code(), Some(2), "{run}");
-    assert!(run.stderr.contains("transfer.part_size: invalid value string \"16 furlongs\""), "{run}");
+    assert!(
+        run.stderr
+            .contains("transfer.part_size: invalid value string \"16 furlongs\""),
+        "{run}"
+    );
     assert!(run.stderr.contains("XPSYNC_TRANSFER__PART_SIZE"), "{run}");
 
     let run = check_config(VALID, &[("XPSYNC_SHUTDOWN__GRACE_PERIOD", "soon")]).await;
     assert_eq!(run.code(), Some(2), "{run}");
-    assert!(run.stderr.contains("shutdown.grace_period: invalid value"), "{run}");
+    assert!(
+        run.stderr.contains("shutdown.grace_period: invalid value"),
+        "{run}"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_configuration_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = xpsync_bare(dir.path(), &["check-config", "--config", "/nonexistent/xpsync.toml"]);
+    let mut command = xpsync_bare(
+        dir.path(),
+        &["check-config", "--config", "/nonexistent/xpsync.toml"],
+    );
     let run = Run::of(&mut command).await;
     assert_eq!(run.code(), Some(2), "{run}");
-    assert!(run.stderr.contains("/nonexistent/xpsync.toml does not exist"), "{run}");
+    assert!(
+        run.stderr
+            .contains("/nonexistent/xpsync.toml does not exist"),
+        "{run}"
+    );
 }
 
 #[tokio::test]
@@ -149,7 +182,10 @@ async fn check_config_redacts_secrets() {
     );
     let run = check_config(&text, &[]).await;
     assert!(run.success(), "{run}");
-    assert!(run.stdout.contains("secret_access_key = \"<redacted>\""), "{run}");
+    assert!(
+        run.stdout.contains("secret_access_key = \"<redacted>\""),
+        "{run}"
+    );
     assert!(!run.stdout.contains("very-secret"), "{run}");
     assert!(!run.stderr.contains("very-secret"), "{run}");
 }

@@ -106,7 +106,8 @@ async fn a_small_object_stored_in_one_multipart_part_keeps_its_etag() {
 #[tokio::test]
 async fn without_preserve_part_layout_a_multipart_source_is_re_cut_and_still_recognised() {
     let p = Partitions::start().await;
-    p.put_source_multipart("recut", &[7 * MIB, 6 * MIB], 7).await;
+    p.put_source_multipart("recut", &[7 * MIB, 6 * MIB], 7)
+        .await;
     let source_etag = p.source_etag("recut").await;
     let mut env = SMALL_PARTS.to_vec();
     env.push(("XPSYNC_TRANSFER__PRESERVE_PART_LAYOUT", "false"));
@@ -116,9 +117,15 @@ async fn without_preserve_part_layout_a_multipart_source_is_re_cut_and_still_rec
 
     assert_eq!(first["outcome"], "copied");
     let target_etag = p.target_etag("recut").await.unwrap();
-    assert!(target_etag.ends_with("-3"), "13 MiB in 5 MiB parts: {target_etag}");
+    assert!(
+        target_etag.ends_with("-3"),
+        "13 MiB in 5 MiB parts: {target_etag}"
+    );
     assert_ne!(target_etag, source_etag);
-    assert_eq!(second["outcome"], "unchanged", "the recorded source ETag must be used");
+    assert_eq!(
+        second["outcome"], "unchanged",
+        "the recorded source ETag must be used"
+    );
 }
 
 #[tokio::test]

@@ -25,7 +25,10 @@ async fn wrong_target_keys_fail_with_an_error_naming_the_target() {
     assert_eq!(lines[0]["outcome"], "failed");
     let error = lines[0]["error"].as_str().unwrap();
     // A HEAD's 403 has no body to say more; the side and the status say enough.
-    assert!(error.starts_with("target S3 HeadObject failed: 403"), "{error}");
+    assert!(
+        error.starts_with("target S3 HeadObject failed: 403"),
+        "{error}"
+    );
     assert!(p.target_etag("k").await.is_none());
 }
 
@@ -41,7 +44,8 @@ async fn a_missing_secret_is_a_clear_error() {
 
     assert_eq!(run.code(), Some(2), "{run}");
     assert!(
-        run.stderr.contains("target credentials: secret \"no-such-secret\": ResourceNotFoundException"),
+        run.stderr
+            .contains("target credentials: secret \"no-such-secret\": ResourceNotFoundException"),
         "{run}"
     );
 }
@@ -49,13 +53,20 @@ async fn a_missing_secret_is_a_clear_error() {
 #[tokio::test]
 async fn a_secret_without_keys_is_a_clear_error_that_does_not_echo_it() {
     let p = Partitions::start().await;
-    p.put_secret(SECRET_ID, r#"{"user": "x", "password": "hunter2-do-not-print"}"#)
-        .await;
+    p.put_secret(
+        SECRET_ID,
+        r#"{"user": "x", "password": "hunter2-do-not-print"}"#,
+    )
+    .await;
 
     let run = Run::of(&mut p.xpsync(&["sync", "k"])).await;
 
     assert_eq!(run.code(), Some(2), "{run}");
-    assert!(run.stderr.contains("is not a JSON object with \"access_key_id\""), "{run}");
+    assert!(
+        run.stderr
+            .contains("is not a JSON object with \"access_key_id\""),
+        "{run}"
+    );
     assert!(!run.stderr.contains("hunter2-do-not-print"), "{run}");
 }
 
@@ -74,7 +85,12 @@ async fn the_target_policy_is_enough_and_the_secrets_keys_are_the_ones_used() {
         );
         let iam = aws_sdk_iam::Client::new(&admin);
         iam.create_user().user_name("nobody").send().await.unwrap();
-        let key = iam.create_access_key().user_name("nobody").send().await.unwrap();
+        let key = iam
+            .create_access_key()
+            .user_name("nobody")
+            .send()
+            .await
+            .unwrap();
         let key = key.access_key().unwrap();
         Keys {
             id: key.access_key_id().to_owned(),
@@ -108,7 +124,8 @@ async fn keys_rejected_by_the_target_make_the_secret_be_read_again() {
     // The secret is read with the default chain: in this process, the environment.
     std::env::set_var("AWS_ACCESS_KEY_ID", common::SOURCE_KEY_ID);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", common::SOURCE_SECRET_KEY);
-    let config = Config::load_valid(Some(&p.dir.path().join("xpsync.toml")), Needs::Buckets).unwrap();
+    let config =
+        Config::load_valid(Some(&p.dir.path().join("xpsync.toml")), Needs::Buckets).unwrap();
     let (source, target) = xpsync::aws::connect(&config).await.unwrap();
     let reconciler = Reconciler::new(source, target, Arc::new(config));
 

@@ -82,8 +82,14 @@ async fn metadata_and_tags_round_trip() {
     );
     assert_eq!(head.cache_control(), Some("max-age=60"));
     let metadata = head.metadata().unwrap();
-    assert_eq!(metadata.get("owner").map(String::as_str), Some("platform-team"));
-    assert_eq!(metadata.get("purpose").map(String::as_str), Some("round trip"));
+    assert_eq!(
+        metadata.get("owner").map(String::as_str),
+        Some("platform-team")
+    );
+    assert_eq!(
+        metadata.get("purpose").map(String::as_str),
+        Some("round trip")
+    );
     let tags = p
         .target_s3
         .get_object_tagging()
@@ -186,9 +192,15 @@ async fn the_target_key_prefix_storage_class_and_encryption_are_applied() {
         .send()
         .await
         .unwrap();
-    assert_eq!(head.e_tag().map(|e| e.trim_matches('"')), Some(etag.as_str()));
+    assert_eq!(
+        head.e_tag().map(|e| e.trim_matches('"')),
+        Some(etag.as_str())
+    );
     assert_eq!(head.storage_class(), Some(&StorageClass::StandardIa));
-    assert_eq!(head.server_side_encryption(), Some(&ServerSideEncryption::Aes256));
+    assert_eq!(
+        head.server_side_encryption(),
+        Some(&ServerSideEncryption::Aes256)
+    );
 }
 
 #[tokio::test]

@@ -44,7 +44,10 @@ async fn an_interrupted_upload_of_the_same_layout_is_resumed() {
     interrupted_upload(
         &p,
         "resumable",
-        &[(1, body[..5 * MIB].to_vec()), (2, body[5 * MIB..10 * MIB].to_vec())],
+        &[
+            (1, body[..5 * MIB].to_vec()),
+            (2, body[5 * MIB..10 * MIB].to_vec()),
+        ],
     )
     .await;
 
@@ -52,8 +55,15 @@ async fn an_interrupted_upload_of_the_same_layout_is_resumed() {
 
     assert_eq!(line["outcome"], "copied");
     assert_eq!(line["parts_reused"], 2);
-    assert_eq!(line["bytes_sent"], 10 * MIB, "only the missing parts are sent");
-    assert_eq!(p.target_etag("resumable").await, Some(p.source_etag("resumable").await));
+    assert_eq!(
+        line["bytes_sent"],
+        10 * MIB,
+        "only the missing parts are sent"
+    );
+    assert_eq!(
+        p.target_etag("resumable").await,
+        Some(p.source_etag("resumable").await)
+    );
     assert_eq!(p.target_bytes("resumable").await, Some(body));
     assert!(p.target_uploads().await.is_empty());
 }
@@ -71,8 +81,14 @@ async fn an_interrupted_upload_of_an_older_version_is_aborted_not_reused() {
 
     assert_eq!(line["parts_reused"], 0);
     assert_eq!(p.target_bytes("overwritten").await, Some(body));
-    assert_eq!(p.target_etag("overwritten").await, Some(p.source_etag("overwritten").await));
-    assert!(p.target_uploads().await.is_empty(), "the stale upload is aborted");
+    assert_eq!(
+        p.target_etag("overwritten").await,
+        Some(p.source_etag("overwritten").await)
+    );
+    assert!(
+        p.target_uploads().await.is_empty(),
+        "the stale upload is aborted"
+    );
 }
 
 #[tokio::test]
@@ -97,7 +113,10 @@ async fn a_re_cut_object_keeps_only_the_earlier_parts_that_match_the_source() {
         )
         .await;
 
-    assert_eq!(line["parts_reused"], 1, "part 1 matches; part 2 is of another version");
+    assert_eq!(
+        line["parts_reused"], 1,
+        "part 1 matches; part 2 is of another version"
+    );
     assert_eq!(line["bytes_sent"], 10 * MIB);
     assert_eq!(p.target_bytes("recut").await, Some(body));
     assert!(p.target_uploads().await.is_empty());
@@ -114,7 +133,10 @@ async fn an_upload_of_another_layout_is_aborted_not_reused() {
     let line = p.sync_one("relaid", &[]).await;
 
     assert_eq!(line["parts_reused"], 0);
-    assert_eq!(p.target_etag("relaid").await, Some(p.source_etag("relaid").await));
+    assert_eq!(
+        p.target_etag("relaid").await,
+        Some(p.source_etag("relaid").await)
+    );
     assert!(p.target_uploads().await.is_empty());
 }
 
@@ -163,7 +185,10 @@ async fn a_source_overwritten_mid_copy_ends_as_the_new_version() {
         "the copy must have met the new version mid-way:\n{stderr}"
     );
     assert_eq!(p.target_bytes("moving").await, Some(newer));
-    assert_eq!(p.target_etag("moving").await, Some(p.source_etag("moving").await));
+    assert_eq!(
+        p.target_etag("moving").await,
+        Some(p.source_etag("moving").await)
+    );
     assert!(
         p.target_uploads().await.is_empty(),
         "the old version's upload is aborted"

@@ -119,7 +119,11 @@ async fn same(target: &S3Side, key_prefix: &str, s: &Entry, t: &Entry) -> Result
 }
 
 fn difference(status: Status, s: Option<Entry>, t: Option<Entry>) -> Difference {
-    let key = s.as_ref().or(t.as_ref()).map(|e| e.key.clone()).unwrap_or_default();
+    let key = s
+        .as_ref()
+        .or(t.as_ref())
+        .map(|e| e.key.clone())
+        .unwrap_or_default();
     Difference {
         key,
         status,

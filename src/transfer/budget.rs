@@ -114,7 +114,10 @@ mod tests {
             async move { budget.reserve(6 * UNIT).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "12 KiB were granted from a 10 KiB budget");
+        assert!(
+            !waiting.is_finished(),
+            "12 KiB were granted from a 10 KiB budget"
+        );
         assert_eq!(budget.reserved(), 6 * UNIT);
         drop(first);
         let second = waiting.await.unwrap();

@@ -104,8 +104,10 @@ impl Upload<'_> {
     ) -> Result<Copied, TransferError> {
         let result = self.finish(upload_id, earlier).await;
         if let Err(e) = &result {
-            if matches!(e.kind(), ErrorKind::PreconditionFailed | ErrorKind::Permanent)
-                || matches!(e, TransferError::Verification(_))
+            if matches!(
+                e.kind(),
+                ErrorKind::PreconditionFailed | ErrorKind::Permanent
+            ) || matches!(e, TransferError::Verification(_))
             {
                 abort(self.copier, self.target_key, upload_id).await;
             }
@@ -126,11 +128,17 @@ impl Upload<'_> {
                     match earlier {
                         Some(etag) if self.trust_composite => {
                             metrics::PARTS.with_label_values(&["reused"]).inc();
-                            Ok(PartDone { number, etag, sent: 0 })
+                            Ok(PartDone {
+                                number,
+                                etag,
+                                sent: 0,
+                            })
                         }
                         earlier => {
-                            copy_part(copier, source, target_key, upload_id, number, range, earlier)
-                                .await
+                            copy_part(
+                                copier, source, target_key, upload_id, number, range, earlier,
+                            )
+                            .await
                         }
                     }
                 }
@@ -373,10 +381,9 @@ async fn create(
     let output = copier
         .target
         .observe("CreateMultipartUpload", request.send().await)?;
-    output
-        .upload_id()
-        .map(str::to_owned)
-        .ok_or_else(|| TransferError::Verification("CreateMultipartUpload returned no upload id".into()))
+    output.upload_id().map(str::to_owned).ok_or_else(|| {
+        TransferError::Verification("CreateMultipartUpload returned no upload id".into())
+    })
 }
 
 async fn abort(copier: &Copier, target_key: &str, upload_id: &str) {
@@ -393,7 +400,9 @@ async fn abort(copier: &Copier, target_key: &str, upload_id: &str) {
     {
         Ok(_) => tracing::debug!(key = target_key, upload_id, "aborted an upload"),
         Err(e) if e.kind == ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(key = target_key, upload_id, error = %e, "could not abort an upload"),
+        Err(e) => {
+            tracing::warn!(key = target_key, upload_id, error = %e, "could not abort an upload")
+        }
     }
 }
 

@@ -67,11 +67,14 @@ impl PartPlan {
 
     /// Every part as (1-based number, byte range).
     pub fn parts(&self) -> impl Iterator<Item = (usize, Range<u64>)> + '_ {
-        self.sizes.iter().enumerate().scan(0u64, |start, (i, &len)| {
-            let range = *start..*start + len;
-            *start += len;
-            Some((i + 1, range))
-        })
+        self.sizes
+            .iter()
+            .enumerate()
+            .scan(0u64, |start, (i, &len)| {
+                let range = *start..*start + len;
+                *start += len;
+                Some((i + 1, range))
+            })
     }
 }
 
@@ -132,7 +135,11 @@ mod tests {
 
     fn check_plan(size: u64, min: u64) -> PartPlan {
         let plan = PartPlan::uniform(size, min).unwrap();
-        assert!(plan.len() as u64 <= MAX_PARTS, "{size}: {} parts", plan.len());
+        assert!(
+            plan.len() as u64 <= MAX_PARTS,
+            "{size}: {} parts",
+            plan.len()
+        );
         let mut expected_start = 0;
         for (n, range) in plan.parts() {
             assert_eq!(range.start, expected_start, "parts must be contiguous");
@@ -179,7 +186,14 @@ mod tests {
 
     #[test]
     fn awkward_sizes_are_covered() {
-        for size in [1, 5 * MIB - 1, 5 * MIB, 5 * MIB + 1, 160 * GIB + 7, 999 * GIB + 123] {
+        for size in [
+            1,
+            5 * MIB - 1,
+            5 * MIB,
+            5 * MIB + 1,
+            160 * GIB + 7,
+            999 * GIB + 123,
+        ] {
             check_plan(size, 5 * MIB);
         }
     }
@@ -207,14 +221,20 @@ mod tests {
         outer.update(Md5::digest(b"world"));
         let expected = format!("{}-2", hex::encode(outer.finalize()));
         let quoted = format!("\"{a}\"");
-        assert_eq!(composite_etag([quoted.as_str(), b.as_str()]), Some(expected));
+        assert_eq!(
+            composite_etag([quoted.as_str(), b.as_str()]),
+            Some(expected)
+        );
         assert_eq!(composite_etag(["not-an-md5"]), None);
     }
 
     #[test]
     fn etag_shapes() {
         assert_eq!(multipart_count("\"abc-12\""), Some(12));
-        assert_eq!(multipart_count("\"d41d8cd98f00b204e9800998ecf8427e\""), None);
+        assert_eq!(
+            multipart_count("\"d41d8cd98f00b204e9800998ecf8427e\""),
+            None
+        );
         assert!(is_md5("\"d41d8cd98f00b204e9800998ecf8427e\""));
         assert!(!is_md5("\"d41d8cd98f00b204e9800998ecf8427e-2\""));
     }

@@ -4,7 +4,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 
 use super::plan::unquote;
-use super::{md5_of, with_write_options, Copied, Copier, Method, SourceObject, TransferError, WriteOptions};
+use super::{
+    md5_of, with_write_options, Copied, Copier, Method, SourceObject, TransferError, WriteOptions,
+};
 use crate::metrics;
 
 pub(super) async fn copy(

@@ -144,13 +144,23 @@ impl Partitions {
             (source.join().expect("source emulator"), target)
         });
 
-        let source_conf = sdk_config(&source.endpoint, SOURCE_REGION, SOURCE_KEY_ID, SOURCE_SECRET_KEY);
+        let source_conf = sdk_config(
+            &source.endpoint,
+            SOURCE_REGION,
+            SOURCE_KEY_ID,
+            SOURCE_SECRET_KEY,
+        );
         let source_s3 = s3_client(&source_conf, &source.endpoint);
         let secrets = aws_sdk_secretsmanager::Client::new(&source_conf);
         create_bucket(&source_s3, SOURCE_BUCKET, SOURCE_REGION).await;
 
         // The target's IAM setup runs before authentication is enforced.
-        let bootstrap = sdk_config(&target.endpoint, TARGET_REGION, "AKIABOOTSTRAP", "bootstrap");
+        let bootstrap = sdk_config(
+            &target.endpoint,
+            TARGET_REGION,
+            "AKIABOOTSTRAP",
+            "bootstrap",
+        );
         let iam = aws_sdk_iam::Client::new(&bootstrap);
         let admin = iam_user(
             &iam,
@@ -159,7 +169,12 @@ impl Partitions {
         )
         .await;
         let writer = iam_user(&iam, "xpsync-target-writer", &target_policy(TARGET_BUCKET)).await;
-        create_bucket(&s3_client(&bootstrap, &target.endpoint), TARGET_BUCKET, TARGET_REGION).await;
+        create_bucket(
+            &s3_client(&bootstrap, &target.endpoint),
+            TARGET_BUCKET,
+            TARGET_REGION,
+        )
+        .await;
         ureq::post(format!("{}/moto-api/reset-auth", target.endpoint))
             .send("0")
             .expect("enforce authentication on the target");
@@ -177,7 +192,9 @@ impl Partitions {
             dir,
         };
         let writer = partitions.writer.clone();
-        partitions.put_secret(SECRET_ID, &secret_json(&writer)).await;
+        partitions
+            .put_secret(SECRET_ID, &secret_json(&writer))
+            .await;
         partitions.write_config("xpsync.toml", "");
         partitions
     }
@@ -281,7 +298,12 @@ level = "info"
 
     /// Stores `key` on the source as a multipart object with parts of these sizes;
     /// returns its bytes.
-    pub async fn put_source_multipart(&self, key: &str, part_sizes: &[usize], seed: u64) -> Vec<u8> {
+    pub async fn put_source_multipart(
+        &self,
+        key: &str,
+        part_sizes: &[usize],
+        seed: u64,
+    ) -> Vec<u8> {
         let total: usize = part_sizes.iter().sum();
         let body = bytes_of(total, seed);
         let upload = self
@@ -321,7 +343,11 @@ level = "info"
             .bucket(SOURCE_BUCKET)
             .key(key)
             .upload_id(id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .expect("complete a source upload");
@@ -329,7 +355,9 @@ level = "info"
     }
 
     pub async fn source_etag(&self, key: &str) -> String {
-        etag_of(&self.source_s3, SOURCE_BUCKET, key).await.expect("the source object exists")
+        etag_of(&self.source_s3, SOURCE_BUCKET, key)
+            .await
+            .expect("the source object exists")
     }
 
     pub async fn target_etag(&self, key: &str) -> Option<String> {
@@ -360,7 +388,12 @@ level = "info"
             .expect("list target uploads");
         out.uploads()
             .iter()
-            .map(|u| (u.key().unwrap_or_default().to_owned(), u.upload_id().unwrap_or_default().to_owned()))
+            .map(|u| {
+                (
+                    u.key().unwrap_or_default().to_owned(),
+                    u.upload_id().unwrap_or_default().to_owned(),
+                )
+            })
             .collect()
     }
 }
@@ -368,7 +401,7 @@ level = "info"
 /// The xpsync binary with a clean environment: no XPSYNC_* or AWS_* of the test's
 /// own, no instance metadata, no profile files.
 pub fn xpsync_bare(dir: &Path, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_xpsync"));
+    let mut command = tokio::process::Command::new(xpsync_binary());
     command.args(args).kill_on_drop(true);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
@@ -383,6 +416,26 @@ pub fn xpsync_bare(dir: &Path, args: &[&str]) -> tokio::process::Command {
         .env("AWS_CONFIG_FILE", &empty)
         .env("AWS_SHARED_CREDENTIALS_FILE", &empty);
     command
+}
+
+/// The binary under test: Cargo names it for tests; an example finds it beside
+/// its own directory (target/debug/examples/.. → target/debug/xpsync).
+fn xpsync_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_xpsync") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the current executable");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("an examples directory")
+        .join("xpsync");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first",
+        path.display()
+    );
+    path
 }
 
 /// A finished process.
@@ -413,7 +466,11 @@ impl Run {
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}\n--- stdout\n{}\n--- stderr\n{}", self.status, self.stdout, self.stderr)
+        write!(
+            f,
+            "{}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
     }
 }
 
@@ -450,9 +507,11 @@ pub fn sdk_config(endpoint: &str, region: &str, id: &str, secret: &str) -> aws_c
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
         .endpoint_url(endpoint)
-        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-            Credentials::new(id, secret, None, None, "harness"),
-        ))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                id, secret, None, None, "harness",
+            )),
+        )
         .build()
 }
 
@@ -481,7 +540,11 @@ async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) {
 }
 
 async fn iam_user(iam: &aws_sdk_iam::Client, name: &str, policy: &str) -> Keys {
-    iam.create_user().user_name(name).send().await.expect("create an IAM user");
+    iam.create_user()
+        .user_name(name)
+        .send()
+        .await
+        .expect("create an IAM user");
     iam.put_user_policy()
         .user_name(name)
         .policy_name(format!("{name}-policy"))

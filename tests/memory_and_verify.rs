@@ -1,0 +1,149 @@
+//! The memory budget holds whatever the object's size, and `xpsync verify` reports
+//! what differs between the sides.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytesize::ByteSize;
+use common::{bytes_of, put, Partitions, Run, MIB, SOURCE_BUCKET, TARGET_BUCKET};
+use futures::StreamExt;
+use serde_json::Value;
+use xpsync::config::{Config, CredentialsConfig, Needs, Secret};
+use xpsync::reconcile::{Outcome, Reconciler};
+
+#[tokio::test]
+async fn a_64_mib_object_is_copied_within_a_16_mib_memory_budget() {
+    let p = Partitions::start().await;
+    let body = bytes_of(64 * MIB, 1);
+    p.put_source("big", body.clone()).await;
+    let mut config: Config = Config::load(Some(&p.dir.path().join("xpsync.toml"))).unwrap();
+    config.source.credentials = Some(CredentialsConfig {
+        access_key_id: Some(common::SOURCE_KEY_ID.into()),
+        secret_access_key: Some(Secret::new(common::SOURCE_SECRET_KEY)),
+        ..Default::default()
+    });
+    config.target.credentials = Some(CredentialsConfig {
+        access_key_id: Some(p.writer.id.clone()),
+        secret_access_key: Some(Secret::new(p.writer.secret.clone())),
+        ..Default::default()
+    });
+    config.transfer.memory_limit = ByteSize::mib(16);
+    config.transfer.part_size = ByteSize::mib(5);
+    config.transfer.multipart_threshold = ByteSize::mib(5);
+    config.transfer.max_parts = 8;
+    config.validate(Needs::Buckets).unwrap();
+    let (source, target) = xpsync::aws::connect(&config).await.unwrap();
+    let reconciler = Reconciler::new(source, target, Arc::new(config));
+
+    let report = reconciler.reconcile("big").await;
+
+    assert_eq!(report.outcome, Outcome::Copied, "{:?}", report.error);
+    let budget = reconciler.copier().budget();
+    assert!(
+        budget.peak() <= 16 * MIB as u64,
+        "peak {} bytes",
+        budget.peak()
+    );
+    // 8 part slots, but only three 5 MiB parts fit in 16 MiB at once.
+    assert_eq!(budget.peak(), 15 * MIB as u64);
+    assert_eq!(budget.reserved(), 0, "every reservation is released");
+    assert_eq!(p.target_bytes("big").await, Some(body));
+}
+
+fn lines(run: &Run) -> Vec<Value> {
+    run.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn verify_reports_missing_different_and_extra_keys_and_exits_1() {
+    let p = Partitions::start().await;
+    p.put_source("same", bytes_of(10, 1)).await;
+    p.put_source("missing", bytes_of(10, 2)).await;
+    p.put_source("different", bytes_of(10, 3)).await;
+    p.put_source("other/ignored", bytes_of(10, 3)).await;
+    p.sync_one("same", &[]).await;
+    put(&p.target_s3, TARGET_BUCKET, "different", bytes_of(10, 4)).await;
+    put(&p.target_s3, TARGET_BUCKET, "extra", bytes_of(10, 5)).await;
+
+    let run = Run::of(&mut p.xpsync(&["verify"])).await;
+    let scoped = Run::of(&mut p.xpsync(&["verify", "--prefix", "same"])).await;
+
+    assert_eq!(run.code(), Some(1), "{run}");
+    let lines = lines(&run);
+    let statuses: Vec<(&str, &str)> = lines
+        .iter()
+        .filter_map(|l| Some((l["key"].as_str()?, l["status"].as_str()?)))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("different", "different"),
+            ("extra", "extra"),
+            ("missing", "missing"),
+            ("other/ignored", "missing")
+        ]
+    );
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["same"], 1);
+    assert_eq!(summary["missing"], 2);
+    assert_eq!(summary["different"], 1);
+    assert_eq!(summary["extra"], 1);
+    assert!(
+        scoped.success(),
+        "only `same` is under the prefix: {scoped}"
+    );
+}
+
+#[tokio::test]
+async fn verify_pages_through_more_than_a_thousand_keys() {
+    let p = Partitions::start().await;
+    futures::stream::iter(0..1100u64)
+        .for_each_concurrent(16, |i| {
+            let p = &p;
+            async move {
+                let key = format!("many/{i:05}");
+                let body = bytes_of(8, i);
+                put(&p.source_s3, SOURCE_BUCKET, &key, body.clone()).await;
+                if i != 1050 {
+                    put(&p.target_s3, TARGET_BUCKET, &key, body).await;
+                }
+            }
+        })
+        .await;
+
+    let run = Run::of(&mut p.xpsync(&["verify", "--prefix", "many/"])).await;
+
+    assert_eq!(run.code(), Some(1), "{run}");
+    let lines = lines(&run);
+    assert_eq!(lines[0]["key"], "many/01050");
+    assert_eq!(lines[0]["status"], "missing");
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["source_keys"], 1100);
+    assert_eq!(summary["target_keys"], 1099);
+    assert_eq!(summary["same"], 1099);
+}
+
+#[tokio::test]
+async fn verify_honours_the_target_key_prefix_and_recorded_source_etags() {
+    let p = Partitions::start().await;
+    p.put_source("re-cut", bytes_of(6 * MIB, 1)).await;
+    let env = [
+        ("XPSYNC_TARGET__KEY_PREFIX", "mirror/"),
+        ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
+        ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
+    ];
+    p.sync_one("re-cut", &env).await;
+
+    let mut verify = p.xpsync(&["verify"]);
+    verify.envs(env);
+    let run = Run::of(&mut verify).await;
+
+    assert!(
+        run.success(),
+        "the re-cut copy has another ETag but records the source's: {run}"
+    );
+}
