@@ -259,6 +259,33 @@ impl Copier {
 }
 
 impl Copier {
+    /// Checks a freshly written target object: its ETag (unquoted, returned) must be
+    /// `expected`, unless KMS made it opaque. One that fails is deleted.
+    async fn check_written(
+        &self,
+        target_key: &str,
+        etag: Option<&str>,
+        sse: Option<&ServerSideEncryption>,
+        options: &WriteOptions,
+        expected: Option<&str>,
+    ) -> Result<String, TransferError> {
+        let etag = plan::unquote(etag.unwrap_or_default()).to_owned();
+        let opaque = !options.target_etag_is_md5()
+            || matches!(
+                sse,
+                Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+            );
+        match expected {
+            Some(expected) if !opaque && etag != expected => {
+                self.discard(target_key).await;
+                Err(TransferError::Verification(format!(
+                    "the target stored ETag {etag}, but the bytes sent make {expected}"
+                )))
+            }
+            _ => Ok(etag),
+        }
+    }
+
     /// Deletes a target object that failed verification, so that it does not
     /// claim a source version it does not hold. Best effort: failure is logged.
     async fn discard(&self, target_key: &str) {

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
 
 use super::plan::{composite_etag, is_md5, unquote};
@@ -186,19 +186,15 @@ impl Upload<'_> {
         let output = copier
             .target
             .observe("CompleteMultipartUpload", request.send().await)?;
-        let etag = unquote(output.e_tag().unwrap_or_default()).to_owned();
-        let encrypted_with_kms = matches!(
-            output.server_side_encryption(),
-            Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
-        );
-        if let Some(expected) = expected {
-            if self.options.target_etag_is_md5() && !encrypted_with_kms && etag != expected {
-                copier.discard(target_key).await;
-                return Err(TransferError::Verification(format!(
-                    "the target completed with ETag {etag}, but its parts compose {expected}"
-                )));
-            }
-        }
+        let etag = copier
+            .check_written(
+                target_key,
+                output.e_tag(),
+                output.server_side_encryption(),
+                self.options,
+                expected.as_deref(),
+            )
+            .await?;
         Ok(Copied {
             etag,
             method: Method::Multipart,

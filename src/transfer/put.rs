@@ -1,7 +1,6 @@
 //! The put method: one GET, one PutObject with Content-MD5.
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
 
 use super::plan::unquote;
 use super::{
@@ -42,17 +41,15 @@ pub(super) async fn copy(
     let output = copier.target.observe("PutObject", request.send().await)?;
     metrics::BYTES_SENT.inc_by(length);
 
-    let etag = unquote(output.e_tag().unwrap_or_default()).to_owned();
-    let encrypted_with_kms = matches!(
-        output.server_side_encryption(),
-        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
-    );
-    if options.target_etag_is_md5() && !encrypted_with_kms && etag != md5_hex {
-        copier.discard(target_key).await;
-        return Err(TransferError::Verification(format!(
-            "the target stored ETag {etag} for bytes with MD5 {md5_hex}"
-        )));
-    }
+    let etag = copier
+        .check_written(
+            target_key,
+            output.e_tag(),
+            output.server_side_encryption(),
+            options,
+            Some(&md5_hex),
+        )
+        .await?;
     Ok(Copied {
         etag,
         method: Method::Put,
