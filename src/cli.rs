@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::config::{Config, Needs};
 use crate::ops::verify;
 use crate::reconcile::{Outcome, Reconciler};
-use crate::{aws, metrics};
+use crate::{aws, daemon, metrics};
 
 /// Keeps an S3 bucket in one AWS partition in sync with a bucket in another.
 #[derive(Debug, Parser)]
@@ -33,6 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: consume the queue, reconcile keys, serve /healthz, /readyz, /metrics.
+    Run,
     /// Reconcile the given source keys now and print one JSON line per key.
     Sync {
         /// Source keys, exactly as stored (not URL-encoded).
@@ -47,11 +49,19 @@ pub enum Command {
     },
     /// Validate the configuration and print the effective settings, secrets redacted.
     CheckConfig,
+    /// GET the local /healthz; exit 0 if healthy, 1 if not (for container health checks).
+    Healthcheck {
+        /// Default: /healthz on the port of server.listen, on 127.0.0.1.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let needs = match cli.command {
+        Command::Healthcheck { url } => return healthcheck(cli.config.as_deref(), url),
+        Command::Run => Needs::BucketsAndQueue,
         Command::Sync { .. } | Command::Verify { .. } | Command::CheckConfig => Needs::Buckets,
     };
     let config = Config::load_valid(cli.config.as_deref(), needs)?;
@@ -62,8 +72,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", config.to_redacted_toml());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run => {
+            daemon::run(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sync { keys } => sync(config, keys).await,
         Command::Verify { prefix } => verify(config, &prefix).await,
+        Command::Healthcheck { .. } => unreachable!("handled before the configuration is validated"),
     }
 }
 
@@ -118,6 +133,39 @@ async fn verify(config: Config, prefix: &str) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Needs no valid configuration: only `server.listen`, to find the port.
+fn healthcheck(config_file: Option<&std::path::Path>, url: Option<String>) -> anyhow::Result<ExitCode> {
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let listen = Config::load(config_file)
+                .map(|c| c.server.listen)
+                .unwrap_or_else(|_| crate::config::ServerConfig::default().listen);
+            let port = listen
+                .rsplit_once(':')
+                .map(|(_, port)| port.to_owned())
+                .context("server.listen has no port")?;
+            format!("http://127.0.0.1:{port}/healthz")
+        }
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    match agent.get(&url).call() {
+        Ok(response) if response.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(response) => {
+            eprintln!("xpsync: {url} answered {}", response.status());
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("xpsync: {url}: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Logs go to stderr (stdout carries command output), as JSON or text.

@@ -4,7 +4,12 @@
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod event;
+pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod ops;
+pub mod queue;
 pub mod reconcile;
 pub mod transfer;

@@ -183,6 +183,23 @@ pub static PARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// 1 when `/readyz` says ready, else 0.
+pub static READY: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "xpsync_ready",
+        "1 when the worker is ready to take messages; 0 when starting, paused or shutting down",
+    )
+});
+
+/// Times receiving was paused because every copy failed the same systemic way.
+pub static BREAKER_TRIPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_breaker_trips_total",
+        "Times receiving was paused by a systemic failure, by its kind",
+        &["kind"],
+    )
+});
+
 /// Always 1, labelled with the version.
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     let g = register(
@@ -230,6 +247,8 @@ pub fn init() {
     LazyLock::force(&QUEUE_MESSAGES);
     LazyLock::force(&S3_REQUESTS);
     LazyLock::force(&ERRORS);
+    LazyLock::force(&READY);
+    LazyLock::force(&BREAKER_TRIPS);
 }
 
 /// The registry in Prometheus text format.

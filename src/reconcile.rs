@@ -143,6 +143,17 @@ impl Reconciler {
         format!("{}{}", self.config.target.key_prefix, key)
     }
 
+    /// Checks that both buckets answer with the current keys (HeadBucket on each):
+    /// the breaker's test of whether a systemic failure is over. Rejected keys make
+    /// their secret be re-read before the next probe.
+    pub async fn probe(&self) -> Result<(), S3Error> {
+        for side in [&self.source, &self.target] {
+            let request = side.client.head_bucket().bucket(&side.bucket);
+            side.observe("HeadBucket", request.send().await)?;
+        }
+        Ok(())
+    }
+
     /// Makes the target's copy of `key` match the source's, and says what it did.
     pub async fn reconcile(&self, key: &str) -> Report {
         let span = tracing::info_span!("reconcile", key);

@@ -1,0 +1,358 @@
+//! The event queue: receiving, acknowledging in batches, holding and releasing
+//! messages, dead-lettering poison, and the queues' depths.
+//!
+//! [`Queue::connect`] builds the SQS client (the region is read from the queue URL,
+//! so a China queue is reached at its `amazonaws.com.cn` endpoint) and finds the
+//! dead-letter queue: from `queue.dead_letter_url`, else from the main queue's
+//! RedrivePolicy. Deletes go through a [`Deleter`], which gathers them into
+//! `DeleteMessageBatch` calls of up to 10 and checks each entry's result: SQS
+//! answers HTTP 200 even when some entries failed.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::primitives::DateTime;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::metrics;
+
+/// SQS's largest batch.
+pub const MAX_BATCH: usize = 10;
+
+/// An SQS request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("SQS {operation} failed: {message}")]
+pub struct SqsError {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+impl SqsError {
+    fn from_sdk<E>(operation: &'static str, err: SdkError<E>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let message = match (err.code(), err.message()) {
+            (Some(code), Some(msg)) => format!("{code}: {msg}"),
+            (Some(code), None) => code.to_owned(),
+            _ => DisplayErrorContext(&err).to_string(),
+        };
+        metrics::ERRORS.with_label_values(&["sqs", operation]).inc();
+        Self { operation, message }
+    }
+}
+
+/// A received message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub id: String,
+    pub receipt: String,
+    pub body: String,
+    /// How many times SQS has handed it out, this time included.
+    pub receive_count: u32,
+    pub sent_at: Option<DateTime>,
+}
+
+/// The main queue and its dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    client: aws_sdk_sqs::Client,
+    pub url: String,
+    pub dead_letter_url: Option<String>,
+    wait_time: Duration,
+    pub visibility_timeout: Duration,
+}
+
+impl Queue {
+    pub async fn connect(config: &Config) -> Result<Self, SqsError> {
+        let region = region_of(&config.queue.url).unwrap_or_else(|| config.source.region.clone());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+        if let Some(url) = &config.queue.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let client = aws_sdk_sqs::Client::new(&loader.load().await);
+        let mut queue = Self {
+            client,
+            url: config.queue.url.clone(),
+            dead_letter_url: None,
+            wait_time: config.queue.wait_time,
+            visibility_timeout: config.queue.visibility_timeout,
+        };
+        queue.dead_letter_url = if config.queue.dead_letter_url.is_empty() {
+            queue.dead_letter_from_redrive_policy().await?
+        } else {
+            Some(config.queue.dead_letter_url.clone())
+        };
+        Ok(queue)
+    }
+
+    async fn dead_letter_from_redrive_policy(&self) -> Result<Option<String>, SqsError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| SqsError::from_sdk("GetQueueAttributes", e))?;
+        let Some(policy) = output
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        else {
+            return Ok(None);
+        };
+        let arn = serde_json::from_str::<serde_json::Value>(policy)
+            .ok()
+            .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))
+            .ok_or_else(|| SqsError {
+                operation: "GetQueueAttributes",
+                message: format!("the queue's RedrivePolicy has no deadLetterTargetArn: {policy}"),
+            })?;
+        // arn:<partition>:sqs:<region>:<account>:<name>
+        let parts: Vec<&str> = arn.split(':').collect();
+        let (account, name) = match parts.as_slice() {
+            [_, _, _, _, account, name] => (*account, *name),
+            _ => {
+                return Err(SqsError {
+                    operation: "GetQueueAttributes",
+                    message: format!("the dead-letter target {arn:?} is not an SQS ARN"),
+                })
+            }
+        };
+        let output = self
+            .client
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .map_err(|e| SqsError::from_sdk("GetQueueUrl", e))?;
+        Ok(output.queue_url().map(str::to_owned))
+    }
+
+    /// Long-polls for up to `max` messages, hidden for the visibility timeout.
+    pub async fn receive(&self, max: usize) -> Result<Vec<Received>, SqsError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(self.wait_time.as_secs() as i32)
+            .visibility_timeout(self.visibility_timeout.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| SqsError::from_sdk("ReceiveMessage", e))?;
+        Ok(output
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                let attributes = m.attributes();
+                let attribute = |name| attributes.and_then(|a| a.get(&name)).map(String::as_str);
+                Some(Received {
+                    id: m.message_id()?.to_owned(),
+                    receipt: m.receipt_handle()?.to_owned(),
+                    body: m.body().unwrap_or_default().to_owned(),
+                    receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(1),
+                    sent_at: attribute(MessageSystemAttributeName::SentTimestamp)
+                        .and_then(|t| t.parse::<i64>().ok())
+                        .map(DateTime::from_millis),
+                })
+            })
+            .collect())
+    }
+
+    /// Hides a received message for `timeout` from now (0: visible at once).
+    pub async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), SqsError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(timeout.as_secs().min(43_200) as i32)
+            .send()
+            .await
+            .map_err(|e| SqsError::from_sdk("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    /// Sends a poison message to the dead-letter queue with why, then deletes it
+    /// from the main queue: never the other way round.
+    pub async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), SqsError> {
+        let dead_letter_url = self.dead_letter_url.as_deref().ok_or_else(|| SqsError {
+            operation: "SendMessage",
+            message: "no dead-letter queue: set queue.dead_letter_url or a RedrivePolicy".into(),
+        })?;
+        let text = |value: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .expect("data type and value are set")
+        };
+        // Attribute values are at most 256 KiB together with the body; reasons are short.
+        let reason: String = reason.chars().take(1024).collect();
+        self.client
+            .send_message()
+            .queue_url(dead_letter_url)
+            .message_body(&message.body)
+            .message_attributes("xpsync-reason", text(&reason))
+            .message_attributes("xpsync-source-message-id", text(&message.id))
+            .message_attributes("xpsync-receive-count", text(&message.receive_count.to_string()))
+            .message_attributes(
+                "xpsync-dead-lettered-at",
+                text(&DateTime::from(std::time::SystemTime::now()).to_string()),
+            )
+            .send()
+            .await
+            .map_err(|e| SqsError::from_sdk("SendMessage", e))?;
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(&message.receipt)
+            .send()
+            .await
+            .map_err(|e| SqsError::from_sdk("DeleteMessage", e))?;
+        Ok(())
+    }
+
+    /// Approximate (visible, in flight, delayed) counts of a queue.
+    pub async fn depth(&self, url: &str) -> Result<(i64, i64, i64), SqsError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| SqsError::from_sdk("GetQueueAttributes", e))?;
+        let count = |name| {
+            output
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            count(QueueAttributeName::ApproximateNumberOfMessages),
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        ))
+    }
+
+    /// Deletes up to 10 messages; returns the ids of those not deleted, with why.
+    async fn delete_batch(&self, batch: &[(String, String)]) -> Vec<(String, String)> {
+        let entries = batch
+            .iter()
+            .enumerate()
+            .map(|(i, (_, receipt))| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let result = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        match result {
+            Err(e) => {
+                let error = SqsError::from_sdk("DeleteMessageBatch", e).message;
+                batch.iter().map(|(id, _)| (id.clone(), error.clone())).collect()
+            }
+            Ok(output) => output
+                .failed()
+                .iter()
+                .filter_map(|f| {
+                    let (id, _) = batch.get(f.id().parse::<usize>().ok()?)?;
+                    let why = format!("{}: {}", f.code(), f.message().unwrap_or_default());
+                    Some((id.clone(), why))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The region named in an SQS URL's host (`sqs.<region>.amazonaws.com[.cn]`).
+fn region_of(url: &str) -> Option<String> {
+    let host = url::Url::parse(url).ok()?.host_str()?.to_owned();
+    host.split('.')
+        .find(|label| {
+            label.contains('-') && label.ends_with(|c: char| c.is_ascii_digit())
+        })
+        .map(str::to_owned)
+}
+
+/// Gathers deletes into batches. Dropping every [`Deleter`] and awaiting the task
+/// from [`Deleter::spawn`] flushes what is pending.
+#[derive(Clone, Debug)]
+pub struct Deleter {
+    sender: mpsc::UnboundedSender<(String, String)>,
+}
+
+impl Deleter {
+    /// How long a delete waits for others to share its batch.
+    const LINGER: Duration = Duration::from_millis(20);
+
+    pub fn spawn(queue: Queue) -> (Self, JoinHandle<()>) {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<(String, String)>();
+        let task = tokio::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut batch = vec![first];
+                let deadline = tokio::time::Instant::now() + Self::LINGER;
+                while batch.len() < MAX_BATCH {
+                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        Ok(Some(next)) => batch.push(next),
+                        _ => break,
+                    }
+                }
+                for (id, why) in queue.delete_batch(&batch).await {
+                    // The key is reconciled; the message will come back and find
+                    // nothing to do.
+                    tracing::warn!(message_id = %id, error = %why, "could not delete a handled message");
+                }
+            }
+        });
+        (Self { sender }, task)
+    }
+
+    /// Queues the delete of a handled message.
+    pub fn delete(&self, id: &str, receipt: &str) {
+        if self.sender.send((id.to_owned(), receipt.to_owned())).is_err() {
+            tracing::error!(message_id = %id, "the deleter has stopped; the message will come back");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_region_comes_from_the_queue_url() {
+        assert_eq!(
+            region_of("https://sqs.cn-northwest-1.amazonaws.com.cn/123456789012/q").as_deref(),
+            Some("cn-northwest-1")
+        );
+        assert_eq!(
+            region_of("https://sqs.us-west-2.amazonaws.com/123456789012/q").as_deref(),
+            Some("us-west-2")
+        );
+        assert_eq!(region_of("http://127.0.0.1:5000/123456789012/q"), None);
+    }
+}
