@@ -78,7 +78,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sync { keys } => sync(config, keys).await,
         Command::Verify { prefix } => verify(config, &prefix).await,
-        Command::Healthcheck { .. } => unreachable!("handled before the configuration is validated"),
+        Command::Healthcheck { .. } => {
+            unreachable!("handled before the configuration is validated")
+        }
     }
 }
 
@@ -136,7 +138,10 @@ async fn verify(config: Config, prefix: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// Needs no valid configuration: only `server.listen`, to find the port.
-fn healthcheck(config_file: Option<&std::path::Path>, url: Option<String>) -> anyhow::Result<ExitCode> {
+fn healthcheck(
+    config_file: Option<&std::path::Path>,
+    url: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let url = match url {
         Some(url) => url,
         None => {

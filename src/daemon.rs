@@ -74,7 +74,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let queue = Queue::connect(&config).await?;
     match &queue.dead_letter_url {
         Some(url) => tracing::info!(queue = %queue.url, dead_letter_queue = %url, "connected"),
-        None => tracing::warn!(queue = %queue.url, "no dead-letter queue: poison messages will be retried instead"),
+        None => {
+            tracing::warn!(queue = %queue.url, "no dead-letter queue: poison messages will be retried instead")
+        }
     }
     tokio::spawn(poll_depths(queue.clone(), http_stop.clone()));
     let (deleter, deleter_task) = Deleter::spawn(queue.clone());
@@ -101,7 +103,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let handled_before = daemon.handled.load(Ordering::SeqCst);
     daemon.tracker.close();
     let grace = config.shutdown.grace_period;
-    if tokio::time::timeout(grace, daemon.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(grace, daemon.tracker.wait())
+        .await
+        .is_err()
+    {
         daemon.hard_stop.cancel();
         daemon.tracker.wait().await;
     }
@@ -171,12 +176,17 @@ impl Daemon {
                 Ok(messages) => {
                     receive_failures = 0;
                     for (message, permit) in messages.into_iter().zip(permits) {
-                        self.tracker.spawn(Arc::clone(&self).handle(message, permit));
+                        self.tracker
+                            .spawn(Arc::clone(&self).handle(message, permit));
                     }
                 }
                 Err(e) => {
                     receive_failures += 1;
-                    let pause = backoff(receive_failures, Duration::from_secs(1), Duration::from_secs(30));
+                    let pause = backoff(
+                        receive_failures,
+                        Duration::from_secs(1),
+                        Duration::from_secs(30),
+                    );
                     tracing::warn!(error = %e, retry_in = ?pause, "receiving failed");
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
@@ -203,7 +213,9 @@ impl Daemon {
                     self.breaker.close();
                     self.health.set(Readiness::Ready);
                 }
-                Err(e) => tracing::warn!(error = %e, retry_in = ?pause, "still failing systemically; receiving stays paused"),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "still failing systemically; receiving stays paused")
+                }
             }
         }
     }
@@ -234,11 +246,14 @@ impl Daemon {
         match self.queue.dead_letter(message, reason).await {
             Ok(()) => {
                 tracing::warn!(%reason, "poison message moved to the dead-letter queue");
-                metrics::MESSAGES.with_label_values(&["dead_lettered"]).inc();
+                metrics::MESSAGES
+                    .with_label_values(&["dead_lettered"])
+                    .inc();
             }
             Err(e) => {
                 tracing::error!(%reason, error = %e, "could not dead-letter a poison message; it will come back");
-                self.release(message, retry_delay(message.receive_count)).await;
+                self.release(message, retry_delay(message.receive_count))
+                    .await;
             }
         }
         self.handled.fetch_add(1, Ordering::SeqCst);
@@ -291,10 +306,16 @@ impl Daemon {
             // SQS counts the 12 hours from the first receive; keep a minute spare.
             let left = MAX_VISIBILITY.saturating_sub(received.elapsed() + Duration::from_secs(60));
             if left.is_zero() {
-                tracing::warn!("the message reached SQS's 12-hour visibility limit; it will reappear");
+                tracing::warn!(
+                    "the message reached SQS's 12-hour visibility limit; it will reappear"
+                );
                 return std::future::pending().await;
             }
-            if let Err(e) = self.queue.change_visibility(receipt, timeout.min(left)).await {
+            if let Err(e) = self
+                .queue
+                .change_visibility(receipt, timeout.min(left))
+                .await
+            {
                 tracing::warn!(error = %e, "could not extend the message's visibility");
             }
         }
@@ -321,7 +342,11 @@ fn observe_latency(key: &KeyEvent, report: &Report, message: &Received) {
 /// Visibility given to a message whose keys failed: 10 s, doubled per receive, at
 /// most 15 minutes.
 pub fn retry_delay(receive_count: u32) -> Duration {
-    backoff(receive_count, Duration::from_secs(10), Duration::from_secs(900))
+    backoff(
+        receive_count,
+        Duration::from_secs(10),
+        Duration::from_secs(900),
+    )
 }
 
 fn backoff(attempt: u32, first: Duration, max: Duration) -> Duration {
@@ -385,22 +410,36 @@ async fn watch_signals(shutdown: CancellationToken, health: Arc<Health>) {
         _ = terminate.recv() => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
     };
-    tracing::info!(signal = name, "shutting down: no new messages; in-flight copies get the grace period");
+    tracing::info!(
+        signal = name,
+        "shutting down: no new messages; in-flight copies get the grace period"
+    );
     health.set(Readiness::ShuttingDown);
     shutdown.cancel();
 }
 
 async fn poll_depths(queue: Queue, stop: CancellationToken) {
     loop {
-        let queues = [Some(("main", queue.url.as_str())), queue.dead_letter_url.as_deref().map(|u| ("dead_letter", u))];
+        let queues = [
+            Some(("main", queue.url.as_str())),
+            queue.dead_letter_url.as_deref().map(|u| ("dead_letter", u)),
+        ];
         for (name, url) in queues.into_iter().flatten() {
             match queue.depth(url).await {
                 Ok((visible, in_flight, delayed)) => {
-                    for (state, value) in [("visible", visible), ("in_flight", in_flight), ("delayed", delayed)] {
-                        metrics::QUEUE_MESSAGES.with_label_values(&[name, state]).set(value);
+                    for (state, value) in [
+                        ("visible", visible),
+                        ("in_flight", in_flight),
+                        ("delayed", delayed),
+                    ] {
+                        metrics::QUEUE_MESSAGES
+                            .with_label_values(&[name, state])
+                            .set(value);
                     }
                 }
-                Err(e) => tracing::debug!(queue = name, error = %e, "could not read the queue's depth"),
+                Err(e) => {
+                    tracing::debug!(queue = name, error = %e, "could not read the queue's depth")
+                }
             }
         }
         tokio::select! {

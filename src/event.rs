@@ -62,8 +62,8 @@ fn parse_value(value: &Value, bucket: &str, sns_allowed: bool) -> Result<Parsed,
             .get("Message")
             .and_then(Value::as_str)
             .ok_or("an SNS notification without a Message string")?;
-        let inner: Value = serde_json::from_str(inner)
-            .map_err(|e| format!("the SNS Message is not JSON: {e}"))?;
+        let inner: Value =
+            serde_json::from_str(inner).map_err(|e| format!("the SNS Message is not JSON: {e}"))?;
         return parse_value(&inner, bucket, false);
     }
     if object.get("source").and_then(Value::as_str) == Some("aws.s3") {
@@ -72,7 +72,10 @@ fn parse_value(value: &Value, bucket: &str, sns_allowed: bool) -> Result<Parsed,
     if object.get("xpsync").is_some() {
         return native(object, bucket);
     }
-    Err("not an S3 notification, SNS envelope, EventBridge S3 event, test event or xpsync message".into())
+    Err(
+        "not an S3 notification, SNS envelope, EventBridge S3 event, test event or xpsync message"
+            .into(),
+    )
 }
 
 fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
@@ -84,7 +87,9 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
     for (i, record) in records.iter().enumerate() {
         let source = record.get("eventSource").and_then(Value::as_str);
         if source != Some("aws:s3") {
-            return Err(format!("record {i}: eventSource is {source:?}, not \"aws:s3\""));
+            return Err(format!(
+                "record {i}: eventSource is {source:?}, not \"aws:s3\""
+            ));
         }
         let s3 = record.get("s3").ok_or(format!("record {i}: no s3 field"))?;
         check_bucket(
@@ -109,17 +114,16 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
     Ok(Parsed::Keys(keys))
 }
 
-fn eventbridge(
-    object: &serde_json::Map<String, Value>,
-    bucket: &str,
-) -> Result<Parsed, String> {
+fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parsed, String> {
     let detail_type = object.get("detail-type").and_then(Value::as_str);
     if !matches!(detail_type, Some("Object Created" | "Object Deleted")) {
         return Err(format!(
             "an EventBridge S3 event of detail-type {detail_type:?}, not \"Object Created\" or \"Object Deleted\""
         ));
     }
-    let detail = object.get("detail").ok_or("an EventBridge event without detail")?;
+    let detail = object
+        .get("detail")
+        .ok_or("an EventBridge event without detail")?;
     check_bucket(
         detail.pointer("/bucket/name").and_then(Value::as_str),
         bucket,
@@ -160,7 +164,11 @@ fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parse
             object["xpsync"]
         ));
     }
-    check_bucket(object.get("bucket").and_then(Value::as_str), bucket, "the message")?;
+    check_bucket(
+        object.get("bucket").and_then(Value::as_str),
+        bucket,
+        "the message",
+    )?;
     let key = object
         .get("key")
         .and_then(Value::as_str)
@@ -188,7 +196,10 @@ fn check_key(key: &str) -> Result<(), String> {
         return Err("the key is empty".into());
     }
     if key.len() > 1024 {
-        return Err(format!("the key is {} bytes long; S3 keys are at most 1,024", key.len()));
+        return Err(format!(
+            "the key is {} bytes long; S3 keys are at most 1,024",
+            key.len()
+        ));
     }
     Ok(())
 }
@@ -248,15 +259,18 @@ mod tests {
 
     #[test]
     fn several_records_give_several_keys_once_each() {
-        let body = json!({"Records": [record(BUCKET, "a"), record(BUCKET, "b"), record(BUCKET, "a")]})
-            .to_string();
+        let body =
+            json!({"Records": [record(BUCKET, "a"), record(BUCKET, "b"), record(BUCKET, "a")]})
+                .to_string();
         assert_eq!(keys(parse(&body, BUCKET)), ["a", "b"]);
     }
 
     #[test]
     fn the_event_time_is_kept() {
         let body = json!({"Records": [record(BUCKET, "a")]}).to_string();
-        let Parsed::Keys(k) = parse(&body, BUCKET) else { panic!() };
+        let Parsed::Keys(k) = parse(&body, BUCKET) else {
+            panic!()
+        };
         assert_eq!(k[0].time.unwrap().secs(), 1_795_568_523);
     }
 
@@ -282,10 +296,13 @@ mod tests {
 
     #[test]
     fn eventbridge_epoch_times_are_read() {
-        let body = json!({"source": "aws.s3", "detail-type": "Object Deleted", "time": 1_795_568_523.5,
+        let body =
+            json!({"source": "aws.s3", "detail-type": "Object Deleted", "time": 1_795_568_523.5,
                           "detail": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}})
-        .to_string();
-        let Parsed::Keys(k) = parse(&body, BUCKET) else { panic!() };
+            .to_string();
+        let Parsed::Keys(k) = parse(&body, BUCKET) else {
+            panic!()
+        };
         assert_eq!(k[0].time.unwrap().secs(), 1_795_568_523);
     }
 
@@ -303,13 +320,31 @@ mod tests {
             ("not json", "not JSON"),
             ("[1, 2]", "not an object"),
             (r#"{"hello": "world"}"#, "not an S3 notification"),
-            (&json!({"Records": [record("other-bucket", "k")]}).to_string(), "bucket \"other-bucket\""),
-            (&json!({"Records": [record(BUCKET, "bad%zz")]}).to_string(), "malformed escape"),
-            (&json!({"Records": [record(BUCKET, "%FF%FE")]}).to_string(), "not UTF-8"),
+            (
+                &json!({"Records": [record("other-bucket", "k")]}).to_string(),
+                "bucket \"other-bucket\"",
+            ),
+            (
+                &json!({"Records": [record(BUCKET, "bad%zz")]}).to_string(),
+                "malformed escape",
+            ),
+            (
+                &json!({"Records": [record(BUCKET, "%FF%FE")]}).to_string(),
+                "not UTF-8",
+            ),
             (&json!({"Records": []}).to_string(), "Records is empty"),
-            (&json!({"xpsync": 2, "bucket": BUCKET, "key": "k"}).to_string(), "version 2"),
-            (&json!({"xpsync": 1, "bucket": BUCKET, "key": ""}).to_string(), "empty"),
-            (&json!({"xpsync": 1, "bucket": BUCKET, "key": "k".repeat(1025)}).to_string(), "1,024"),
+            (
+                &json!({"xpsync": 2, "bucket": BUCKET, "key": "k"}).to_string(),
+                "version 2",
+            ),
+            (
+                &json!({"xpsync": 1, "bucket": BUCKET, "key": ""}).to_string(),
+                "empty",
+            ),
+            (
+                &json!({"xpsync": 1, "bucket": BUCKET, "key": "k".repeat(1025)}).to_string(),
+                "1,024",
+            ),
         ];
         for (body, reason) in cases {
             match parse(body, BUCKET) {

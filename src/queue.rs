@@ -73,7 +73,8 @@ pub struct Queue {
 impl Queue {
     pub async fn connect(config: &Config) -> Result<Self, SqsError> {
         let region = region_of(&config.queue.url).unwrap_or_else(|| config.source.region.clone());
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
         if let Some(url) = &config.queue.endpoint_url {
             loader = loader.endpoint_url(url);
         }
@@ -172,7 +173,11 @@ impl Queue {
     }
 
     /// Hides a received message for `timeout` from now (0: visible at once).
-    pub async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), SqsError> {
+    pub async fn change_visibility(
+        &self,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<(), SqsError> {
         self.client
             .change_message_visibility()
             .queue_url(&self.url)
@@ -206,7 +211,10 @@ impl Queue {
             .message_body(&message.body)
             .message_attributes("xpsync-reason", text(&reason))
             .message_attributes("xpsync-source-message-id", text(&message.id))
-            .message_attributes("xpsync-receive-count", text(&message.receive_count.to_string()))
+            .message_attributes(
+                "xpsync-receive-count",
+                text(&message.receive_count.to_string()),
+            )
             .message_attributes(
                 "xpsync-dead-lettered-at",
                 text(&DateTime::from(std::time::SystemTime::now()).to_string()),
@@ -273,7 +281,10 @@ impl Queue {
         match result {
             Err(e) => {
                 let error = SqsError::from_sdk("DeleteMessageBatch", e).message;
-                batch.iter().map(|(id, _)| (id.clone(), error.clone())).collect()
+                batch
+                    .iter()
+                    .map(|(id, _)| (id.clone(), error.clone()))
+                    .collect()
             }
             Ok(output) => output
                 .failed()
@@ -292,9 +303,7 @@ impl Queue {
 fn region_of(url: &str) -> Option<String> {
     let host = url::Url::parse(url).ok()?.host_str()?.to_owned();
     host.split('.')
-        .find(|label| {
-            label.contains('-') && label.ends_with(|c: char| c.is_ascii_digit())
-        })
+        .find(|label| label.contains('-') && label.ends_with(|c: char| c.is_ascii_digit()))
         .map(str::to_owned)
 }
 
@@ -333,7 +342,11 @@ impl Deleter {
 
     /// Queues the delete of a handled message.
     pub fn delete(&self, id: &str, receipt: &str) {
-        if self.sender.send((id.to_owned(), receipt.to_owned())).is_err() {
+        if self
+            .sender
+            .send((id.to_owned(), receipt.to_owned()))
+            .is_err()
+        {
             tracing::error!(message_id = %id, "the deleter has stopped; the message will come back");
         }
     }

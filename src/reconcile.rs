@@ -18,6 +18,8 @@
 //! The result is a [`Report`]; a failure carries a [`ReconcileError`] that knows
 //! whether it is retryable and whether it is systemic.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
@@ -121,6 +123,9 @@ pub struct Reconciler {
     target: S3Side,
     copier: Copier,
     config: std::sync::Arc<Config>,
+    /// Keys being reconciled now. S3 sends duplicate events, often together: a
+    /// second reconcile of a key waits for the first, then finds nothing to do.
+    in_progress: KeyLocks,
 }
 
 impl Reconciler {
@@ -131,6 +136,7 @@ impl Reconciler {
             target,
             copier,
             config,
+            in_progress: KeyLocks::default(),
         }
     }
 
@@ -143,13 +149,19 @@ impl Reconciler {
         format!("{}{}", self.config.target.key_prefix, key)
     }
 
-    /// Checks that both buckets answer with the current keys (HeadBucket on each):
+    /// Checks that both buckets answer with the current keys (a one-key listing):
     /// the breaker's test of whether a systemic failure is over. Rejected keys make
     /// their secret be re-read before the next probe.
     pub async fn probe(&self) -> Result<(), S3Error> {
+        // ListObjectsV2 rather than HeadBucket: it needs s3:ListBucket, which the
+        // policies grant, on every S3 implementation alike.
         for side in [&self.source, &self.target] {
-            let request = side.client.head_bucket().bucket(&side.bucket);
-            side.observe("HeadBucket", request.send().await)?;
+            let request = side
+                .client
+                .list_objects_v2()
+                .bucket(&side.bucket)
+                .max_keys(1);
+            side.observe("ListObjectsV2", request.send().await)?;
         }
         Ok(())
     }
@@ -162,6 +174,7 @@ impl Reconciler {
 
     async fn reconcile_inner(&self, key: &str) -> Report {
         let started = Instant::now();
+        let _only_one = self.in_progress.lock(key).await;
         metrics::OBJECTS_IN_FLIGHT.inc();
         let mut report = Report {
             key: key.to_owned(),
@@ -325,6 +338,49 @@ impl Reconciler {
             options.sse_kms_key_id = Some(target.sse_kms_key_id.clone());
         }
         Ok(options)
+    }
+}
+
+/// One async mutex per key in use; entries go when no one holds or awaits them.
+#[derive(Clone, Debug, Default)]
+struct KeyLocks {
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// Holds a key; releases (and forgets it when no one else waits) on drop.
+struct KeyGuard {
+    key: String,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl KeyLocks {
+    async fn lock(&self, key: &str) -> KeyGuard {
+        let mutex = Arc::clone(
+            self.locks
+                .lock()
+                .expect("never poisoned")
+                .entry(key.to_owned())
+                .or_default(),
+        );
+        KeyGuard {
+            key: key.to_owned(),
+            locks: Arc::clone(&self.locks),
+            _guard: mutex.lock_owned().await,
+        }
+    }
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        let mut locks = self.locks.lock().expect("never poisoned");
+        // The map's reference and this guard's are the only ones: no one waits.
+        if locks
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 2)
+        {
+            locks.remove(&self.key);
+        }
     }
 }
 

@@ -14,6 +14,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod pipeline;
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};

@@ -1,0 +1,299 @@
+//! The production event path in the source partition, and the daemon on top of it:
+//! the source bucket sends its events to EventBridge, a rule forwards S3's Object
+//! Created and Object Deleted events to an SQS queue, and the queue redrives to a
+//! dead-letter queue after five receives.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::{EventBridgeConfiguration, NotificationConfiguration};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use super::{
+    free_port, sdk_config, Partitions, SOURCE_BUCKET, SOURCE_KEY_ID, SOURCE_REGION,
+    SOURCE_SECRET_KEY,
+};
+
+pub const MAX_RECEIVE_COUNT: u32 = 5;
+
+/// The queues and the rule feeding them.
+pub struct Pipeline {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub dead_letter_url: String,
+}
+
+impl Pipeline {
+    /// Wires the source bucket → EventBridge → SQS (+ DLQ), and writes the
+    /// configuration `xpsync run` needs (the queue; each [`Daemon`] gets a port).
+    pub async fn wire(p: &Partitions) -> Self {
+        let conf = sdk_config(
+            &p.source.endpoint,
+            SOURCE_REGION,
+            SOURCE_KEY_ID,
+            SOURCE_SECRET_KEY,
+        );
+        let sqs = aws_sdk_sqs::Client::new(&conf);
+        let dead_letter_url = sqs
+            .create_queue()
+            .queue_name("xpsync-events-dlq")
+            .send()
+            .await
+            .expect("create the DLQ")
+            .queue_url()
+            .expect("a queue url")
+            .to_owned();
+        let dead_letter_arn = queue_arn(&sqs, &dead_letter_url).await;
+        let redrive = serde_json::json!({
+            "deadLetterTargetArn": dead_letter_arn,
+            "maxReceiveCount": MAX_RECEIVE_COUNT.to_string(),
+        });
+        let queue_url = sqs
+            .create_queue()
+            .queue_name("xpsync-events")
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .send()
+            .await
+            .expect("create the queue")
+            .queue_url()
+            .expect("a queue url")
+            .to_owned();
+        let queue_arn = queue_arn(&sqs, &queue_url).await;
+
+        p.source_s3
+            .put_bucket_notification_configuration()
+            .bucket(SOURCE_BUCKET)
+            .notification_configuration(
+                NotificationConfiguration::builder()
+                    .event_bridge_configuration(EventBridgeConfiguration::builder().build())
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("send the bucket's events to EventBridge");
+        let events = aws_sdk_eventbridge::Client::new(&conf);
+        let pattern = serde_json::json!({
+            "source": ["aws.s3"],
+            "detail-type": ["Object Created", "Object Deleted"],
+            "detail": {"bucket": {"name": [SOURCE_BUCKET]}},
+        });
+        events
+            .put_rule()
+            .name("xpsync-source-objects")
+            .event_pattern(pattern.to_string())
+            .send()
+            .await
+            .expect("create the rule");
+        events
+            .put_targets()
+            .rule("xpsync-source-objects")
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("xpsync-queue")
+                    .arn(queue_arn)
+                    .build()
+                    .expect("a target"),
+            )
+            .send()
+            .await
+            .expect("target the queue");
+
+        let pipeline = Self {
+            sqs,
+            queue_url,
+            dead_letter_url,
+        };
+        p.write_config("xpsync.toml", &pipeline.config_extra(p));
+        pipeline
+    }
+
+    fn config_extra(&self, p: &Partitions) -> String {
+        format!(
+            "\n[queue]\nurl = \"{}\"\nendpoint_url = \"{}\"\nwait_time = \"1s\"\nvisibility_timeout = \"30s\"\n",
+            self.queue_url, p.source.endpoint,
+        )
+    }
+
+    /// Sends a raw message body to the main queue.
+    pub async fn send(&self, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send a message");
+    }
+
+    /// Approximate (visible + in flight) messages of a queue.
+    pub async fn depth(&self, url: &str) -> u64 {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes");
+        let attributes = out.attributes().cloned().unwrap_or_default();
+        [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .filter_map(|name| attributes.get(name)?.parse::<u64>().ok())
+        .sum()
+    }
+
+    /// Receives (without deleting) what the dead-letter queue holds, with attributes.
+    pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.dead_letter_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("receive from the DLQ");
+        out.messages().to_vec()
+    }
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("a queue ARN")
+}
+
+/// A running `xpsync run`.
+pub struct Daemon {
+    child: tokio::process::Child,
+    pub base_url: String,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon with the test's configuration and `env`, and waits until
+    /// it answers `/healthz`.
+    pub async fn start(p: &Partitions, name: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(p, name, env, true).await
+    }
+
+    /// As [`Daemon::start`]; `wait_ready` false returns as soon as HTTP answers.
+    pub async fn start_with(
+        p: &Partitions,
+        name: &str,
+        env: &[(&str, &str)],
+        wait_ready: bool,
+    ) -> Self {
+        // Each daemon listens on a port of its own.
+        let listen = format!("127.0.0.1:{}", free_port());
+        let log = p.dir.path().join(format!("{name}.log"));
+        let mut command = p.xpsync(&["run"]);
+        command
+            .env("XPSYNC_SERVER__LISTEN", &listen)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("a log file"));
+        let child = command.spawn().expect("start xpsync run");
+        let mut daemon = Self {
+            child,
+            base_url: format!("http://{listen}"),
+            log,
+        };
+        let path = if wait_ready { "/readyz" } else { "/healthz" };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while daemon.get(path).0 != 200 {
+            let exited = daemon.child.try_wait().expect("the daemon's status");
+            assert!(
+                exited.is_none(),
+                "the daemon exited ({exited:?}):\n{}",
+                daemon.logs()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not start:\n{}",
+                daemon.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        daemon
+    }
+
+    /// GETs a path: (status, body); status 0 if nothing answered.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        match agent.get(format!("{}{path}", self.base_url)).call() {
+            Ok(mut response) => (
+                response.status().as_u16(),
+                response.body_mut().read_to_string().unwrap_or_default(),
+            ),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    /// The value of one sample of `/metrics`, e.g. `xpsync_objects_total{result="copied"}`.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{body}"))
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the daemon is running")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the daemon did not exit within {timeout:?}:\n{}",
+                    self.logs()
+                )
+            })
+            .expect("wait for the daemon")
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
