@@ -1,63 +1,86 @@
-//! The local demo: two emulated AWS partitions, a few objects on the source, and
-//! xpsync replicating them to the target and verifying the result. No AWS account.
+//! The local demo: two emulated AWS partitions wired as in production (source
+//! bucket → EventBridge → SQS, with a dead-letter queue), `xpsync run` consuming the
+//! queue, and a few objects replicated to the target and verified. No AWS account.
 //!
-//! Run it with `scripts/demo`.
+//! Run it with `scripts/demo`; Ctrl-C stops it. `--once` stops it after the check.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::Stdio;
+use std::time::Duration;
 
+use common::pipeline::{eventually, Daemon, Pipeline};
 use common::{bytes_of, Partitions, Run, MIB, SOURCE_BUCKET, TARGET_BUCKET};
 
 #[tokio::main]
 async fn main() {
-    println!("Starting two emulated partitions (moto on loopback)...");
-    let p = Partitions::start().await;
-    println!(
-        "  source: {} (cn-northwest-1), bucket {SOURCE_BUCKET}\n  target: {} (us-west-2), bucket {TARGET_BUCKET}",
-        p.source.endpoint, p.target.endpoint
-    );
-    println!(
-        "  the target accepts only the keys of an IAM user holding deploy/iam/target-policy.json;"
-    );
-    println!("  xpsync reads them from a Secrets Manager secret in the source partition.\n");
+    let once = std::env::args().any(|a| a == "--once");
 
-    println!("Uploading objects to the source...");
+    println!("Starting two emulated AWS partitions (moto, on loopback)...");
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    println!("  source partition {} (cn-northwest-1): bucket {SOURCE_BUCKET}", p.source.endpoint);
+    println!("    events: bucket → EventBridge rule → SQS xpsync-events (→ xpsync-events-dlq after 5 receives)");
+    println!("    secret: the target's keys, in Secrets Manager");
+    println!("  target partition {} (us-west-2): bucket {TARGET_BUCKET}", p.target.endpoint);
+    println!("    accepts only an IAM user holding deploy/iam/target-policy.json\n");
+
+    let mut daemon = Daemon::start(&p, "xpsync", &[]).await;
+    println!("xpsync run is up (log: {})", daemon.log.display());
+    println!("  metrics: {}/metrics", daemon.base_url);
+    println!("  health:  {}/healthz, {}/readyz\n", daemon.base_url, daemon.base_url);
+
+    println!("Uploading to the source bucket:");
     let objects = [
-        ("reports/2026/summary.csv", bytes_of(4096, 1)),
-        ("文档/季度 报告+final.pdf", bytes_of(300 * 1024, 2)),
+        ("reports/2026/summary.csv", 4096),
+        ("文档/季度 报告+final.pdf", 300 * 1024),
     ];
-    for (key, body) in &objects {
-        p.put_source(key, body.clone()).await;
-        println!("  {key} ({} bytes)", body.len());
+    for (i, (key, size)) in objects.iter().enumerate() {
+        p.put_source(key, bytes_of(*size, i as u64)).await;
+        println!("  {key} ({size} bytes)");
     }
     p.put_source_multipart("videos/launch.mp4", &[5 * MIB, 5 * MIB, 3 * MIB], 3)
         .await;
     println!("  videos/launch.mp4 (13 MiB, stored in 3 parts)\n");
 
-    let keys = [
-        "reports/2026/summary.csv",
-        "文档/季度 报告+final.pdf",
-        "videos/launch.mp4",
-    ];
-    let mut args = vec!["sync"];
-    args.extend(keys);
-    println!("$ xpsync {}", args.join(" "));
-    let sync = Run::of(p.xpsync(&args).stderr(Stdio::null())).await;
-    print!("{}", sync.stdout);
+    let keys = ["reports/2026/summary.csv", "文档/季度 报告+final.pdf", "videos/launch.mp4"];
+    for key in keys {
+        eventually(Duration::from_secs(120), key, || async {
+            p.target_etag(key).await == Some(p.source_etag(key).await)
+        })
+        .await;
+        println!("  replicated: {key} (ETag {})", p.source_etag(key).await);
+    }
 
     println!("\n$ xpsync verify");
-    let verify = Run::of(p.xpsync(&["verify"]).stderr(Stdio::null())).await;
+    let verify = Run::of(&mut p.xpsync(&["verify"])).await;
     print!("{}", verify.stdout);
+    println!("\nFrom {}/metrics:", daemon.base_url);
+    let (_, metrics) = daemon.get("/metrics");
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("xpsync_objects_total{result=\"copied\"}")
+            || l.starts_with("xpsync_bytes_copied_total")
+            || l.starts_with("xpsync_messages_total{result=\"deleted\"}")
+            || l.starts_with("xpsync_ready")
+    }) {
+        println!("  {line}");
+    }
+    if !verify.success() {
+        eprintln!("verify found differences:\n{verify}");
+        std::process::exit(1);
+    }
 
-    let source_etag = p.source_etag("videos/launch.mp4").await;
-    let target_etag = p.target_etag("videos/launch.mp4").await.unwrap_or_default();
-    println!("\nvideos/launch.mp4: source ETag {source_etag}, target ETag {target_etag}");
-    if sync.success() && verify.success() && source_etag == target_etag {
-        println!("Every object is on the target, verified. The emulators stop now.");
-    } else {
-        eprintln!("The demo did not end as expected.\n{sync}\n{verify}");
+    if !once {
+        println!("\nEvery object is on the target, verified. Upload more with any S3 client to");
+        println!("{} (bucket {SOURCE_BUCKET}), or press Ctrl-C to stop.", p.source.endpoint);
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    println!("\nStopping xpsync (SIGTERM)...");
+    daemon.terminate();
+    let status = daemon.wait(Duration::from_secs(40)).await;
+    println!("xpsync exited: {status}. Stopping the emulators.");
+    drop(pipeline);
+    if !status.success() {
         std::process::exit(1);
     }
 }

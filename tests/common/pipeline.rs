@@ -262,8 +262,11 @@ impl Daemon {
         self.child.id().expect("the daemon is running")
     }
 
-    /// Sends SIGTERM.
-    pub fn terminate(&self) {
+    /// Sends SIGTERM, unless the daemon has already exited.
+    pub fn terminate(&mut self) {
+        if self.child.try_wait().expect("the daemon's status").is_some() {
+            return;
+        }
         let status = std::process::Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
