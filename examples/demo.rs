@@ -19,16 +19,25 @@ async fn main() {
     println!("Starting two emulated AWS partitions (moto, on loopback)...");
     let p = Partitions::start().await;
     let pipeline = Pipeline::wire(&p).await;
-    println!("  source partition {} (cn-northwest-1): bucket {SOURCE_BUCKET}", p.source.endpoint);
+    println!(
+        "  source partition {} (cn-northwest-1): bucket {SOURCE_BUCKET}",
+        p.source.endpoint
+    );
     println!("    events: bucket → EventBridge rule → SQS xpsync-events (→ xpsync-events-dlq after 5 receives)");
     println!("    secret: the target's keys, in Secrets Manager");
-    println!("  target partition {} (us-west-2): bucket {TARGET_BUCKET}", p.target.endpoint);
+    println!(
+        "  target partition {} (us-west-2): bucket {TARGET_BUCKET}",
+        p.target.endpoint
+    );
     println!("    accepts only an IAM user holding deploy/iam/target-policy.json\n");
 
     let mut daemon = Daemon::start(&p, "xpsync", &[]).await;
     println!("xpsync run is up (log: {})", daemon.log.display());
     println!("  metrics: {}/metrics", daemon.base_url);
-    println!("  health:  {}/healthz, {}/readyz\n", daemon.base_url, daemon.base_url);
+    println!(
+        "  health:  {}/healthz, {}/readyz\n",
+        daemon.base_url, daemon.base_url
+    );
 
     println!("Uploading to the source bucket:");
     let objects = [
@@ -43,7 +52,11 @@ async fn main() {
         .await;
     println!("  videos/launch.mp4 (13 MiB, stored in 3 parts)\n");
 
-    let keys = ["reports/2026/summary.csv", "文档/季度 报告+final.pdf", "videos/launch.mp4"];
+    let keys = [
+        "reports/2026/summary.csv",
+        "文档/季度 报告+final.pdf",
+        "videos/launch.mp4",
+    ];
     for key in keys {
         eventually(Duration::from_secs(120), key, || async {
             p.target_etag(key).await == Some(p.source_etag(key).await)
@@ -72,7 +85,10 @@ async fn main() {
 
     if !once {
         println!("\nEvery object is on the target, verified. Upload more with any S3 client to");
-        println!("{} (bucket {SOURCE_BUCKET}), or press Ctrl-C to stop.", p.source.endpoint);
+        println!(
+            "{} (bucket {SOURCE_BUCKET}), or press Ctrl-C to stop.",
+            p.source.endpoint
+        );
         let _ = tokio::signal::ctrl_c().await;
     }
     println!("\nStopping xpsync (SIGTERM)...");

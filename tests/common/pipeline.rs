@@ -264,7 +264,12 @@ impl Daemon {
 
     /// Sends SIGTERM, unless the daemon has already exited.
     pub fn terminate(&mut self) {
-        if self.child.try_wait().expect("the daemon's status").is_some() {
+        if self
+            .child
+            .try_wait()
+            .expect("the daemon's status")
+            .is_some()
+        {
             return;
         }
         let status = std::process::Command::new("kill")
