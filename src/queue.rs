@@ -258,8 +258,9 @@ impl Queue {
         ))
     }
 
-    /// Deletes up to 10 messages; returns the ids of those not deleted, with why.
-    async fn delete_batch(&self, batch: &[(String, String)]) -> Vec<(String, String)> {
+    /// Deletes up to 10 messages given as (id, receipt handle); returns the ids of
+    /// those not deleted, with why.
+    pub async fn delete_batch(&self, batch: &[(String, String)]) -> Vec<(String, String)> {
         let entries = batch
             .iter()
             .enumerate()

@@ -345,3 +345,41 @@ async fn the_breaker_pauses_on_rejected_target_keys_and_resumes_once_the_secret_
         "nothing burned into the DLQ"
     );
 }
+
+#[tokio::test]
+async fn a_batch_delete_reports_the_entries_that_failed_and_deletes_the_others() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    for key in ["one", "two"] {
+        pipeline
+            .send(&json!({"xpsync": 1, "bucket": SOURCE_BUCKET, "key": key}).to_string())
+            .await;
+    }
+    // The queue is read with the default chain: in this process, the environment.
+    std::env::set_var("AWS_ACCESS_KEY_ID", common::SOURCE_KEY_ID);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", common::SOURCE_SECRET_KEY);
+    let config = xpsync::config::Config::load(Some(&p.dir.path().join("xpsync.toml"))).unwrap();
+    let queue = xpsync::queue::Queue::connect(&config).await.unwrap();
+    assert_eq!(
+        queue.dead_letter_url.as_deref(),
+        Some(pipeline.dead_letter_url.as_str())
+    );
+    let received = queue.receive(10).await.unwrap();
+    assert_eq!(received.len(), 2);
+
+    let failed = queue
+        .delete_batch(&[
+            (received[0].id.clone(), received[0].receipt.clone()),
+            ("bogus".to_owned(), "not-a-receipt-handle".to_owned()),
+        ])
+        .await;
+
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].0, "bogus");
+    assert!(failed[0].1.contains("ReceiptHandleIsInvalid"), "{failed:?}");
+    assert_eq!(
+        pipeline.depth(&pipeline.queue_url).await,
+        1,
+        "only the valid entry is deleted"
+    );
+}
