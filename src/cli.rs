@@ -16,7 +16,8 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::config::{Config, Needs};
-use crate::ops::verify;
+use crate::ops::{backfill, dlq, verify};
+use crate::queue::Queue;
 use crate::reconcile::{Outcome, Reconciler};
 use crate::{aws, daemon, metrics};
 
@@ -47,6 +48,27 @@ pub enum Command {
         #[arg(long, default_value = "")]
         prefix: String,
     },
+    /// List the source, compare with the target, and enqueue or copy the keys that differ.
+    Backfill {
+        /// Only keys under this source prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// enqueue: send a message per key for the daemons; copy: reconcile here.
+        #[arg(long, value_enum, default_value = "enqueue")]
+        mode: backfill::Mode,
+        /// Only list the keys that differ (JSON lines); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Copies (copy mode) or message batches (enqueue mode) at once.
+        /// Default: transfer.max_objects.
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// The dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Validate the configuration and print the effective settings, secrets redacted.
     CheckConfig,
     /// GET the local /healthz; exit 0 if healthy, 1 if not (for container health checks).
@@ -57,11 +79,44 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Show dead-lettered messages without consuming them.
+    Peek {
+        /// At most this many messages.
+        #[arg(long, default_value_t = 10)]
+        max: usize,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead-lettered messages back to the main queue (send, then delete).
+    Replay {
+        /// At most this many messages.
+        #[arg(long, default_value_t = usize::MAX, hide_default_value = true)]
+        max: usize,
+        /// Show what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only messages naming a key under this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+}
+
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let needs = match cli.command {
         Command::Healthcheck { url } => return healthcheck(cli.config.as_deref(), url),
         Command::Run => Needs::BucketsAndQueue,
+        Command::Backfill { mode, dry_run, .. } => {
+            if mode == backfill::Mode::Enqueue && !dry_run {
+                Needs::BucketsAndQueue
+            } else {
+                Needs::Buckets
+            }
+        }
+        Command::Dlq { .. } => Needs::Queue,
         Command::Sync { .. } | Command::Verify { .. } | Command::CheckConfig => Needs::Buckets,
     };
     let config = Config::load_valid(cli.config.as_deref(), needs)?;
@@ -77,6 +132,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { keys } => sync(config, keys).await,
+        Command::Backfill {
+            prefix,
+            mode,
+            dry_run,
+            concurrency,
+        } => run_backfill(config, &prefix, mode, dry_run, concurrency).await,
+        Command::Dlq { command } => dlq(config, command).await,
         Command::Verify { prefix } => verify(config, &prefix).await,
         Command::Healthcheck { .. } => {
             unreachable!("handled before the configuration is validated")
@@ -97,22 +159,8 @@ async fn sync(config: Config, keys: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     let mut stdout = std::io::stdout().lock();
     while let Some(report) = reports.next().await {
-        let mut line = json!({
-            "key": report.key,
-            "outcome": report.outcome,
-            "bytes": report.bytes,
-            "bytes_sent": report.bytes_sent,
-            "parts_reused": report.parts_reused,
-            "method": report.method,
-            "etag": report.etag,
-            "duration_ms": report.duration.as_millis() as u64,
-        });
-        if let Some(error) = &report.error {
-            failed += 1;
-            line["error"] = json!(error.to_string());
-        }
-        debug_assert_eq!(report.error.is_some(), report.outcome == Outcome::Failed);
-        writeln!(stdout, "{line}").context("writing to stdout")?;
+        failed += usize::from(report.outcome == Outcome::Failed);
+        writeln!(stdout, "{}", report.to_json()).context("writing to stdout")?;
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -135,6 +183,126 @@ async fn verify(config: Config, prefix: &str) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn run_backfill(
+    config: Config,
+    prefix: &str,
+    mode: backfill::Mode,
+    dry_run: bool,
+    concurrency: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(config);
+    let concurrency = concurrency.unwrap_or(config.transfer.max_objects).max(1);
+    let (source, target) = aws::connect(&config).await?;
+    let reconciler = Reconciler::new(source.clone(), target.clone(), Arc::clone(&config));
+    let queue = match (mode, dry_run) {
+        (backfill::Mode::Enqueue, false) => Some(Queue::connect(&config).await?),
+        _ => None,
+    };
+    let action = match (&queue, dry_run) {
+        (_, true) => backfill::Action::DryRun,
+        (Some(queue), false) => backfill::Action::Enqueue(queue),
+        (None, false) => backfill::Action::Copy(&reconciler),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let summary = backfill::backfill(
+        &source,
+        &target,
+        &config,
+        prefix,
+        action,
+        concurrency,
+        |line| {
+            let _ = writeln!(stdout, "{line}");
+        },
+    )
+    .await?;
+    writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
+    Ok(if summary.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn dlq(config: Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let main = Queue::connect(&config).await?;
+    let dead_letters = main.dead_letter_queue().context(
+        "the queue has no dead-letter queue: set queue.dead_letter_url, or give the queue a RedrivePolicy",
+    )?;
+    let bucket = config.source.bucket.as_str();
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        DlqCommand::Peek { max, json } => {
+            let peeked = dlq::peek(&dead_letters, bucket, max).await?;
+            if json {
+                for p in &peeked {
+                    writeln!(stdout, "{}", serde_json::json!(p))?;
+                }
+            } else {
+                writeln!(
+                    stdout,
+                    "{:>8}  {:>8}  {:<40}  REASON",
+                    "AGE", "RECEIVES", "KEYS"
+                )?;
+                for p in &peeked {
+                    let age =
+                        humantime::format_duration(std::time::Duration::from_secs(p.age_seconds));
+                    let keys = if p.keys.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        p.keys.join(", ")
+                    };
+                    writeln!(
+                        stdout,
+                        "{:>8}  {:>8}  {:<40}  {}",
+                        age.to_string(),
+                        p.receive_count,
+                        keys,
+                        p.reason
+                    )?;
+                }
+                writeln!(stdout, "{} message(s) shown; none consumed", peeked.len())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Replay {
+            max,
+            dry_run,
+            prefix,
+        } => {
+            let summary = dlq::replay(
+                &main,
+                &dead_letters,
+                bucket,
+                max,
+                prefix.as_deref(),
+                dry_run,
+                |p, action| {
+                    let _ = writeln!(
+                        stdout,
+                        "{}",
+                        json!({"message_id": p.message_id, "keys": p.keys, "reason": p.reason, "action": action})
+                    );
+                },
+            )
+            .await?;
+            writeln!(stdout, "{}", json!({ "summary": summary }))?;
+            eprintln!(
+                "{} {}, {} skipped, {} failed",
+                if dry_run { "would move" } else { "moved" },
+                summary.moved,
+                summary.skipped,
+                summary.failed
+            );
+            Ok(if summary.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
 }
 
 /// Needs no valid configuration: only `server.listen`, to find the port.

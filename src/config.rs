@@ -340,7 +340,8 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// Which command the configuration is for: `run` and `dlq` also need the queue.
+/// What a command needs configured: `run` needs the buckets and the queue, `dlq`
+/// only the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
     Buckets,
@@ -387,14 +388,16 @@ impl Config {
                 self.source.credentials.as_ref(),
             );
         }
-        check_side(
-            &mut problems,
-            "target",
-            &self.target.region,
-            &self.target.bucket,
-            self.target.endpoint_url.as_deref(),
-            self.target.credentials.as_ref(),
-        );
+        if needs != Needs::Queue {
+            check_side(
+                &mut problems,
+                "target",
+                &self.target.region,
+                &self.target.bucket,
+                self.target.endpoint_url.as_deref(),
+                self.target.credentials.as_ref(),
+            );
+        }
         if needs != Needs::Buckets {
             if self.queue.url.is_empty() {
                 problems.push("queue.url is required".into());

@@ -1,5 +1,10 @@
-//! Operator commands over the same machinery as the daemon: listing both sides and
-//! comparing them ([`listing`]), and reporting differences ([`verify`]).
+//! Operator commands over the same machinery as the daemon: streamed listings of
+//! both sides ([`listing`]) compared key by key ([`compare`]), reported by
+//! [`verify`] and acted on by [`backfill`]; and the dead-letter queue ([`dlq`]).
 
+pub mod backfill;
+pub mod compare;
+pub mod dlq;
 pub mod listing;
+pub mod progress;
 pub mod verify;

@@ -8,6 +8,7 @@
 //! `DeleteMessageBatch` calls of up to 10 and checks each entry's result: SQS
 //! answers HTTP 200 even when some entries failed.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
@@ -15,7 +16,7 @@ use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::primitives::DateTime;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -58,6 +59,15 @@ pub struct Received {
     /// How many times SQS has handed it out, this time included.
     pub receive_count: u32,
     pub sent_at: Option<DateTime>,
+    /// String message attributes (xpsync's reasons and history among them).
+    pub attributes: HashMap<String, String>,
+}
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub body: String,
+    pub attributes: Vec<(String, String)>,
 }
 
 /// The main queue and its dead-letter queue.
@@ -138,16 +148,37 @@ impl Queue {
         Ok(output.queue_url().map(str::to_owned))
     }
 
+    /// The dead-letter queue, as a queue of its own.
+    pub fn dead_letter_queue(&self) -> Option<Queue> {
+        Some(Queue {
+            url: self.dead_letter_url.clone()?,
+            dead_letter_url: None,
+            ..self.clone()
+        })
+    }
+
     /// Long-polls for up to `max` messages, hidden for the visibility timeout.
     pub async fn receive(&self, max: usize) -> Result<Vec<Received>, SqsError> {
+        self.receive_for(max, self.wait_time, self.visibility_timeout)
+            .await
+    }
+
+    /// Receives up to `max` messages, waiting at most `wait`, hidden for `visibility`.
+    pub async fn receive_for(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Received>, SqsError> {
         let output = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
-            .wait_time_seconds(self.wait_time.as_secs() as i32)
-            .visibility_timeout(self.visibility_timeout.as_secs() as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .visibility_timeout(visibility.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
             .send()
             .await
             .map_err(|e| SqsError::from_sdk("ReceiveMessage", e))?;
@@ -167,6 +198,14 @@ impl Queue {
                     sent_at: attribute(MessageSystemAttributeName::SentTimestamp)
                         .and_then(|t| t.parse::<i64>().ok())
                         .map(DateTime::from_millis),
+                    attributes: m
+                        .message_attributes()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|(name, value)| {
+                            Some((name.clone(), value.string_value()?.to_owned()))
+                        })
+                        .collect(),
                 })
             })
             .collect())
@@ -258,6 +297,63 @@ impl Queue {
         ))
     }
 
+    /// Sends up to 10 messages; returns the indexes of those not sent, with why.
+    /// When the batch is refused whole (one entry too large, say), each message is
+    /// sent on its own, so one bad message does not hold back the others.
+    pub async fn send_batch(&self, messages: &[Outgoing]) -> Vec<(usize, String)> {
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&m.body)
+                    .set_message_attributes(Some(string_attributes(&m.attributes)))
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let result = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        match result {
+            Ok(output) => output
+                .failed()
+                .iter()
+                .filter_map(|f| {
+                    let index = f.id().parse::<usize>().ok()?;
+                    Some((
+                        index,
+                        format!("{}: {}", f.code(), f.message().unwrap_or_default()),
+                    ))
+                })
+                .collect(),
+            Err(e) => {
+                let error = SqsError::from_sdk("SendMessageBatch", e);
+                tracing::debug!(%error, "the batch was refused; sending one by one");
+                let mut failed = Vec::new();
+                for (i, m) in messages.iter().enumerate() {
+                    let sent = self
+                        .client
+                        .send_message()
+                        .queue_url(&self.url)
+                        .message_body(&m.body)
+                        .set_message_attributes(Some(string_attributes(&m.attributes)))
+                        .send()
+                        .await;
+                    if let Err(e) = sent {
+                        failed.push((i, SqsError::from_sdk("SendMessage", e).message));
+                    }
+                }
+                failed
+            }
+        }
+    }
+
     /// Deletes up to 10 messages given as (id, receipt handle); returns the ids of
     /// those not deleted, with why.
     pub async fn delete_batch(&self, batch: &[(String, String)]) -> Vec<(String, String)> {
@@ -298,6 +394,20 @@ impl Queue {
                 .collect(),
         }
     }
+}
+
+fn string_attributes(attributes: &[(String, String)]) -> HashMap<String, MessageAttributeValue> {
+    attributes
+        .iter()
+        .map(|(name, value)| {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .expect("data type and value are set");
+            (name.clone(), value)
+        })
+        .collect()
 }
 
 /// The region named in an SQS URL's host (`sqs.<region>.amazonaws.com[.cn]`).

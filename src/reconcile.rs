@@ -115,6 +115,26 @@ pub struct Report {
     pub error: Option<ReconcileError>,
 }
 
+impl Report {
+    /// The report as one JSON line of `xpsync sync`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut line = serde_json::json!({
+            "key": self.key,
+            "outcome": self.outcome,
+            "bytes": self.bytes,
+            "bytes_sent": self.bytes_sent,
+            "parts_reused": self.parts_reused,
+            "method": self.method,
+            "etag": self.etag,
+            "duration_ms": self.duration.as_millis() as u64,
+        });
+        if let Some(error) = &self.error {
+            line["error"] = serde_json::json!(error.to_string());
+        }
+        line
+    }
+}
+
 /// Reconciles keys between the two sides. Cheap to clone; clones share the
 /// transfer limits.
 #[derive(Clone, Debug)]

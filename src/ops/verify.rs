@@ -1,43 +1,11 @@
 //! `xpsync verify`: list both sides and report keys missing, extra, or different.
-//!
-//! A key is the same on both sides when the sizes match and the ETags match, or,
-//! where they cannot (SSE-KMS, a re-cut layout), when the target's recorded source
-//! ETag does: that needs one HEAD of the target key, and only for such keys.
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use serde::Serialize;
 
-use super::listing::{self, Entry, Pair};
+use super::compare::{compare, Comparison, Status};
 use crate::aws::{S3Error, S3Side};
 use crate::config::Config;
-use crate::reconcile::recorded_source_etag;
-
-/// How a key differs between the sides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// On the source, not on the target.
-    Missing,
-    /// On both, with different contents.
-    Different,
-    /// On the target, not on the source.
-    Extra,
-}
-
-/// One differing key, as printed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Difference {
-    pub key: String,
-    pub status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_size: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_size: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_etag: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_etag: Option<String>,
-}
 
 /// Counts over the whole comparison.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -62,74 +30,24 @@ pub async fn verify(
     target: &S3Side,
     config: &Config,
     prefix: &str,
-    mut report: impl FnMut(&Difference),
+    mut report: impl FnMut(&Comparison),
 ) -> Result<Summary, S3Error> {
-    let key_prefix = config.target.key_prefix.as_str();
-    let pairs = listing::merge(
-        listing::list(source, "", prefix),
-        listing::list(target, key_prefix, prefix),
-    );
-    let mut pairs = pairs.into_stream().boxed();
     let mut summary = Summary::default();
-    while let Some(pair) = pairs.try_next().await? {
-        let difference = match pair {
-            Pair::SourceOnly(s) => {
-                summary.source_keys += 1;
-                if !config.is_replicated(&s.key) {
-                    continue;
-                }
-                summary.missing += 1;
-                difference(Status::Missing, Some(s), None)
-            }
-            Pair::TargetOnly(t) => {
-                summary.target_keys += 1;
-                summary.extra += 1;
-                difference(Status::Extra, None, Some(t))
-            }
-            Pair::Both(s, t) => {
-                summary.source_keys += 1;
-                summary.target_keys += 1;
-                if same(target, key_prefix, &s, &t).await? {
-                    summary.same += 1;
-                    continue;
-                }
-                summary.different += 1;
-                difference(Status::Different, Some(s), Some(t))
-            }
-        };
-        report(&difference);
+    let comparisons = compare(source, target, config, prefix);
+    futures::pin_mut!(comparisons);
+    while let Some(c) = comparisons.try_next().await? {
+        summary.source_keys += u64::from(c.source_size.is_some());
+        summary.target_keys += u64::from(c.target_size.is_some());
+        match c.status {
+            Status::Same => summary.same += 1,
+            Status::Filtered => {}
+            Status::Missing => summary.missing += 1,
+            Status::Different => summary.different += 1,
+            Status::Extra => summary.extra += 1,
+        }
+        if !matches!(c.status, Status::Same | Status::Filtered) {
+            report(&c);
+        }
     }
     Ok(summary)
-}
-
-async fn same(target: &S3Side, key_prefix: &str, s: &Entry, t: &Entry) -> Result<bool, S3Error> {
-    if s.size != t.size {
-        return Ok(false);
-    }
-    if s.etag == t.etag {
-        return Ok(true);
-    }
-    let request = target
-        .client
-        .head_object()
-        .bucket(&target.bucket)
-        .key(format!("{key_prefix}{}", t.key));
-    let head = target.observe("HeadObject", request.send().await)?;
-    Ok(recorded_source_etag(&head) == Some(s.etag.as_str()))
-}
-
-fn difference(status: Status, s: Option<Entry>, t: Option<Entry>) -> Difference {
-    let key = s
-        .as_ref()
-        .or(t.as_ref())
-        .map(|e| e.key.clone())
-        .unwrap_or_default();
-    Difference {
-        key,
-        status,
-        source_size: s.as_ref().map(|e| e.size),
-        target_size: t.as_ref().map(|e| e.size),
-        source_etag: s.map(|e| e.etag),
-        target_etag: t.map(|e| e.etag),
-    }
 }
