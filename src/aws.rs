@@ -69,6 +69,15 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Auth,
+        ErrorKind::BucketMissing,
+        ErrorKind::NotFound,
+        ErrorKind::PreconditionFailed,
+        ErrorKind::Transient,
+        ErrorKind::Permanent,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Auth => "auth",

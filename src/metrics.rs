@@ -238,6 +238,14 @@ pub fn init() {
     for result in ["ok", "error"] {
         CREDENTIALS_REFRESHES.with_label_values(&[result]);
     }
+    // A family without any series is not exported at all: start the ones alerts
+    // and dashboards read from zero.
+    for kind in crate::aws::ErrorKind::ALL {
+        ERRORS.with_label_values(&["reconcile", kind.as_str()]);
+        if kind.is_systemic() {
+            BREAKER_TRIPS.with_label_values(&[kind.as_str()]);
+        }
+    }
     LazyLock::force(&BYTES_COPIED);
     LazyLock::force(&BYTES_SENT);
     LazyLock::force(&REPLICATION_LATENCY);
