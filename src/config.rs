@@ -175,6 +175,10 @@ pub struct TransferConfig {
     /// Copy multipart objects part for part, so the target's ETag equals the
     /// source's. Default: true.
     pub preserve_part_layout: bool,
+    /// Stream each part from its GET into its UploadPart, verified by the part's
+    /// ETag, instead of buffering it whole to send it with Content-MD5. Turn off
+    /// for a target whose part ETags are not MD5s. Default: true.
+    pub stream_parts: bool,
 }
 
 /// What is replicated besides the bytes.
@@ -262,6 +266,7 @@ impl Default for TransferConfig {
             multipart_threshold: ByteSize::mib(16),
             part_size: ByteSize::mib(16),
             preserve_part_layout: true,
+            stream_parts: true,
         }
     }
 }

@@ -189,10 +189,18 @@ impl Reconciler {
     /// Makes the target's copy of `key` match the source's, and says what it did.
     pub async fn reconcile(&self, key: &str) -> Report {
         let span = tracing::info_span!("reconcile", key);
-        self.reconcile_inner(key).instrument(span).await
+        self.reconcile_inner(key, false).instrument(span).await
     }
 
-    async fn reconcile_inner(&self, key: &str) -> Report {
+    /// As [`Reconciler::reconcile`], for a key a listing has just shown missing from
+    /// the target: its first attempt skips the target's HEAD. Should the key have
+    /// arrived meanwhile, it is copied again, which is harmless.
+    pub async fn reconcile_missing(&self, key: &str) -> Report {
+        let span = tracing::info_span!("reconcile", key);
+        self.reconcile_inner(key, true).instrument(span).await
+    }
+
+    async fn reconcile_inner(&self, key: &str, target_missing: bool) -> Report {
         let started = Instant::now();
         let _only_one = self.in_progress.lock(key).await;
         metrics::OBJECTS_IN_FLIGHT.inc();
@@ -210,8 +218,11 @@ impl Reconciler {
         if self.config.is_replicated(key) {
             let mut source_changes = 0;
             let mut keys_reread = false;
+            let mut target_missing = target_missing;
             loop {
-                match self.attempt(key, &mut report).await {
+                let attempt = self.attempt(key, target_missing, &mut report).await;
+                target_missing = false;
+                match attempt {
                     Ok(()) => break,
                     Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
                         source_changes += 1;
@@ -260,14 +271,24 @@ impl Reconciler {
         report
     }
 
-    async fn attempt(&self, key: &str, report: &mut Report) -> Result<(), ReconcileError> {
+    async fn attempt(
+        &self,
+        key: &str,
+        target_missing: bool,
+        report: &mut Report,
+    ) -> Result<(), ReconcileError> {
         let Some(found) = head(&self.source, key).await? else {
             return self.source_gone(key, report).await;
         };
         let source = SourceObject::new(key, found);
         let target_key = self.target_key(key);
         report.bytes = source.size;
-        if let Some(target) = head(&self.target, &target_key).await? {
+        let target = if target_missing {
+            None
+        } else {
+            head(&self.target, &target_key).await?
+        };
+        if let Some(target) = target {
             if holds(&target, &source) {
                 report.outcome = Outcome::Unchanged;
                 report.etag = target.e_tag().map(|e| plan::unquote(e).to_owned());
@@ -275,7 +296,7 @@ impl Reconciler {
             }
         }
 
-        let options = self.write_options(&source).await?;
+        let options = self.write_options(&source);
         let started = Instant::now();
         metrics::BYTES_IN_FLIGHT.add(source.size as i64);
         let copied = self.copier.copy(&source, &target_key, &options).await;
@@ -312,8 +333,9 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Metadata, tags, storage class and encryption for the target copy.
-    async fn write_options(&self, source: &SourceObject) -> Result<WriteOptions, ReconcileError> {
+    /// Metadata, tags, storage class and encryption for the target copy (the tags
+    /// themselves are read by the copy, and only if the object has any).
+    fn write_options(&self, source: &SourceObject) -> WriteOptions {
         let replicate = &self.config.replicate;
         let target = &self.config.target;
         let mut options = WriteOptions::default();
@@ -330,24 +352,7 @@ impl Reconciler {
                 .expires_string()
                 .and_then(|s| DateTime::from_str(s, DateTimeFormat::HttpDate).ok());
         }
-        if replicate.tags {
-            let request = self
-                .source
-                .client
-                .get_object_tagging()
-                .bucket(&self.source.bucket)
-                .key(&source.key);
-            let output = self
-                .source
-                .observe("GetObjectTagging", request.send().await)?;
-            if !output.tag_set().is_empty() {
-                let mut encoded = url::form_urlencoded::Serializer::new(String::new());
-                for tag in output.tag_set() {
-                    encoded.append_pair(tag.key(), tag.value());
-                }
-                options.tagging = Some(encoded.finish());
-            }
-        }
+        options.copy_tags = replicate.tags;
         if !target.storage_class.is_empty() {
             options.storage_class = Some(StorageClass::from(target.storage_class.as_str()));
         }
@@ -357,7 +362,7 @@ impl Reconciler {
         if !target.sse_kms_key_id.is_empty() {
             options.sse_kms_key_id = Some(target.sse_kms_key_id.clone());
         }
-        Ok(options)
+        options
     }
 }
 

@@ -26,6 +26,7 @@ pub mod budget;
 mod multipart;
 pub mod plan;
 mod put;
+mod stream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -97,8 +98,8 @@ pub struct WriteOptions {
     pub content_disposition: Option<String>,
     pub cache_control: Option<String>,
     pub expires: Option<DateTime>,
-    /// URL-encoded `k=v&…`, as the `x-amz-tagging` header wants.
-    pub tagging: Option<String>,
+    /// Copy the source's tags (read by the copy, only if the object has any).
+    pub copy_tags: bool,
     pub storage_class: Option<StorageClass>,
     pub sse: Option<ServerSideEncryption>,
     pub sse_kms_key_id: Option<String>,
@@ -225,21 +226,19 @@ impl Copier {
         range: Option<std::ops::Range<u64>>,
         part: usize,
     ) -> Result<Bytes, TransferError> {
-        let mut request = self
-            .source
-            .client
-            .get_object()
-            .bucket(&self.source.bucket)
-            .key(&source.key)
-            .if_match(&source.etag);
-        let expected = match &range {
-            Some(r) => {
-                request = request.range(format!("bytes={}-{}", r.start, r.end - 1));
-                r.end - r.start
-            }
-            None => source.size,
-        };
-        let output = self.source.observe("GetObject", request.send().await)?;
+        Ok(self.get_bytes_and_tag_count(source, range, part).await?.0)
+    }
+
+    /// As [`Copier::get_bytes`], with the GET's `x-amz-tagging-count`.
+    async fn get_bytes_and_tag_count(
+        &self,
+        source: &SourceObject,
+        range: Option<std::ops::Range<u64>>,
+        part: usize,
+    ) -> Result<(Bytes, Option<i32>), TransferError> {
+        let expected = range.as_ref().map_or(source.size, |r| r.end - r.start);
+        let output = self.get(source, range).await?;
+        let tag_count = output.tag_count();
         let body = output.body.collect().await.map_err(|e| S3Error {
             side: self.source.side,
             operation: "GetObject",
@@ -254,11 +253,60 @@ impl Copier {
                 expected,
             });
         }
-        Ok(bytes)
+        Ok((bytes, tag_count))
     }
 }
 
 impl Copier {
+    /// GETs `range` (or the whole object) of the source version `source.etag`:
+    /// `If-Match` makes S3 refuse (412) if the key now holds another version.
+    async fn get(
+        &self,
+        source: &SourceObject,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, S3Error> {
+        let request = self
+            .source
+            .client
+            .get_object()
+            .bucket(&self.source.bucket)
+            .key(&source.key)
+            .if_match(&source.etag)
+            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)));
+        self.source.observe("GetObject", request.send().await)
+    }
+
+    /// The source's tags, URL-encoded as the `x-amz-tagging` header wants; None if
+    /// there are none or they are not copied. `tag_count` is what a GET said
+    /// (`x-amz-tagging-count`, absent when there are no tags); None reads them.
+    async fn source_tags(
+        &self,
+        source: &SourceObject,
+        options: &WriteOptions,
+        tag_count: Option<Option<i32>>,
+    ) -> Result<Option<String>, S3Error> {
+        if !options.copy_tags || matches!(tag_count, Some(None | Some(0))) {
+            return Ok(None);
+        }
+        let request = self
+            .source
+            .client
+            .get_object_tagging()
+            .bucket(&self.source.bucket)
+            .key(&source.key);
+        let output = self
+            .source
+            .observe("GetObjectTagging", request.send().await)?;
+        if output.tag_set().is_empty() {
+            return Ok(None);
+        }
+        let mut encoded = url::form_urlencoded::Serializer::new(String::new());
+        for tag in output.tag_set() {
+            encoded.append_pair(tag.key(), tag.value());
+        }
+        Ok(Some(encoded.finish()))
+    }
+
     /// Checks a freshly written target object: its ETag (unquoted, returned) must be
     /// `expected`, unless KMS made it opaque. One that fails is deleted.
     async fn check_written(
@@ -320,7 +368,7 @@ fn part_backoff(attempt: u32) -> Duration {
 /// Sets the [`WriteOptions`] on a PutObject or CreateMultipartUpload request: the
 /// two builders share these setters but no trait.
 macro_rules! with_write_options {
-    ($request:expr, $options:expr, $source_etag:expr) => {{
+    ($request:expr, $options:expr, $source_etag:expr, $tagging:expr) => {{
         let o = $options;
         let mut metadata = o.metadata.clone();
         metadata.insert(
@@ -335,7 +383,7 @@ macro_rules! with_write_options {
             .set_content_disposition(o.content_disposition.clone())
             .set_cache_control(o.cache_control.clone())
             .set_expires(o.expires)
-            .set_tagging(o.tagging.clone())
+            .set_tagging($tagging)
             .set_storage_class(o.storage_class.clone())
             .set_server_side_encryption(o.sse.clone())
             .set_ssekms_key_id(o.sse_kms_key_id.clone())

@@ -12,11 +12,9 @@ use serde_json::Value;
 use xpsync::config::{Config, CredentialsConfig, Needs, Secret};
 use xpsync::reconcile::{Outcome, Reconciler};
 
-#[tokio::test]
-async fn a_64_mib_object_is_copied_within_a_16_mib_memory_budget() {
-    let p = Partitions::start().await;
-    let body = bytes_of(64 * MIB, 1);
-    p.put_source("big", body.clone()).await;
+/// A reconciler over the harness's partitions with static keys (this process has
+/// no default AWS chain), and these transfer settings.
+async fn reconciler(p: &Partitions, stream_parts: bool) -> Reconciler {
     let mut config: Config = Config::load(Some(&p.dir.path().join("xpsync.toml"))).unwrap();
     config.source.credentials = Some(CredentialsConfig {
         access_key_id: Some(common::SOURCE_KEY_ID.into()),
@@ -32,9 +30,18 @@ async fn a_64_mib_object_is_copied_within_a_16_mib_memory_budget() {
     config.transfer.part_size = ByteSize::mib(5);
     config.transfer.multipart_threshold = ByteSize::mib(5);
     config.transfer.max_parts = 8;
+    config.transfer.stream_parts = stream_parts;
     config.validate(Needs::Buckets).unwrap();
     let (source, target) = xpsync::aws::connect(&config).await.unwrap();
-    let reconciler = Reconciler::new(source, target, Arc::new(config));
+    Reconciler::new(source, target, Arc::new(config))
+}
+
+#[tokio::test]
+async fn a_64_mib_object_buffered_part_by_part_stays_within_a_16_mib_memory_budget() {
+    let p = Partitions::start().await;
+    let body = bytes_of(64 * MIB, 1);
+    p.put_source("big", body.clone()).await;
+    let reconciler = reconciler(&p, false).await;
 
     let report = reconciler.reconcile("big").await;
 
@@ -49,6 +56,28 @@ async fn a_64_mib_object_is_copied_within_a_16_mib_memory_budget() {
     assert_eq!(budget.peak(), 15 * MIB as u64);
     assert_eq!(budget.reserved(), 0, "every reservation is released");
     assert_eq!(p.target_bytes("big").await, Some(body));
+}
+
+#[tokio::test]
+async fn a_64_mib_object_streamed_holds_a_small_window_per_part() {
+    let p = Partitions::start().await;
+    let body = bytes_of(64 * MIB, 2);
+    p.put_source("streamed", body.clone()).await;
+    let reconciler = reconciler(&p, true).await;
+
+    let report = reconciler.reconcile("streamed").await;
+
+    assert_eq!(report.outcome, Outcome::Copied, "{:?}", report.error);
+    let budget = reconciler.copier().budget();
+    // 8 part slots, each holding a 2 MiB window rather than a 5 MiB part.
+    assert_eq!(budget.peak(), 16 * MIB as u64);
+    assert_eq!(budget.reserved(), 0);
+    assert_eq!(p.target_bytes("streamed").await, Some(body));
+    assert_eq!(
+        p.target_etag("streamed").await.unwrap().len(),
+        32 + 3,
+        "13 parts: a composite ETag"
+    );
 }
 
 fn lines(run: &Run) -> Vec<Value> {

@@ -99,8 +99,16 @@ pub async fn backfill(
                 Action::DryRun => report(&json!(c)),
                 Action::Copy(reconciler) => {
                     let reconciler = reconciler.clone();
+                    let missing = c.status == Status::Missing;
                     in_flight.push(
-                        async move { Done::Reconciled(reconciler.reconcile(&c.key).await) }.boxed(),
+                        async move {
+                            Done::Reconciled(if missing {
+                                reconciler.reconcile_missing(&c.key).await
+                            } else {
+                                reconciler.reconcile(&c.key).await
+                            })
+                        }
+                        .boxed(),
                     );
                 }
                 Action::Enqueue(queue) => {

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use futures::{StreamExt, TryStreamExt};
 
 use super::plan::{composite_etag, is_md5, unquote};
@@ -29,7 +29,7 @@ use super::{
     md5_of, part_backoff, with_write_options, Copied, Copier, Method, PartPlan, SourceObject,
     TransferError, WriteOptions, PART_ATTEMPTS,
 };
-use crate::aws::ErrorKind;
+use crate::aws::{ErrorKind, S3Error};
 use crate::metrics;
 
 /// Part HEADs at once while discovering a source's layout.
@@ -53,13 +53,14 @@ pub(super) async fn copy(
     // every part before completion, earlier parts included; otherwise each earlier
     // part is re-read from the source and checked against its MD5 before it is kept.
     let trust_composite = plan.preserved && source.etag_is_content_hash();
-    let upload = Upload {
+    let mut upload = Upload {
         copier,
         source,
         target_key,
         options,
         plan: &plan,
         trust_composite,
+        stream: copier.settings.stream_parts && options.target_etag_is_md5(),
     };
 
     if let Some((upload_id, earlier)) = find_resumable(copier, target_key, &plan).await? {
@@ -71,7 +72,13 @@ pub(super) async fn copy(
             result => return result,
         }
     }
-    let upload_id = create(copier, source, target_key, options).await?;
+    let (upload_id, encryption) = create(copier, source, target_key, options).await?;
+    // A bucket encrypting with KMS by default makes part ETags opaque: streamed parts
+    // could not be checked, so they are buffered and sent with Content-MD5.
+    upload.stream &= !matches!(
+        encryption,
+        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+    );
     upload.run(&upload_id, &BTreeMap::new()).await
 }
 
@@ -83,6 +90,8 @@ struct Upload<'a> {
     options: &'a WriteOptions,
     plan: &'a PartPlan,
     trust_composite: bool,
+    /// Parts flow from GET to UploadPart without being buffered whole.
+    stream: bool,
 }
 
 /// A part in the upload.
@@ -135,10 +144,13 @@ impl Upload<'_> {
                             })
                         }
                         earlier => {
-                            copy_part(
-                                copier, source, target_key, upload_id, number, range, earlier,
-                            )
-                            .await
+                            let part = Part {
+                                upload_id,
+                                number,
+                                range,
+                                earlier,
+                            };
+                            copy_part(copier, source, target_key, part, self.stream).await
                         }
                     }
                 }
@@ -361,25 +373,28 @@ async fn list_parts(
     }
 }
 
+/// Starts an upload; returns its id and the encryption the target applies.
 async fn create(
     copier: &Copier,
     source: &SourceObject,
     target_key: &str,
     options: &WriteOptions,
-) -> Result<String, TransferError> {
+) -> Result<(String, Option<ServerSideEncryption>), TransferError> {
     let request = copier
         .target
         .client
         .create_multipart_upload()
         .bucket(&copier.target.bucket)
         .key(target_key);
-    let request = with_write_options!(request, options, &source.etag);
+    let tagging = copier.source_tags(source, options, None).await?;
+    let request = with_write_options!(request, options, &source.etag, tagging);
     let output = copier
         .target
         .observe("CreateMultipartUpload", request.send().await)?;
-    output.upload_id().map(str::to_owned).ok_or_else(|| {
+    let upload_id = output.upload_id().map(str::to_owned).ok_or_else(|| {
         TransferError::Verification("CreateMultipartUpload returned no upload id".into())
-    })
+    })?;
+    Ok((upload_id, output.server_side_encryption().cloned()))
 }
 
 async fn abort(copier: &Copier, target_key: &str, upload_id: &str) {
@@ -402,37 +417,48 @@ async fn abort(copier: &Copier, target_key: &str, upload_id: &str) {
     }
 }
 
-/// One part: take a slot, reserve its bytes, then GET it and upload it, retrying the
-/// pair on passing failures (the GET is repeated: a body cannot be replayed). An
-/// `earlier` part of an interrupted upload is kept instead of uploaded when its
-/// ETag is the MD5 of the bytes just read.
+/// One part of an upload.
+struct Part<'a> {
+    upload_id: &'a str,
+    number: usize,
+    range: Range<u64>,
+    /// The ETag of this part in an interrupted upload, to be checked before reuse.
+    earlier: Option<String>,
+}
+
+/// One part: take a slot, reserve its memory, then move it, retrying on passing
+/// failures by reading its range again (a streamed body cannot be replayed).
+///
+/// A part is streamed when `stream` allows, and buffered whole (then sent with
+/// Content-MD5) when an earlier upload's part must be checked against the source's
+/// bytes before it is kept: its ETag is the MD5 of what was read.
 async fn copy_part(
     copier: &Copier,
     source: &SourceObject,
     target_key: &str,
-    upload_id: &str,
-    number: usize,
-    range: Range<u64>,
-    earlier: Option<String>,
+    part: Part<'_>,
+    stream: bool,
 ) -> Result<PartDone, TransferError> {
+    let stream = stream && part.earlier.is_none();
+    let length = part.range.end - part.range.start;
     let _slot = copier
         .part_slots
         .acquire()
         .await
         .expect("the part semaphore is never closed");
-    let _reservation = copier.budget.reserve(range.end - range.start).await;
+    let held = if stream {
+        length.min(super::stream::STREAM_WINDOW)
+    } else {
+        length
+    };
+    let _reservation = copier.budget.reserve(held).await;
     let mut attempt = 1;
     loop {
-        let result = try_part(
-            copier,
-            source,
-            target_key,
-            upload_id,
-            number,
-            range.clone(),
-            earlier.as_deref(),
-        )
-        .await;
+        let result = if stream {
+            stream_part(copier, source, target_key, &part).await
+        } else {
+            buffer_part(copier, source, target_key, &part).await
+        };
         match result {
             Ok(done) => {
                 let how = if done.sent == 0 { "reused" } else { "uploaded" };
@@ -440,7 +466,7 @@ async fn copy_part(
                 return Ok(done);
             }
             Err(e) if e.kind() == ErrorKind::Transient && attempt < PART_ATTEMPTS => {
-                tracing::warn!(key = %source.key, part = number, attempt, error = %e, "part failed; retrying");
+                tracing::warn!(key = %source.key, part = part.number, attempt, error = %e, "part failed; retrying");
                 tokio::time::sleep(part_backoff(attempt)).await;
                 attempt += 1;
             }
@@ -449,46 +475,107 @@ async fn copy_part(
     }
 }
 
-async fn try_part(
+fn upload_part_request(
     copier: &Copier,
-    source: &SourceObject,
     target_key: &str,
-    upload_id: &str,
-    number: usize,
-    range: Range<u64>,
-    earlier: Option<&str>,
-) -> Result<PartDone, TransferError> {
-    let bytes = copier.get_bytes(source, Some(range), number).await?;
-    let (content_md5, md5_hex) = md5_of(&bytes);
-    if let Some(etag) = earlier.filter(|e| unquote(e) == md5_hex) {
-        return Ok(PartDone {
-            number,
-            etag: etag.to_owned(),
-            sent: 0,
-        });
-    }
-    let length = bytes.len() as u64;
-    let request = copier
+    part: &Part<'_>,
+    length: u64,
+) -> aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder {
+    copier
         .target
         .client
         .upload_part()
         .bucket(&copier.target.bucket)
         .key(target_key)
-        .upload_id(upload_id)
-        .part_number(number as i32)
-        .content_md5(content_md5)
+        .upload_id(part.upload_id)
+        .part_number(part.number as i32)
         .content_length(length as i64)
-        .body(ByteStream::from(bytes));
+}
+
+/// Reads the whole part, keeps an earlier upload's part if it holds these bytes,
+/// else uploads them with Content-MD5.
+async fn buffer_part(
+    copier: &Copier,
+    source: &SourceObject,
+    target_key: &str,
+    part: &Part<'_>,
+) -> Result<PartDone, TransferError> {
+    let bytes = copier
+        .get_bytes(source, Some(part.range.clone()), part.number)
+        .await?;
+    let (content_md5, md5_hex) = md5_of(&bytes);
+    if let Some(etag) = part.earlier.as_deref().filter(|e| unquote(e) == md5_hex) {
+        return Ok(PartDone {
+            number: part.number,
+            etag: etag.to_owned(),
+            sent: 0,
+        });
+    }
+    let length = bytes.len() as u64;
+    let request = upload_part_request(copier, target_key, part, length)
+        .content_md5(content_md5)
+        .body(ByteStream::from(bytes))
+        .customize()
+        .disable_payload_signing();
     let output = copier.target.observe("UploadPart", request.send().await)?;
     metrics::BYTES_SENT.inc_by(length);
     let etag = output.e_tag().unwrap_or_default().to_owned();
     if is_md5(&etag) && unquote(&etag) != md5_hex {
         return Err(TransferError::Verification(format!(
-            "part {number}: the target stored ETag {etag} for bytes with MD5 {md5_hex}"
+            "part {}: the target stored ETag {etag} for bytes with MD5 {md5_hex}",
+            part.number
         )));
     }
     Ok(PartDone {
-        number,
+        number: part.number,
+        etag,
+        sent: length,
+    })
+}
+
+/// Streams the part from the source's GET into UploadPart, then checks the part's
+/// ETag against the MD5 of what was read.
+async fn stream_part(
+    copier: &Copier,
+    source: &SourceObject,
+    target_key: &str,
+    part: &Part<'_>,
+) -> Result<PartDone, TransferError> {
+    let length = part.range.end - part.range.start;
+    let output = copier.get(source, Some(part.range.clone())).await?;
+    let (body, reader) = super::stream::tee(output.body, length);
+    let request = upload_part_request(copier, target_key, part, length)
+        .body(body)
+        .customize()
+        .disable_payload_signing();
+    let uploaded = request.send().await;
+    let read = reader
+        .await
+        .map_err(|e| TransferError::Verification(format!("the reading task failed: {e}")))?
+        .map_err(|message| S3Error {
+            side: copier.source.side,
+            operation: "GetObject",
+            kind: ErrorKind::Transient,
+            message,
+        })?;
+    let output = copier.target.observe("UploadPart", uploaded)?;
+    metrics::BYTES_SENT.inc_by(read.length);
+    if read.length != length {
+        return Err(TransferError::ShortRead {
+            part: part.number,
+            got: read.length,
+            expected: length,
+        });
+    }
+    let etag = output.e_tag().unwrap_or_default().to_owned();
+    if !is_md5(&etag) || unquote(&etag) != read.md5_hex {
+        return Err(TransferError::Verification(format!(
+            "part {}: the target stored ETag {etag} for streamed bytes with MD5 {}",
+            part.number, read.md5_hex
+        )));
+    }
+    Ok(PartDone {
+        number: part.number,
         etag,
         sent: length,
     })

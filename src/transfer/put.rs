@@ -15,7 +15,8 @@ pub(super) async fn copy(
     options: &WriteOptions,
 ) -> Result<Copied, TransferError> {
     let _reservation = copier.budget.reserve(source.size).await;
-    let bytes = copier.get_bytes(source, None, 1).await?;
+    let (bytes, tag_count) = copier.get_bytes_and_tag_count(source, None, 1).await?;
+    let tagging = copier.source_tags(source, options, Some(tag_count)).await?;
     let (content_md5, md5_hex) = md5_of(&bytes);
     if source.etag_is_content_hash()
         && source.multipart_count().is_none()
@@ -37,7 +38,10 @@ pub(super) async fn copy(
         .content_md5(content_md5)
         .content_length(length as i64)
         .body(ByteStream::from(bytes));
-    let request = with_write_options!(request, options, &source.etag);
+    // Content-MD5 guards the body; a SHA-256 payload signature would only cost CPU.
+    let request = with_write_options!(request, options, &source.etag, tagging)
+        .customize()
+        .disable_payload_signing();
     let output = copier.target.observe("PutObject", request.send().await)?;
     metrics::BYTES_SENT.inc_by(length);
 

@@ -1,11 +1,25 @@
-//! A TCP proxy that slows what the upstream sends back to a set rate, so that a
-//! copy lasts long enough to be interrupted, or to outlast a visibility timeout.
+//! A TCP proxy that models a slow link: each connection's bytes flow at most at a
+//! set rate in each direction, and each chunk arrives a set latency after it was
+//! sent. Tests use it to make a copy last long enough to be interrupted or to
+//! outlast a visibility timeout; the benchmark uses it to model a cross-border path
+//! where one flow is slow and only many flows fill the link.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The shape of the modelled link, per connection and direction.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// Bytes per second; None: unlimited.
+    pub bytes_per_second: Option<u64>,
+    /// One-way delay added to every chunk.
+    pub latency: Duration,
+}
 
 /// Listens on a free loopback port; stops when dropped.
 pub struct SlowProxy {
@@ -16,6 +30,19 @@ pub struct SlowProxy {
 impl SlowProxy {
     /// Forwards to `upstream` (`http://127.0.0.1:PORT`), replies at `bytes_per_second`.
     pub async fn start(upstream: &str, bytes_per_second: u64) -> Self {
+        let replies = Link {
+            bytes_per_second: Some(bytes_per_second),
+            latency: Duration::ZERO,
+        };
+        let requests = Link {
+            bytes_per_second: None,
+            latency: Duration::ZERO,
+        };
+        Self::start_link(upstream, requests, replies).await
+    }
+
+    /// Forwards to `upstream`, shaping requests and replies as given.
+    pub async fn start_link(upstream: &str, requests: Link, replies: Link) -> Self {
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -28,27 +55,13 @@ impl SlowProxy {
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         return;
                     };
-                    let (mut client_read, mut client_write) = client.into_split();
-                    let (mut server_read, mut server_write) = server.into_split();
-                    let requests = tokio::io::copy(&mut client_read, &mut server_write);
-                    let replies = async {
-                        let mut buffer = vec![0u8; 16 * 1024];
-                        let pause =
-                            Duration::from_secs_f64(buffer.len() as f64 / bytes_per_second as f64);
-                        loop {
-                            let n = match server_read.read(&mut buffer).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if client_write.write_all(&buffer[..n]).await.is_err() {
-                                return;
-                            }
-                            tokio::time::sleep(pause.mul_f64(n as f64 / buffer.len() as f64)).await;
-                        }
-                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
                     tokio::select! {
-                        _ = requests => {}
-                        () = replies => {}
+                        () = pipe(client_read, server_write, requests) => {}
+                        () = pipe(server_read, client_write, replies) => {}
                     }
                 });
             }
@@ -61,4 +74,48 @@ impl Drop for SlowProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Copies `from` to `to` through the link: a reader stamps each chunk with the time
+/// it may be delivered; a writer delivers it then, no faster than the rate.
+async fn pipe(
+    mut from: impl AsyncRead + Unpin + Send + 'static,
+    mut to: impl AsyncWrite + Unpin + Send + 'static,
+    link: Link,
+) {
+    const CHUNK: usize = 16 * 1024;
+    let (sender, mut receiver) = mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let reader = async move {
+        loop {
+            let mut buffer = vec![0u8; CHUNK];
+            match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    buffer.truncate(n);
+                    if sender
+                        .send((Instant::now() + link.latency, buffer))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        let mut next_free = Instant::now();
+        while let Some((due, chunk)) = receiver.recv().await {
+            tokio::time::sleep_until(due.max(next_free)).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+            if let Some(rate) = link.bytes_per_second {
+                let cost = Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
+                next_free = Instant::now().max(next_free) + cost;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }

@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""xpsync against rclone and s3sync, copying between two local S3 servers.
+
+Both servers are s3s-fs with their data on tmpfs (/dev/shm), on loopback, with
+static keys. Three datasets (L: one 1 GiB object in 16 MiB parts; S: 2,000 objects
+of 64 KiB; M: 200 objects of 1 to 40 MiB) are copied by each tool in turn, the
+target emptied between runs, and the order of tools rotated between rounds. Then
+the same again through the link model: a proxy in front of each server that caps
+every TCP connection at 8 MiB/s and adds 100 ms each way.
+
+Each run is timed with GNU time (wall, peak RSS, CPU) and checked: the target must
+hold every key with its size, or the run counts as failed. "raw" is the
+server-bound limit: plain parallel GETs and PUTs with no client-side work.
+
+Run it with bench/run; it writes bench/results.json and prints a Markdown report.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+from botocore.config import Config
+
+KEY_ID = "xpsyncbench"
+SECRET = "xpsync-bench-secret-key"
+MIB = 1024 * 1024
+SHM = "/dev/shm/xpsync-bench"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Process:
+    def __init__(self, args, **kwargs):
+        self.proc = subprocess.Popen(args, **kwargs)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Server(Process):
+    def __init__(self, tools, name):
+        self.root = os.path.join(SHM, name)
+        shutil.rmtree(self.root, ignore_errors=True)
+        os.makedirs(self.root)
+        self.port = free_port()
+        super().__init__(
+            [os.path.join(tools, "s3s-fs"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--access-key", KEY_ID, "--secret-key", SECRET, self.root],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def empty(self, bucket):
+        path = os.path.join(self.root, bucket)
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+
+
+class LinkProxy(Process):
+    def __init__(self, binary, upstream, mib_per_second=8, latency_ms=100):
+        super().__init__([binary, upstream, str(mib_per_second), str(latency_ms)],
+                         stdout=subprocess.PIPE, text=True)
+        self.endpoint = self.proc.stdout.readline().strip()
+
+
+def s3(endpoint):
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5},
+                      request_checksum_calculation="when_required",
+                      response_checksum_validation="when_required",
+                      max_pool_connections=64))
+
+
+DATASETS = {
+    "L": "one 1 GiB object stored in 16 MiB parts",
+    "S": "2,000 objects of 64 KiB",
+    "M": "200 objects of 1 to 40 MiB",
+}
+
+
+def make_datasets(source, names):
+    client = s3(source.endpoint)
+    rng = random.Random(42)
+    made = {}
+    for name in names:
+        bucket = f"bench-{name.lower()}"
+        client.create_bucket(Bucket=bucket)
+        if name == "L":
+            upload = client.create_multipart_upload(Bucket=bucket, Key="large/object.bin")
+            parts = []
+            for number in range(1, 65):
+                etag = client.upload_part(Bucket=bucket, Key="large/object.bin", PartNumber=number,
+                                          UploadId=upload["UploadId"], Body=os.urandom(16 * MIB))["ETag"]
+                parts.append({"PartNumber": number, "ETag": etag})
+            client.complete_multipart_upload(Bucket=bucket, Key="large/object.bin", UploadId=upload["UploadId"],
+                                             MultipartUpload={"Parts": parts})
+            objects = {"large/object.bin": 1024 * MIB}
+        elif name == "S":
+            objects = {f"small/{i:05d}.bin": 64 * 1024 for i in range(2000)}
+        else:
+            objects = {f"mixed/{i:04d}.bin": rng.randint(1 * MIB, 40 * MIB) for i in range(200)}
+        if name != "L":
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda kv: client.put_object(Bucket=bucket, Key=kv[0], Body=os.urandom(kv[1])),
+                              objects.items()))
+        made[name] = (bucket, objects)
+        print(f"dataset {name}: {len(objects)} objects, {sum(objects.values()) / MIB:.0f} MiB", file=sys.stderr)
+    return made
+
+
+def listing(endpoint, bucket):
+    client = s3(endpoint)
+    found = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            found[o["Key"]] = o["Size"]
+    return found
+
+
+def timed(args, env, log):
+    """Runs args under GNU time: (wall s, peak RSS MiB, CPU s, exit code)."""
+    with tempfile.NamedTemporaryFile("r") as times:
+        started = time.monotonic()
+        code = subprocess.call(["/usr/bin/time", "-o", times.name, "-f", "%M %U %S", *args],
+                               env=env, stdout=log, stderr=log)
+        wall = time.monotonic() - started
+        rss_kib, user, system = times.read().split()[-3:]
+    return wall, int(rss_kib) / 1024, float(user) + float(system), code
+
+
+def tool_commands(tool, paths, src, dst, bucket, dataset, workdir):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET,
+               AWS_EC2_METADATA_DISABLED="true")
+    env.pop("AWS_CA_BUNDLE", None)
+    small = dataset == "S"
+    if tool == "xpsync":
+        config = os.path.join(workdir, f"xpsync-{dataset}.toml")
+        with open(config, "w") as f:
+            f.write(f"""[source]
+region = "us-east-1"
+bucket = "{bucket}"
+endpoint_url = "{src}"
+[source.credentials]
+access_key_id = "{KEY_ID}"
+secret_access_key = "{SECRET}"
+[target]
+region = "us-east-1"
+bucket = "{bucket}"
+endpoint_url = "{dst}"
+[target.credentials]
+access_key_id = "{KEY_ID}"
+secret_access_key = "{SECRET}"
+[transfer]
+max_objects = {128 if small else 32}
+max_parts = 64
+[replicate]
+tags = false
+[log]
+level = "warn"
+format = "text"
+""")
+        return [paths["xpsync"], "backfill", "--mode", "copy", "--config", config], env
+    if tool == "rclone":
+        for side, endpoint in (("SRC", src), ("DST", dst)):
+            env.update({f"RCLONE_CONFIG_{side}_TYPE": "s3", f"RCLONE_CONFIG_{side}_PROVIDER": "Other",
+                        f"RCLONE_CONFIG_{side}_ACCESS_KEY_ID": KEY_ID,
+                        f"RCLONE_CONFIG_{side}_SECRET_ACCESS_KEY": SECRET,
+                        f"RCLONE_CONFIG_{side}_ENDPOINT": endpoint,
+                        f"RCLONE_CONFIG_{side}_REGION": "us-east-1",
+                        f"RCLONE_CONFIG_{side}_FORCE_PATH_STYLE": "true"})
+        return [paths["rclone"], "copy", f"SRC:{bucket}", f"DST:{bucket}",
+                "--transfers", "128" if small else "32", "--checkers", "64",
+                "--s3-upload-concurrency", "16", "--s3-chunk-size", "16M",
+                "--s3-no-check-bucket", "--s3-disable-checksum"], env
+    if tool == "s3sync":
+        return [paths["s3sync"], "--source-access-key", KEY_ID, "--source-secret-access-key", SECRET,
+                "--source-endpoint-url", src, "--source-force-path-style", "--source-region", "us-east-1",
+                "--target-access-key", KEY_ID, "--target-secret-access-key", SECRET,
+                "--target-endpoint-url", dst, "--target-force-path-style", "--target-region", "us-east-1",
+                "--worker-size", "128" if small else "32", "--max-parallel-uploads", "16",
+                "--multipart-chunksize", "16MiB",
+                f"s3://{bucket}", f"s3://{bucket}"], env
+    if tool == "raw":
+        return [paths["rawcopy"], src, bucket, dst, bucket, "128" if small else "32", "16"], env
+    raise ValueError(tool)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tools", required=True, help="directory with s3s-fs, s3sync")
+    parser.add_argument("--xpsync", required=True)
+    parser.add_argument("--rawcopy", required=True)
+    parser.add_argument("--linkproxy", required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--datasets", default="L,S,M")
+    parser.add_argument("--only", default="xpsync,rclone,s3sync,raw")
+    parser.add_argument("--no-link", action="store_true", help="skip the link-model runs")
+    parser.add_argument("--out", default="bench/results.json")
+    args = parser.parse_args()
+
+    paths = {"xpsync": args.xpsync, "rawcopy": args.rawcopy, "rclone": shutil.which("rclone"),
+             "s3sync": os.path.join(args.tools, "s3sync")}
+    tools = args.only.split(",")
+    names = args.datasets.split(",")
+    shutil.rmtree(SHM, ignore_errors=True)
+    workdir = tempfile.mkdtemp(prefix="xpsync-bench-")
+    source, target = Server(args.tools, "source"), Server(args.tools, "target")
+    proxies = []
+    results = []
+    try:
+        datasets = make_datasets(source, names)
+        client = s3(target.endpoint)
+        for name in names:
+            client.create_bucket(Bucket=datasets[name][0])
+        links = [("loopback", source.endpoint, target.endpoint)]
+        if not args.no_link:
+            proxies = [LinkProxy(args.linkproxy, source.endpoint), LinkProxy(args.linkproxy, target.endpoint)]
+            links.append(("link 8 MiB/s per connection, 100 ms each way", proxies[0].endpoint, proxies[1].endpoint))
+        with open(os.path.join(workdir, "tools.log"), "w") as log:
+            for link, src, dst in links:
+                for name in names:
+                    bucket, objects = datasets[name]
+                    for round_ in range(args.rounds):
+                        order = tools[round_ % len(tools):] + tools[:round_ % len(tools)]
+                        for tool in order:
+                            target.empty(bucket)
+                            command, env = tool_commands(tool, paths, src, dst, bucket, name, workdir)
+                            log.write(f"\n=== {link} {name} {tool} round {round_ + 1}\n")
+                            log.flush()
+                            wall, rss, cpu, code = timed(command, env, log)
+                            copied = listing(target.endpoint, bucket)
+                            complete = code == 0 and copied == objects
+                            results.append({"link": link, "dataset": name, "tool": tool, "round": round_ + 1,
+                                            "wall_s": wall, "peak_rss_mib": rss, "cpu_s": cpu, "exit": code,
+                                            "complete": complete, "objects": len(objects),
+                                            "bytes": sum(objects.values())})
+                            print(f"{link[:8]:8} {name} {tool:7} round {round_ + 1}: {wall:7.2f} s "
+                                  f"{rss:7.1f} MiB {cpu:6.2f} cpu-s {'ok' if complete else 'INCOMPLETE'}",
+                                  file=sys.stderr)
+    finally:
+        for p in proxies + [source, target]:
+            p.stop()
+        shutil.rmtree(SHM, ignore_errors=True)
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+    print(report(results))
+
+
+def report(results):
+    lines = []
+    for link in dict.fromkeys(r["link"] for r in results):
+        lines.append(f"\n### {link}\n")
+        lines.append("| dataset | tool | median wall | throughput | peak RSS | CPU | vs xpsync | complete runs |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for name in dict.fromkeys(r["dataset"] for r in results):
+            rows = [r for r in results if r["link"] == link and r["dataset"] == name]
+            medians = {}
+            for tool in dict.fromkeys(r["tool"] for r in rows):
+                runs = [r for r in rows if r["tool"] == tool]
+                wall = statistics.median(r["wall_s"] for r in runs)
+                medians[tool] = (wall, runs)
+            base = medians.get("xpsync", (None,))[0]
+            for tool, (wall, runs) in medians.items():
+                first = runs[0]
+                if name == "S":
+                    rate = f"{first['objects'] / wall:.0f} objects/s"
+                else:
+                    rate = f"{first['bytes'] / MIB / wall:.0f} MiB/s"
+                rss = statistics.median(r["peak_rss_mib"] for r in runs)
+                cpu = statistics.median(r["cpu_s"] for r in runs)
+                ratio = f"{wall / base:.2f}x slower" if base and tool != "xpsync" else "-"
+                ok = sum(r["complete"] for r in runs)
+                lines.append(f"| {name} | {tool} | {wall:.2f} s | {rate} | {rss:.0f} MiB | {cpu:.1f} s | {ratio} | {ok}/{len(runs)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
