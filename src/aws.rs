@@ -133,6 +133,7 @@ impl S3Error {
                 ErrorKind::NotFound
             }
             (_, Some("PreconditionFailed"), _) | (_, _, Some(412)) => ErrorKind::PreconditionFailed,
+            (_, Some("NotImplemented"), _) | (_, None, Some(501)) => ErrorKind::Permanent,
             (_, Some("SlowDown" | "RequestTimeout" | "InternalError"), _) => ErrorKind::Transient,
             (_, _, Some(408 | 429 | 500..=599)) => ErrorKind::Transient,
             (SdkError::ServiceError(_), _, _) => ErrorKind::Permanent,

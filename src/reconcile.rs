@@ -38,6 +38,10 @@ use crate::transfer::{
 /// How many times a key is started over because its source changed mid-copy.
 const SOURCE_CHANGES_TOLERATED: u32 = 3;
 
+/// How many times a key is tried again after a passing failure that the SDK's own
+/// retries and the part-level retries did not absorb (a reset connection, throttling).
+const TRANSIENT_RETRIES: u32 = 3;
+
 /// What reconciling a key did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -218,6 +222,7 @@ impl Reconciler {
         if self.config.is_replicated(key) {
             let mut source_changes = 0;
             let mut keys_reread = false;
+            let mut transient_retries = 0;
             let mut target_missing = target_missing;
             loop {
                 let attempt = self.attempt(key, target_missing, &mut report).await;
@@ -239,6 +244,15 @@ impl Reconciler {
                     Err(e) if e.kind() == ErrorKind::Auth && !keys_reread => {
                         // observe() has marked the secret stale: one more try with keys re-read.
                         keys_reread = true;
+                    }
+                    Err(e)
+                        if e.kind() == ErrorKind::Transient
+                            && transient_retries < TRANSIENT_RETRIES =>
+                    {
+                        transient_retries += 1;
+                        let pause = Duration::from_millis(500 * 2u64.pow(transient_retries));
+                        tracing::info!(error = %e, retry_in = ?pause, "a passing failure; trying the key again");
+                        tokio::time::sleep(pause).await;
                     }
                     Err(e) => {
                         report.outcome = Outcome::Failed;

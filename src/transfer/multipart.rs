@@ -289,7 +289,17 @@ async fn find_resumable(
     plan: &PartPlan,
 ) -> Result<Option<(String, BTreeMap<usize, String>)>, TransferError> {
     let mut best: Option<(String, BTreeMap<usize, String>)> = None;
-    for upload_id in list_uploads(copier, target_key).await? {
+    let uploads = match list_uploads(copier, target_key).await {
+        Ok(uploads) => uploads,
+        // Resuming saves work but is never needed: a server that cannot list
+        // uploads (some S3-compatible ones) gets a fresh upload every time.
+        Err(TransferError::S3(e)) if e.kind == ErrorKind::Permanent => {
+            tracing::debug!(error = %e, "cannot list interrupted uploads; not resuming");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    for upload_id in uploads {
         let parts = list_parts(copier, target_key, &upload_id).await?;
         let fits = parts
             .iter()

@@ -14,6 +14,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod faults;
 pub mod pipeline;
 pub mod proxy;
 

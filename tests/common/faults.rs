@@ -1,0 +1,181 @@
+//! A fault-injecting HTTP proxy in front of an emulated partition.
+//!
+//! It forwards every request to the upstream server, except that S3 object requests
+//! (GET and PUT of `/bucket/key`, so never SQS or Secrets Manager) meet the faults
+//! of its [`Faults`] plan: every n-th is answered 503 SlowDown or 500, or forwarded
+//! and then cut off half-way through its body (a connection reset mid-body), or held
+//! back for a while (a stall).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+type ProxyBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// Which faults, how often: `Some(n)` hits every n-th S3 object request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    pub slow_down: Option<u64>,
+    pub internal_error: Option<u64>,
+    pub reset_mid_body: Option<u64>,
+    pub stall: Option<(u64, Duration)>,
+}
+
+/// Listens on a free loopback port; stops when dropped.
+pub struct FaultProxy {
+    pub endpoint: String,
+    /// Faults injected so far.
+    pub injected: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str, faults: Faults) -> Self {
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("an address"));
+        let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build_http();
+        let seen = Arc::new(AtomicU64::new(0));
+        let injected = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&injected);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (client, upstream, seen, injected) = (
+                    client.clone(),
+                    upstream.clone(),
+                    Arc::clone(&seen),
+                    Arc::clone(&counter),
+                );
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let (client, upstream, seen, injected) = (
+                            client.clone(),
+                            upstream.clone(),
+                            Arc::clone(&seen),
+                            Arc::clone(&injected),
+                        );
+                        async move {
+                            Ok::<_, Infallible>(
+                                handle(request, client, &upstream, faults, &seen, &injected).await,
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            endpoint,
+            injected,
+            task,
+        }
+    }
+
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn hits(every: Option<u64>, n: u64) -> bool {
+    every.is_some_and(|every| n % every == 0)
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Incoming>,
+    upstream: &str,
+    faults: Faults,
+    seen: &AtomicU64,
+    injected: &AtomicU64,
+) -> Response<ProxyBody> {
+    let path = request.uri().path().to_owned();
+    let is_object = matches!(request.method().as_str(), "GET" | "PUT")
+        && path.trim_start_matches('/').contains('/');
+    let n = if is_object {
+        seen.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        0
+    };
+    let fault = |status: StatusCode, code: &str| {
+        injected.fetch_add(1, Ordering::SeqCst);
+        let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected</Message></Error>");
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/xml")
+            .body(
+                Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .expect("a response")
+    };
+    if is_object && hits(faults.slow_down, n) {
+        return fault(StatusCode::SERVICE_UNAVAILABLE, "SlowDown");
+    }
+    if is_object && hits(faults.internal_error, n) {
+        return fault(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
+    }
+    if let Some((every, pause)) = faults.stall {
+        if is_object && n % every == 0 {
+            injected.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    let (mut parts, body) = request.into_parts();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    parts.uri = format!("{upstream}{path}{query}")
+        .parse()
+        .expect("an upstream URI");
+    let response = match client.request(Request::from_parts(parts, body)).await {
+        Ok(response) => response,
+        Err(_) => return fault(StatusCode::BAD_GATEWAY, "BadGateway"),
+    };
+    let (parts, body) = response.into_parts();
+    if is_object && hits(faults.reset_mid_body, n) {
+        let length: usize = parts
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        if length > 1 {
+            injected.fetch_add(1, Ordering::SeqCst);
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let half = bytes.slice(..bytes.len().min(length / 2));
+            let frames = futures::stream::iter(vec![
+                Ok(Frame::data(half)),
+                Err(std::io::Error::other("injected reset mid-body")),
+            ]);
+            return Response::from_parts(parts, StreamBody::new(frames).boxed());
+        }
+    }
+    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed())
+}
