@@ -189,3 +189,57 @@ async fn check_config_redacts_secrets() {
     assert!(!run.stdout.contains("very-secret"), "{run}");
     assert!(!run.stderr.contains("very-secret"), "{run}");
 }
+
+#[tokio::test]
+async fn every_other_invalid_value_has_its_own_message() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("XPSYNC_TARGET__REGION", "")], "target.region is required"),
+        (&[("XPSYNC_TARGET__BUCKET", "a/b")], "target.bucket is \"a/b\", which is not a valid bucket name"),
+        (&[("XPSYNC_TARGET__ENDPOINT_URL", "ftp://host")], "target.endpoint_url is \"ftp://host\", but must be an http:// or https:// URL"),
+        (&[("XPSYNC_QUEUE__DEAD_LETTER_URL", "nope")], "queue.dead_letter_url is \"nope\", which is not a URL"),
+        (&[("XPSYNC_QUEUE__ENDPOINT_URL", "nope")], "queue.endpoint_url is \"nope\", which is not a URL"),
+        (&[("XPSYNC_QUEUE__WAIT_TIME", "30s")], "queue.wait_time is 30s, but SQS long-polls for at most 20s"),
+        (&[("XPSYNC_QUEUE__VISIBILITY_TIMEOUT", "5s")], "queue.visibility_timeout is 5s, but must be between 10s and 12h"),
+        (&[("XPSYNC_QUEUE__VISIBILITY_TIMEOUT", "13h")], "queue.visibility_timeout is 13h, but must be between 10s and 12h"),
+        (&[("XPSYNC_TRANSFER__MAX_OBJECTS", "0")], "transfer.max_objects must be at least 1"),
+        (&[("XPSYNC_TRANSFER__PART_SIZE", "6GiB"), ("XPSYNC_TRANSFER__MEMORY_LIMIT", "8GiB")], "transfer.part_size is 6.0 GiB, but S3 parts must be at most 5GiB"),
+        (&[("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "6GiB"), ("XPSYNC_TRANSFER__MEMORY_LIMIT", "8GiB")], "transfer.multipart_threshold is 6.0 GiB, but a single PUT holds at most 5GiB"),
+        (&[("XPSYNC_TARGET__SSE", "aes")], "target.sse is \"aes\", but must be \"\", \"AES256\" or \"aws:kms\""),
+        (&[("XPSYNC_TARGET__SSE_KMS_KEY_ID", "k")], "target.sse_kms_key_id is set, but target.sse is not \"aws:kms\""),
+        (&[("XPSYNC_TARGET__STORAGE_CLASS", "glacier")], "target.storage_class is \"glacier\", but storage classes are written like STANDARD_IA"),
+        (&[("XPSYNC_REPLICATE__INCLUDE_PREFIXES", "[\"\"]")], "replicate.include_prefixes holds an empty prefix, which would match every key"),
+        (&[("XPSYNC_REPLICATE__EXCLUDE_PREFIXES", "[\"\"]")], "replicate.exclude_prefixes holds an empty prefix"),
+        (&[("XPSYNC_SERVER__LISTEN", "localhost")], "server.listen is \"localhost\", but must be an address like 0.0.0.0:9464"),
+        (&[("XPSYNC_SHUTDOWN__GRACE_PERIOD", "2m")], "shutdown.grace_period is 2m, but ECS kills a task at most 120s after SIGTERM"),
+        (&[("XPSYNC_LOG__FORMAT", "xml")], "log.format is \"xml\", but must be \"json\" or \"text\""),
+        (&[("XPSYNC_LOG__LEVEL", "loud=[")], "log.level is \"loud=[\", but must be a level"),
+        (&[("XPSYNC_TARGET__CREDENTIALS__REFRESH_INTERVAL", "1s")], "target.credentials needs either secret_id, or access_key_id and secret_access_key"),
+        (&[("XPSYNC_TARGET__CREDENTIALS__SECRET_ID", "s"), ("XPSYNC_TARGET__CREDENTIALS__REFRESH_INTERVAL", "1s")], "target.credentials.refresh_interval is 1s, but must be at least 1m"),
+        (&[("XPSYNC_TARGET__CREDENTIALS__SECRET_ID", "s"), ("XPSYNC_TARGET__CREDENTIALS__ACCESS_KEY_ID", "a")], "target.credentials gives both secret_id and static keys: choose one"),
+        (&[("XPSYNC_TARGET__CREDENTIALS__ACCESS_KEY_ID", "a")], "target.credentials.access_key_id is set without secret_access_key"),
+        (&[("XPSYNC_TARGET__CREDENTIALS__SECRET_ACCESS_KEY", "s")], "target.credentials.secret_access_key is set without access_key_id"),
+        (&[("XPSYNC_TARGET__CREDENTIALS__SECRET_ID", "s"), ("XPSYNC_TARGET__CREDENTIALS__SESSION_TOKEN", "t")], "target.credentials.session_token is only used with access_key_id"),
+        (&[("XPSYNC_TARGET__CREDENTIALS__ACCESS_KEY_ID", "a"), ("XPSYNC_TARGET__CREDENTIALS__SECRET_ACCESS_KEY", "s"), ("XPSYNC_TARGET__CREDENTIALS__SECRET_REGION", "r")], "target.credentials: secret_region and secret_endpoint_url are only used with secret_id"),
+        (&[("XPSYNC_TARGET__CREDENTIALS__SECRET_ID", "s"), ("XPSYNC_TARGET__CREDENTIALS__SECRET_ENDPOINT_URL", "x")], "target.credentials.secret_endpoint_url is \"x\", which is not a URL"),
+    ];
+    for (env, expected) in cases {
+        let run = check_config(VALID, env).await;
+        assert_eq!(run.code(), Some(2), "{env:?}: {run}");
+        assert!(
+            run.stderr.contains(expected),
+            "{env:?}: expected {expected:?} in\n{run}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_needs_a_queue_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xpsync.toml");
+    std::fs::write(&path, VALID).unwrap();
+    let mut command = xpsync_bare(dir.path(), &["run", "--config"]);
+    command.arg(&path);
+    let run = Run::of(&mut command).await;
+    assert_eq!(run.code(), Some(2), "{run}");
+    assert!(run.stderr.contains("queue.url is required"), "{run}");
+}
