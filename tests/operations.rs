@@ -87,15 +87,8 @@ async fn peek_shows_dead_letters_and_consumes_nothing() {
         "{table}"
     );
     // Still there, and visible at once.
-    let again = pipeline
-        .sqs
-        .receive_message()
-        .queue_url(&pipeline.dead_letter_url)
-        .max_number_of_messages(10)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.messages().len(), 3);
+    let again = pipeline.visible(&pipeline.dead_letter_url).await;
+    assert_eq!(again.len(), 3);
 }
 
 #[tokio::test]
@@ -114,16 +107,8 @@ async fn replaying_dead_letters_gets_every_key_replicated_by_the_daemon() {
     assert!(run.success(), "{run}");
     assert_eq!(summary(&run)["moved"], 12);
     assert_eq!(pipeline.depth(&pipeline.dead_letter_url).await, 0);
-    let moved = pipeline
-        .sqs
-        .receive_message()
-        .queue_url(&pipeline.queue_url)
-        .message_attribute_names("All")
-        .visibility_timeout(0)
-        .send()
-        .await
-        .unwrap();
-    let attributes = moved.messages()[0].message_attributes().unwrap();
+    let moved = pipeline.visible(&pipeline.queue_url).await;
+    let attributes = moved[0].message_attributes().unwrap();
     assert_eq!(attributes["xpsync-replay-count"].string_value(), Some("1"));
     assert_eq!(
         attributes["xpsync-reason"].string_value(),
@@ -153,19 +138,8 @@ async fn a_replay_dry_run_changes_nothing() {
     assert_eq!(s["dry_run"], true);
     assert!(run.stdout.contains("\"would_move\""));
     assert_eq!(pipeline.depth(&pipeline.queue_url).await, 0);
-    let left = pipeline
-        .sqs
-        .receive_message()
-        .queue_url(&pipeline.dead_letter_url)
-        .max_number_of_messages(10)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        left.messages().len(),
-        3,
-        "all still in the DLQ, and visible"
-    );
+    let left = pipeline.visible(&pipeline.dead_letter_url).await;
+    assert_eq!(left.len(), 3, "all still in the DLQ, and visible");
 }
 
 #[tokio::test]
@@ -191,20 +165,9 @@ async fn a_replay_whose_sends_partly_fail_loses_no_message() {
     assert_eq!(s["moved"], 2, "{run}");
     assert_eq!(s["failed"], 1, "{run}");
     assert_eq!(pipeline.depth(&pipeline.queue_url).await, 2);
-    let left = pipeline
-        .sqs
-        .receive_message()
-        .queue_url(&pipeline.dead_letter_url)
-        .max_number_of_messages(10)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        left.messages().len(),
-        1,
-        "the unsent message stays in the DLQ"
-    );
-    assert!(left.messages()[0].body().unwrap().contains(&long_key));
+    let left = pipeline.visible(&pipeline.dead_letter_url).await;
+    assert_eq!(left.len(), 1, "the unsent message stays in the DLQ");
+    assert!(left[0].body().unwrap().contains(&long_key));
 }
 
 #[tokio::test]

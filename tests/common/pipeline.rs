@@ -147,19 +147,25 @@ impl Pipeline {
         .sum()
     }
 
-    /// Receives (without deleting) what the dead-letter queue holds, with attributes.
-    pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
+    /// Receives (without deleting or hiding) up to 10 messages of a queue, with
+    /// their attributes.
+    pub async fn visible(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
         let out = self
             .sqs
             .receive_message()
-            .queue_url(&self.dead_letter_url)
+            .queue_url(url)
             .max_number_of_messages(10)
             .message_attribute_names("All")
             .visibility_timeout(0)
             .send()
             .await
-            .expect("receive from the DLQ");
+            .expect("receive from a queue");
         out.messages().to_vec()
+    }
+
+    /// What the dead-letter queue holds (see [`Pipeline::visible`]).
+    pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        self.visible(&self.dead_letter_url).await
     }
 }
 
