@@ -12,7 +12,8 @@
 //!
 //! Every GET carries `If-Match` with the source ETag HEAD saw, so bytes of two
 //! versions are never mixed: a 412 surfaces as [`ErrorKind::PreconditionFailed`] and
-//! the caller starts over. Every upload carries Content-MD5. Before an object is
+//! the caller starts over. A buffered upload carries Content-MD5; a streamed part
+//! ([`stream`]) is checked by its ETag, the MD5 of what S3 stored. Before an object is
 //! committed (PutObject sent, or CompleteMultipartUpload), its expected ETag is
 //! checked against the source's wherever the two can be equal; after, the target's
 //! ETag is checked against the one computed locally. A target object that fails the
