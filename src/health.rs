@@ -1,10 +1,11 @@
-//! What the process says about itself: alive, and ready or not, and why.
+//! What the process says about itself: ready or not, and why.
 //!
-//! The daemon sets the state; `/healthz` and `/readyz` read it. Ready means
+//! The daemon sets the state; `/readyz` reads it. (`/healthz` needs no state: the
+//! receive loop runs in the daemon's main task, so if it ends, the process ends.)
+//! Ready means
 //! configured, credentials loaded, and neither paused by the breaker nor shutting
 //! down; the `xpsync_ready` gauge mirrors it for alerting.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -26,14 +27,12 @@ pub enum Readiness {
 #[derive(Debug)]
 pub struct Health {
     readiness: Mutex<Readiness>,
-    alive: AtomicBool,
 }
 
 impl Default for Health {
     fn default() -> Self {
         Self {
             readiness: Mutex::new(Readiness::Starting),
-            alive: AtomicBool::new(true),
         }
     }
 }
@@ -50,14 +49,5 @@ impl Health {
             metrics::READY.set(i64::from(readiness == Readiness::Ready));
             *current = readiness;
         }
-    }
-
-    pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::SeqCst)
-    }
-
-    /// The receive loop has stopped for a reason other than shutdown.
-    pub fn set_dead(&self) {
-        self.alive.store(false, Ordering::SeqCst);
     }
 }

@@ -58,7 +58,6 @@ pub struct SourceObject {
     pub size: u64,
     /// As S3 gives it, with quotes.
     pub etag: String,
-    pub last_modified: Option<DateTime>,
     pub head: HeadObjectOutput,
 }
 
@@ -68,7 +67,6 @@ impl SourceObject {
             key: key.to_owned(),
             size: head.content_length().unwrap_or(0).max(0) as u64,
             etag: head.e_tag().unwrap_or_default().to_owned(),
-            last_modified: head.last_modified().copied(),
             head,
         }
     }

@@ -6,26 +6,9 @@ use std::time::Duration;
 
 use common::pipeline::{eventually, Daemon, Pipeline};
 use common::proxy::SlowProxy;
-use common::{bytes_of, Partitions, MIB, TARGET_BUCKET};
+use common::{bytes_of, Partitions, MIB};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Parts of the target's one incomplete upload.
-async fn uploaded_parts(p: &Partitions) -> usize {
-    let Some((key, id)) = p.target_uploads().await.into_iter().next() else {
-        return 0;
-    };
-    let parts = p
-        .target_s3
-        .list_parts()
-        .bucket(TARGET_BUCKET)
-        .key(key)
-        .upload_id(id)
-        .send()
-        .await
-        .unwrap();
-    parts.parts().len()
-}
 
 #[tokio::test]
 async fn a_daemon_killed_half_way_through_a_200_mib_copy_is_resumed_by_the_next() {
@@ -47,7 +30,7 @@ async fn a_daemon_killed_half_way_through_a_200_mib_copy_is_resumed_by_the_next(
     eventually(
         Duration::from_secs(120),
         "half of the parts uploaded",
-        || async { uploaded_parts(&p).await >= 20 },
+        || async { p.target_upload_parts().await >= 20 },
     )
     .await;
     let status = std::process::Command::new("kill")
@@ -56,7 +39,7 @@ async fn a_daemon_killed_half_way_through_a_200_mib_copy_is_resumed_by_the_next(
         .unwrap();
     assert!(status.success());
     first.wait(Duration::from_secs(10)).await;
-    let left = uploaded_parts(&p).await;
+    let left = p.target_upload_parts().await;
     assert!(
         (20..40).contains(&left),
         "{left} parts were uploaded before the kill"

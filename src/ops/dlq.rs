@@ -158,18 +158,16 @@ async fn release(dlq: &Queue, held: &[Received]) {
 }
 
 fn describe(message: &Received, bucket: &str) -> Peeked {
-    let keys = match event::parse(&message.body, bucket) {
-        Parsed::Keys(keys) => keys.into_iter().map(|k| k.key).collect(),
-        Parsed::Test | Parsed::Poison(_) => Vec::new(),
+    let (keys, unreadable) = match event::parse(&message.body, bucket) {
+        Parsed::Keys(keys) => (keys.into_iter().map(|k| k.key).collect(), None),
+        Parsed::Test => (Vec::new(), None),
+        Parsed::Poison(why) => (Vec::new(), Some(why)),
     };
-    let reason = message
-        .attributes
-        .get("xpsync-reason")
-        .cloned()
-        .unwrap_or_else(|| match event::parse(&message.body, bucket) {
-            Parsed::Poison(why) => format!("unreadable: {why}"),
-            _ => "redriven by SQS after the queue's maxReceiveCount".to_owned(),
-        });
+    let reason = match (message.attributes.get("xpsync-reason"), unreadable) {
+        (Some(reason), _) => reason.clone(),
+        (None, Some(why)) => format!("unreadable: {why}"),
+        (None, None) => "redriven by SQS after the queue's maxReceiveCount".to_owned(),
+    };
     // This receive counts too; the attribute, when set, was taken before dead-lettering.
     let receive_count = message
         .attributes

@@ -381,6 +381,23 @@ level = "info"
         Some(out.body.collect().await.expect("read the body").to_vec())
     }
 
+    /// Parts uploaded so far to the target's first incomplete upload (0 if none).
+    pub async fn target_upload_parts(&self) -> usize {
+        let Some((key, id)) = self.target_uploads().await.into_iter().next() else {
+            return 0;
+        };
+        let parts = self
+            .target_s3
+            .list_parts()
+            .bucket(TARGET_BUCKET)
+            .key(key)
+            .upload_id(id)
+            .send()
+            .await
+            .expect("list the upload's parts");
+        parts.parts().len()
+    }
+
     /// Incomplete multipart uploads on the target, as (key, upload id).
     pub async fn target_uploads(&self) -> Vec<(String, String)> {
         let out = self
