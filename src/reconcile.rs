@@ -6,10 +6,16 @@
 //! 1. Filtered by `replicate.include_prefixes` / `exclude_prefixes`: nothing to do.
 //! 2. HEAD the source. Gone: delete the target copy if `replicate.deletes` (and it
 //!    exists), else nothing to do.
-//! 3. HEAD the target key (`target.key_prefix` + K). Same size, and the same ETag or
-//!    the source ETag recorded in its metadata: unchanged.
+//! 3. HEAD the target key (`target.key_prefix` + K), at the same time as the source.
+//!    Same size, and the same ETag or the source ETag recorded in its metadata:
+//!    unchanged.
 //! 4. Otherwise copy ([`crate::transfer`]), with metadata, tags, storage class and
 //!    encryption as configured.
+//!
+//! A key a listing has just shown missing from the target
+//! ([`Reconciler::reconcile_missing`], used by `backfill`) skips the target's HEAD,
+//! and, when it is small and stored in one part, the source's too: the copy's GET
+//! (`If-Match` the listed ETag) describes the object instead.
 //!
 //! A source that changes mid-copy (412 on `If-Match`) sends the key back to step 2,
 //! a few times at most. Keys rejected by S3 are retried once, after the secret
@@ -32,7 +38,7 @@ use crate::aws::{ErrorKind, S3Error, S3Side};
 use crate::config::Config;
 use crate::metrics;
 use crate::transfer::{
-    plan, Copier, Method, SourceObject, TransferError, WriteOptions, SOURCE_ETAG_METADATA,
+    plan, Copied, Copier, Method, SourceObject, TransferError, WriteOptions, SOURCE_ETAG_METADATA,
 };
 
 /// How many times a key is started over because its source changed mid-copy.
@@ -193,18 +199,27 @@ impl Reconciler {
     /// Makes the target's copy of `key` match the source's, and says what it did.
     pub async fn reconcile(&self, key: &str) -> Report {
         let span = tracing::info_span!("reconcile", key);
-        self.reconcile_inner(key, false).instrument(span).await
+        self.reconcile_inner(key, None).instrument(span).await
     }
 
     /// As [`Reconciler::reconcile`], for a key a listing has just shown missing from
-    /// the target: its first attempt skips the target's HEAD. Should the key have
-    /// arrived meanwhile, it is copied again, which is harmless.
-    pub async fn reconcile_missing(&self, key: &str) -> Report {
+    /// the target, and on the source as `size` bytes with ETag `etag`: its first
+    /// attempt sends no HEAD to the target, and none to the source either when the
+    /// object can be copied by one GET and one PUT (the GET then describes it).
+    /// Should the key have arrived on the target meanwhile, it is copied again,
+    /// which is harmless.
+    pub async fn reconcile_missing(&self, key: &str, size: u64, etag: &str) -> Report {
         let span = tracing::info_span!("reconcile", key);
-        self.reconcile_inner(key, true).instrument(span).await
+        let listed = Listed {
+            size,
+            etag: etag.to_owned(),
+        };
+        self.reconcile_inner(key, Some(listed))
+            .instrument(span)
+            .await
     }
 
-    async fn reconcile_inner(&self, key: &str, target_missing: bool) -> Report {
+    async fn reconcile_inner(&self, key: &str, listed: Option<Listed>) -> Report {
         let started = Instant::now();
         let _only_one = self.in_progress.lock(key).await;
         metrics::OBJECTS_IN_FLIGHT.inc();
@@ -223,10 +238,9 @@ impl Reconciler {
             let mut source_changes = 0;
             let mut keys_reread = false;
             let mut transient_retries = 0;
-            let mut target_missing = target_missing;
+            let mut listed = listed;
             loop {
-                let attempt = self.attempt(key, target_missing, &mut report).await;
-                target_missing = false;
+                let attempt = self.attempt(key, listed.take(), &mut report).await;
                 match attempt {
                     Ok(()) => break,
                     Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
@@ -288,20 +302,27 @@ impl Reconciler {
     async fn attempt(
         &self,
         key: &str,
-        target_missing: bool,
+        listed: Option<Listed>,
         report: &mut Report,
     ) -> Result<(), ReconcileError> {
-        let Some(found) = head(&self.source, key).await? else {
+        let target_key = self.target_key(key);
+        let (found, target) = match &listed {
+            Some(listed) if self.copier.copies_listed(listed.size, &listed.etag) => {
+                return self.copy_listed(key, listed, report).await;
+            }
+            Some(_) => (head(&self.source, key).await?, None),
+            // Both HEADs at once: on a slow link, one round trip instead of two.
+            None => {
+                let (source, target) =
+                    tokio::join!(head(&self.source, key), head(&self.target, &target_key));
+                (source?, target?)
+            }
+        };
+        let Some(found) = found else {
             return self.source_gone(key, report).await;
         };
         let source = SourceObject::new(key, found);
-        let target_key = self.target_key(key);
         report.bytes = source.size;
-        let target = if target_missing {
-            None
-        } else {
-            head(&self.target, &target_key).await?
-        };
         if let Some(target) = target {
             if holds(&target, &source) {
                 report.outcome = Outcome::Unchanged;
@@ -315,17 +336,34 @@ impl Reconciler {
         metrics::BYTES_IN_FLIGHT.add(source.size as i64);
         let copied = self.copier.copy(&source, &target_key, &options).await;
         metrics::BYTES_IN_FLIGHT.sub(source.size as i64);
-        let copied = copied?;
-        metrics::COPY_DURATION
-            .with_label_values(&[copied.method.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-        metrics::BYTES_COPIED.inc_by(source.size);
-        report.outcome = Outcome::Copied;
-        report.etag = Some(copied.etag);
-        report.bytes_sent = copied.bytes_sent;
-        report.parts_reused = copied.parts_reused;
-        report.method = Some(copied.method);
+        record_copy(report, source.size, copied?, started);
         Ok(())
+    }
+
+    /// Copies a key as listed, without HEADs ([`Copier::copy_listed`]).
+    async fn copy_listed(
+        &self,
+        key: &str,
+        listed: &Listed,
+        report: &mut Report,
+    ) -> Result<(), ReconcileError> {
+        let target_key = self.target_key(key);
+        let options = |source: &SourceObject| self.write_options(source);
+        let started = Instant::now();
+        metrics::BYTES_IN_FLIGHT.add(listed.size as i64);
+        let copied = self
+            .copier
+            .copy_listed(key, listed.size, &listed.etag, &target_key, &options)
+            .await;
+        metrics::BYTES_IN_FLIGHT.sub(listed.size as i64);
+        match copied? {
+            Some((source, copied)) => {
+                report.bytes = source.size;
+                record_copy(report, source.size, copied, started);
+                Ok(())
+            }
+            None => self.source_gone(key, report).await,
+        }
     }
 
     async fn source_gone(&self, key: &str, report: &mut Report) -> Result<(), ReconcileError> {
@@ -378,6 +416,26 @@ impl Reconciler {
         }
         options
     }
+}
+
+/// A source object as a listing showed it.
+#[derive(Debug, Clone)]
+struct Listed {
+    size: u64,
+    etag: String,
+}
+
+/// Records a finished copy in the report and the metrics.
+fn record_copy(report: &mut Report, size: u64, copied: Copied, started: Instant) {
+    metrics::COPY_DURATION
+        .with_label_values(&[copied.method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    metrics::BYTES_COPIED.inc_by(size);
+    report.outcome = Outcome::Copied;
+    report.etag = Some(copied.etag);
+    report.bytes_sent = copied.bytes_sent;
+    report.parts_reused = copied.parts_reused;
+    report.method = Some(copied.method);
 }
 
 /// One async mutex per key in use; entries go when no one holds or awaits them.

@@ -4,7 +4,9 @@
 //! target key, by one of two methods:
 //!
 //! - **put** ([`put`]): objects up to `multipart_threshold` that the source stored in
-//!   one part: one GET, one PutObject with Content-MD5.
+//!   one part: one GET, one PutObject with Content-MD5. Where the source's ETag is
+//!   the MD5 of its bytes, it is the Content-MD5, and the GET's body streams straight
+//!   into the PUT, neither buffered nor hashed here.
 //! - **multipart** ([`multipart`]): everything else. Parts flow from ranged GETs to
 //!   UploadPart calls, at most `transfer.max_parts` at once across all objects (the
 //!   `part_slots` semaphore) and at most `transfer.memory_limit` bytes buffered at
@@ -12,7 +14,7 @@
 //!
 //! Every GET carries `If-Match` with the source ETag HEAD saw, so bytes of two
 //! versions are never mixed: a 412 surfaces as [`ErrorKind::PreconditionFailed`] and
-//! the caller starts over. A buffered upload carries Content-MD5; a streamed part
+//! the caller starts over. A PUT or buffered part carries Content-MD5; a streamed part
 //! ([`stream`]) is checked by its ETag, the MD5 of what S3 stored. Before an object is
 //! committed (PutObject sent, or CompleteMultipartUpload), its expected ETag is
 //! checked against the source's wherever the two can be equal; after, the target's
@@ -217,6 +219,27 @@ impl Copier {
         }
     }
 
+    /// Whether [`Copier::copy_listed`] can copy an object a listing showed as `size`
+    /// bytes with ETag `etag`: stored in one part, up to `multipart_threshold`.
+    pub fn copies_listed(&self, size: u64, etag: &str) -> bool {
+        put::listed_streamable(size, etag, self.settings.multipart_threshold.as_u64())
+    }
+
+    /// Copies an object known from a listing (see [`Copier::copies_listed`])
+    /// without a HEAD: the GET, `If-Match` the listed ETag, describes the object,
+    /// and `options` derives what to write from that. `Ok(None)`: the key is gone;
+    /// [`ErrorKind::PreconditionFailed`]: it is no longer as listed.
+    pub async fn copy_listed(
+        &self,
+        key: &str,
+        size: u64,
+        etag: &str,
+        target_key: &str,
+        options: &(dyn Fn(&SourceObject) -> WriteOptions + Sync),
+    ) -> Result<Option<(SourceObject, Copied)>, TransferError> {
+        put::copy_listed(self, key, size, etag, target_key, options).await
+    }
+
     /// GETs `range` (or the whole object) of the source version `source.etag`,
     /// checking the length. Memory for it must already be reserved.
     async fn get_bytes(
@@ -235,8 +258,21 @@ impl Copier {
         range: Option<std::ops::Range<u64>>,
         part: usize,
     ) -> Result<(Bytes, Option<i32>), TransferError> {
-        let expected = range.as_ref().map_or(source.size, |r| r.end - r.start);
+        let expected = range.as_ref().map(|r| r.end - r.start);
         let output = self.get(source, range).await?;
+        self.collect(output, expected, part).await
+    }
+
+    /// Reads a GET's body whole, checking its length against `expected` (or the
+    /// response's Content-Length); with the GET's `x-amz-tagging-count`.
+    async fn collect(
+        &self,
+        output: aws_sdk_s3::operation::get_object::GetObjectOutput,
+        expected: Option<u64>,
+        part: usize,
+    ) -> Result<(Bytes, Option<i32>), TransferError> {
+        let expected =
+            expected.unwrap_or_else(|| output.content_length().unwrap_or(0).max(0) as u64);
         let tag_count = output.tag_count();
         let body = output.body.collect().await.map_err(|e| S3Error {
             side: self.source.side,

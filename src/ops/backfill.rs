@@ -99,13 +99,13 @@ pub async fn backfill(
                 Action::DryRun => report(&json!(c)),
                 Action::Copy(reconciler) => {
                     let reconciler = reconciler.clone();
-                    let missing = c.status == Status::Missing;
                     in_flight.push(
                         async move {
-                            Done::Reconciled(if missing {
-                                reconciler.reconcile_missing(&c.key).await
-                            } else {
-                                reconciler.reconcile(&c.key).await
+                            Done::Reconciled(match (c.status, c.source_size, &c.source_etag) {
+                                (Status::Missing, Some(size), Some(etag)) => {
+                                    reconciler.reconcile_missing(&c.key, size, etag).await
+                                }
+                                _ => reconciler.reconcile(&c.key).await,
                             })
                         }
                         .boxed(),

@@ -1,11 +1,28 @@
 //! The put method: one GET, one PutObject with Content-MD5.
+//!
+//! Where the source's ETag is the MD5 of its bytes (stored in one part, not under
+//! SSE-KMS or SSE-C), that ETag *is* the Content-MD5: the GET's body then flows
+//! straight into the PutObject, unbuffered and unhashed, and S3 refuses the upload
+//! (BadDigest) unless what it received is exactly the source's version. Such a body
+//! cannot be replayed, so a failed attempt is retried here by reading the object
+//! again. Otherwise the object is read whole, hashed, checked against its ETag where
+//! that is an MD5, and sent with the MD5 computed.
+//!
+//! [`copy_listed`] copies an object a listing has described (size and ETag) without
+//! a HEAD: the GET's headers describe it instead, one round trip less per object.
 
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
 
-use super::plan::unquote;
+use super::plan::{is_md5, unquote};
+use super::stream::STREAM_WINDOW;
 use super::{
-    md5_of, with_write_options, Copied, Copier, Method, SourceObject, TransferError, WriteOptions,
+    md5_of, part_backoff, with_write_options, Copied, Copier, Method, SourceObject, TransferError,
+    WriteOptions, PART_ATTEMPTS,
 };
+use crate::aws::{ErrorKind, S3Error};
 use crate::metrics;
 
 pub(super) async fn copy(
@@ -14,8 +31,230 @@ pub(super) async fn copy(
     target_key: &str,
     options: &WriteOptions,
 ) -> Result<Copied, TransferError> {
+    if !streamable(source) {
+        return buffered(copier, source, target_key, options).await;
+    }
+    let _reservation = copier.budget.reserve(source.size.min(STREAM_WINDOW)).await;
+    let mut attempt = 1;
+    loop {
+        let result = match copier.get(source, None).await {
+            Ok(output) => streamed(copier, source, output, target_key, options).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Err(e) if e.kind() == ErrorKind::Transient && attempt < PART_ATTEMPTS => {
+                tracing::warn!(key = %source.key, attempt, error = %e, "copy failed; retrying");
+                tokio::time::sleep(part_backoff(attempt)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Copies the object a listing showed as `size` bytes with ETag `etag` to
+/// `target_key`, with the options `options` derives from it, sending no HEAD: the
+/// GET carries `If-Match` with the listed ETag and its headers describe the
+/// object. Only for objects [`listed_streamable`] accepts. `Ok(None)`: the key is
+/// gone. A 412 means the object changed since it was listed.
+pub(super) async fn copy_listed(
+    copier: &Copier,
+    key: &str,
+    size: u64,
+    etag: &str,
+    target_key: &str,
+    options: &(dyn Fn(&SourceObject) -> WriteOptions + Sync),
+) -> Result<Option<(SourceObject, Copied)>, TransferError> {
+    let listed = SourceObject {
+        key: key.to_owned(),
+        size,
+        etag: etag.to_owned(),
+        head: HeadObjectOutput::builder().e_tag(etag).build(),
+    };
+    let _reservation = copier.budget.reserve(size.min(STREAM_WINDOW)).await;
+    let mut attempt = 1;
+    loop {
+        let result = match copier.get(&listed, None).await {
+            Ok(output) => {
+                let mut source = described(key, &output);
+                if source.etag.is_empty() {
+                    source.etag = etag.to_owned();
+                }
+                if source.size != size || unquote(&source.etag) != unquote(etag) {
+                    // A server that ignores If-Match still names what it sent.
+                    return Err(S3Error {
+                        side: copier.source.side,
+                        operation: "GetObject",
+                        kind: ErrorKind::PreconditionFailed,
+                        message: format!(
+                            "listed as {size} bytes with ETag {etag}, now {} bytes with ETag {}",
+                            source.size, source.etag
+                        ),
+                    }
+                    .into());
+                }
+                let options = options(&source);
+                let copied = if streamable(&source) {
+                    streamed(copier, &source, output, target_key, &options).await
+                } else {
+                    // Its ETag is not an MD5 (SSE-KMS, SSE-C): read it whole after all.
+                    let _rest = copier.budget.reserve(size - size.min(STREAM_WINDOW)).await;
+                    match copier.collect(output, None, 1).await {
+                        Ok((bytes, tag_count)) => {
+                            put_bytes(copier, &source, bytes, tag_count, target_key, &options).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                copied.map(|copied| Some((source, copied)))
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Err(e) if e.kind() == ErrorKind::Transient && attempt < PART_ATTEMPTS => {
+                tracing::warn!(key, attempt, error = %e, "copy failed; retrying");
+                tokio::time::sleep(part_backoff(attempt)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether a listing's size and ETag are enough to copy an object by the put
+/// method without a HEAD: one part (an MD5-like ETag) within the threshold.
+pub(super) fn listed_streamable(size: u64, etag: &str, threshold: u64) -> bool {
+    size > 0 && size <= threshold && is_md5(etag)
+}
+
+/// Whether the source's ETag is the MD5 of its bytes, usable as Content-MD5.
+fn streamable(source: &SourceObject) -> bool {
+    source.size > 0 && source.etag_is_content_hash() && is_md5(&source.etag)
+}
+
+/// The object as a GET's headers describe it.
+fn described(key: &str, get: &GetObjectOutput) -> SourceObject {
+    let head = HeadObjectOutput::builder()
+        .set_content_length(get.content_length())
+        .set_e_tag(get.e_tag().map(str::to_owned))
+        .set_metadata(get.metadata().cloned())
+        .set_content_type(get.content_type().map(str::to_owned))
+        .set_content_encoding(get.content_encoding().map(str::to_owned))
+        .set_content_language(get.content_language().map(str::to_owned))
+        .set_content_disposition(get.content_disposition().map(str::to_owned))
+        .set_cache_control(get.cache_control().map(str::to_owned))
+        .set_expires_string(get.expires_string().map(str::to_owned))
+        .set_server_side_encryption(get.server_side_encryption().cloned())
+        .set_sse_customer_algorithm(get.sse_customer_algorithm().map(str::to_owned))
+        .set_storage_class(get.storage_class().cloned())
+        .build();
+    SourceObject::new(key, head)
+}
+
+/// Sends the GET's body on into a PutObject whose Content-MD5 is the source's
+/// ETag, then checks the target's ETag.
+async fn streamed(
+    copier: &Copier,
+    source: &SourceObject,
+    get: GetObjectOutput,
+    target_key: &str,
+    options: &WriteOptions,
+) -> Result<Copied, TransferError> {
+    let etag = unquote(&source.etag);
+    // A server that ignores If-Match still names the version it sent.
+    if let Some(sent) = get.e_tag().filter(|sent| unquote(sent) != etag) {
+        return Err(S3Error {
+            side: copier.source.side,
+            operation: "GetObject",
+            kind: ErrorKind::PreconditionFailed,
+            message: format!("asked for ETag {etag}, got {sent}"),
+        }
+        .into());
+    }
+    let length = get.content_length().unwrap_or(-1);
+    if length != source.size as i64 {
+        return Err(TransferError::ShortRead {
+            part: 1,
+            got: length.max(0) as u64,
+            expected: source.size,
+        });
+    }
+    let tagging = copier
+        .source_tags(source, options, Some(get.tag_count()))
+        .await?;
+    let content_md5 = {
+        use base64::Engine as _;
+        let digest = hex::decode(etag).expect("is_md5 checked the ETag is hex");
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    };
+    let request = copier
+        .target
+        .client
+        .put_object()
+        .bucket(&copier.target.bucket)
+        .key(target_key)
+        .content_md5(content_md5)
+        .content_length(source.size as i64)
+        .body(get.body);
+    let request = with_write_options!(request, options, &source.etag, tagging)
+        .customize()
+        .disable_payload_signing();
+    let output = match copier.target.observe("PutObject", request.send().await) {
+        Err(e) if e.message.starts_with("BadDigest") => {
+            return Err(TransferError::Verification(format!(
+                "the target refused the bytes read: their MD5 is not the source's ETag {etag} ({e})"
+            )))
+        }
+        output => output?,
+    };
+    metrics::BYTES_SENT.inc_by(source.size);
+    let etag = copier
+        .check_written(
+            target_key,
+            output.e_tag(),
+            output.server_side_encryption(),
+            options,
+            Some(etag),
+        )
+        .await?;
+    Ok(Copied {
+        etag,
+        method: Method::Put,
+        bytes_sent: source.size,
+        parts_reused: 0,
+    })
+}
+
+/// Reads the object whole, then sends it as [`put_bytes`] does.
+async fn buffered(
+    copier: &Copier,
+    source: &SourceObject,
+    target_key: &str,
+    options: &WriteOptions,
+) -> Result<Copied, TransferError> {
     let _reservation = copier.budget.reserve(source.size).await;
     let (bytes, tag_count) = copier.get_bytes_and_tag_count(source, None, 1).await?;
+    put_bytes(copier, source, bytes, tag_count, target_key, options).await
+}
+
+/// Hashes the object's bytes, checks them against its ETag where that is an MD5,
+/// and sends them with the MD5 computed.
+async fn put_bytes(
+    copier: &Copier,
+    source: &SourceObject,
+    bytes: Bytes,
+    tag_count: Option<i32>,
+    target_key: &str,
+    options: &WriteOptions,
+) -> Result<Copied, TransferError> {
+    if bytes.len() as u64 != source.size {
+        return Err(TransferError::ShortRead {
+            part: 1,
+            got: bytes.len() as u64,
+            expected: source.size,
+        });
+    }
     let tagging = copier.source_tags(source, options, Some(tag_count)).await?;
     let (content_md5, md5_hex) = md5_of(&bytes);
     if source.etag_is_content_hash()
