@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::faults::{FaultProxy, Faults};
-use common::{bytes_of, Partitions, MIB};
+use common::{bytes_of, Partitions, Run, MIB};
 
 const SMALL_PARTS: [(&str, &str); 2] = [
     ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
@@ -25,13 +25,7 @@ async fn copy_through(faults: Faults, side: &str) {
         &p.target.endpoint
     };
     let proxy = FaultProxy::start(upstream, faults).await;
-    let mut objects = Vec::new();
-    for i in 0..6u64 {
-        let key = format!("small/{i}");
-        let body = bytes_of(2000 + i as usize, i);
-        p.put_source(&key, body.clone()).await;
-        objects.push((key, body));
-    }
+    let mut objects = put_small_objects(&p).await;
     let body = bytes_of(12 * MIB, 50);
     p.put_source("single/12MiB", body.clone()).await;
     objects.push(("single/12MiB".to_owned(), body));
@@ -60,6 +54,18 @@ async fn copy_through(faults: Faults, side: &str) {
         p.target_uploads().await.is_empty(),
         "no upload is left behind"
     );
+}
+
+/// Six small objects on the source, with their bytes.
+async fn put_small_objects(p: &Partitions) -> Vec<(String, Vec<u8>)> {
+    let mut objects = Vec::new();
+    for i in 0..6u64 {
+        let key = format!("small/{i}");
+        let body = bytes_of(2000 + i as usize, i);
+        p.put_source(&key, body.clone()).await;
+        objects.push((key, body));
+    }
+    objects
 }
 
 #[tokio::test]
@@ -138,4 +144,147 @@ async fn a_target_that_keeps_failing_fails_the_copy_loudly_and_leaves_nothing_ha
         lines[0]
     );
     assert!(p.target_etag("doomed").await.is_none());
+}
+
+/// One byte flipped on the way from the source: the target (moto, which does not
+/// check Content-MD5) stores what it was sent, the ETag check after the write finds
+/// it, and the object is deleted rather than left claiming the source's version.
+#[tokio::test]
+async fn bytes_corrupted_on_the_way_are_never_left_on_the_target() {
+    let (p, error, _) = copy_corrupted(false).await;
+    assert!(error.contains("verification failed"), "{error}");
+    assert!(p.target_etag("garbled").await.is_none());
+}
+
+/// As S3 does, a target that checks Content-MD5 refuses corrupted bytes outright:
+/// the source's ETag is the Content-MD5 of a streamed PUT, so nothing is written.
+#[tokio::test]
+async fn a_target_checking_content_md5_refuses_corrupted_bytes() {
+    let (p, error, refused) = copy_corrupted(true).await;
+    assert!(error.contains("BadDigest"), "{error}");
+    assert!(refused > 1, "the target refused every upload");
+    assert!(p.target_etag("garbled").await.is_none());
+}
+
+/// Copies one small object whose every read from the source is corrupted, to a
+/// target that checks Content-MD5 or not; the copy must fail. Returns its error and
+/// how many uploads the target refused.
+async fn copy_corrupted(target_checks_md5: bool) -> (Partitions, String, u64) {
+    let p = Partitions::start().await;
+    let source = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            corrupt_get: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let target = FaultProxy::start(
+        &p.target.endpoint,
+        Faults {
+            check_content_md5: target_checks_md5,
+            ..Default::default()
+        },
+    )
+    .await;
+    p.put_source("garbled", bytes_of(3000, 7)).await;
+
+    let (lines, run) = p
+        .sync(
+            &["garbled"],
+            &[
+                ("XPSYNC_SOURCE__ENDPOINT_URL", source.endpoint.as_str()),
+                ("XPSYNC_TARGET__ENDPOINT_URL", target.endpoint.as_str()),
+            ],
+        )
+        .await;
+
+    assert!(source.injected() > 1, "every read was corrupted");
+    assert_eq!(run.code(), Some(1), "{run}");
+    assert_eq!(lines[0]["outcome"], "failed");
+    let error = lines[0]["error"].as_str().unwrap().to_owned();
+    let refused = target.injected();
+    (p, error, refused)
+}
+
+/// Reads corrupted now and then are read again: every small object ends intact.
+#[tokio::test]
+async fn corrupted_reads_are_read_again() {
+    let p = Partitions::start().await;
+    let proxy = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            corrupt_get: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let objects = put_small_objects(&p).await;
+    let keys: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+
+    let (lines, run) = p
+        .sync(
+            &keys,
+            &[("XPSYNC_SOURCE__ENDPOINT_URL", proxy.endpoint.as_str())],
+        )
+        .await;
+
+    assert!(proxy.injected() > 0, "no read was corrupted");
+    assert!(run.success(), "{run}");
+    for ((key, body), line) in objects.iter().zip(&lines) {
+        assert_eq!(line["outcome"], "copied", "{line}");
+        assert_eq!(p.target_bytes(key).await.as_ref(), Some(body), "{key}");
+    }
+}
+
+/// A multipart copy that keeps the source's layout is checked by the composite
+/// ETag before completion: corrupted parts never complete into an object.
+#[tokio::test]
+async fn a_multipart_copy_of_corrupted_parts_is_never_completed() {
+    let p = Partitions::start().await;
+    let proxy = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            corrupt_get: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    p.put_source_multipart("multi", &[5 * MIB, MIB], 9).await;
+    let mut env = SMALL_PARTS.to_vec();
+    env.push(("XPSYNC_SOURCE__ENDPOINT_URL", proxy.endpoint.as_str()));
+
+    let (lines, run) = p.sync(&["multi"], &env).await;
+
+    assert_eq!(run.code(), Some(1), "{run}");
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(error.contains("compose ETag"), "{error}");
+    assert!(p.target_etag("multi").await.is_none());
+    assert!(p.target_uploads().await.is_empty(), "the upload is aborted");
+}
+
+/// `backfill --mode copy` GETs a listed small object without a HEAD; if it changed
+/// since it was listed (412), the key starts over from a HEAD and is copied.
+#[tokio::test]
+async fn a_listed_object_that_changed_before_its_copy_is_copied_from_a_head() {
+    let p = Partitions::start().await;
+    let proxy = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            precondition_failed_first: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = bytes_of(4000, 3);
+    p.put_source("changing", body.clone()).await;
+
+    let mut backfill = p.xpsync(&["backfill", "--mode", "copy"]);
+    backfill.env("XPSYNC_SOURCE__ENDPOINT_URL", &proxy.endpoint);
+    let run = Run::of(&mut backfill).await;
+
+    assert!(run.success(), "{run}");
+    assert_eq!(proxy.injected(), 1, "{run}");
+    assert_eq!(proxy.requests("HEAD"), 1, "one HEAD, after the 412: {run}");
+    assert_eq!(p.target_bytes("changing").await, Some(body));
 }

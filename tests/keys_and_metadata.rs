@@ -5,7 +5,8 @@ mod common;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ServerSideEncryption, StorageClass, Tag, Tagging};
-use common::{bytes_of, Partitions, SOURCE_BUCKET, TARGET_BUCKET};
+use common::faults::{FaultProxy, Faults};
+use common::{bytes_of, Partitions, Run, SOURCE_BUCKET, TARGET_BUCKET};
 
 #[tokio::test]
 async fn awkward_keys_are_copied_exactly_as_named() {
@@ -46,10 +47,40 @@ async fn awkward_keys_are_copied_exactly_as_named() {
 #[tokio::test]
 async fn metadata_and_tags_round_trip() {
     let p = Partitions::start().await;
+    put_described(&p, "meta.json").await;
+
+    p.sync_one("meta.json", &[]).await;
+
+    assert_described(&p, "meta.json").await;
+}
+
+/// `backfill --mode copy` reads a small object's description from its GET, not a
+/// HEAD: nothing is lost on the way.
+#[tokio::test]
+async fn metadata_and_tags_round_trip_through_a_backfill_that_sends_no_head() {
+    let p = Partitions::start().await;
+    let source = FaultProxy::start(&p.source.endpoint, Faults::default()).await;
+    let target = FaultProxy::start(&p.target.endpoint, Faults::default()).await;
+    put_described(&p, "meta.json").await;
+
+    let mut backfill = p.xpsync(&["backfill", "--mode", "copy"]);
+    backfill
+        .env("XPSYNC_SOURCE__ENDPOINT_URL", &source.endpoint)
+        .env("XPSYNC_TARGET__ENDPOINT_URL", &target.endpoint);
+    let run = Run::of(&mut backfill).await;
+
+    assert!(run.success(), "{run}");
+    assert_eq!(source.requests("HEAD"), 0, "{run}");
+    assert_eq!(target.requests("HEAD"), 0, "{run}");
+    assert_described(&p, "meta.json").await;
+}
+
+/// Puts `key` with every kind of metadata and two tags.
+async fn put_described(p: &Partitions, key: &str) {
     p.source_s3
         .put_object()
         .bucket(SOURCE_BUCKET)
-        .key("meta.json")
+        .key(key)
         .body(ByteStream::from(b"{}".to_vec()))
         .content_type("application/json")
         .content_encoding("identity")
@@ -62,14 +93,15 @@ async fn metadata_and_tags_round_trip() {
         .send()
         .await
         .unwrap();
+}
 
-    p.sync_one("meta.json", &[]).await;
-
+/// Checks that the target's `key` carries what [`put_described`] gave the source's.
+async fn assert_described(p: &Partitions, key: &str) {
     let head = p
         .target_s3
         .head_object()
         .bucket(TARGET_BUCKET)
-        .key("meta.json")
+        .key(key)
         .send()
         .await
         .unwrap();
@@ -94,7 +126,7 @@ async fn metadata_and_tags_round_trip() {
         .target_s3
         .get_object_tagging()
         .bucket(TARGET_BUCKET)
-        .key("meta.json")
+        .key(key)
         .send()
         .await
         .unwrap();

@@ -4,7 +4,10 @@
 //! (GET and PUT of `/bucket/key`, so never SQS or Secrets Manager) meet the faults
 //! of its [`Faults`] plan: every n-th is answered 503 SlowDown or 500, or forwarded
 //! and then cut off half-way through its body (a connection reset mid-body), or held
-//! back for a while (a stall).
+//! back for a while (a stall). The first object GETs can also be answered 412, or have one
+//! byte of their body flipped (corruption on the way). As S3 does and moto does not,
+//! it can also refuse a PUT whose body does not match its Content-MD5 (400
+//! BadDigest). It counts requests by method.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +32,13 @@ pub struct Faults {
     pub internal_error: Option<u64>,
     pub reset_mid_body: Option<u64>,
     pub stall: Option<(u64, Duration)>,
+    /// The first n object GETs are answered 412 PreconditionFailed, as if the
+    /// object had just changed.
+    pub precondition_failed_first: u64,
+    /// Every n-th object GET has one byte of its body flipped.
+    pub corrupt_get: Option<u64>,
+    /// PUTs whose body does not match their Content-MD5 are refused, as by S3.
+    pub check_content_md5: bool,
 }
 
 /// Listens on a free loopback port; stops when dropped.
@@ -36,6 +46,7 @@ pub struct FaultProxy {
     pub endpoint: String,
     /// Faults injected so far.
     pub injected: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     task: JoinHandle<()>,
 }
 
@@ -46,8 +57,9 @@ impl FaultProxy {
             .await
             .expect("bind the proxy");
         let endpoint = format!("http://{}", listener.local_addr().expect("an address"));
-        let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build_http();
-        let seen = Arc::new(AtomicU64::new(0));
+        let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build_http();
+        let seen = Arc::new(Counts::default());
+        let counts = Arc::clone(&seen);
         let injected = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&injected);
         let task = tokio::spawn(async move {
@@ -81,6 +93,7 @@ impl FaultProxy {
         Self {
             endpoint,
             injected,
+            counts,
             task,
         }
     }
@@ -88,6 +101,29 @@ impl FaultProxy {
     pub fn injected(&self) -> u64 {
         self.injected.load(Ordering::SeqCst)
     }
+
+    /// Requests of this method seen so far, any path.
+    pub fn requests(&self, method: &str) -> u64 {
+        let counter = match method {
+            "GET" => &self.counts.get,
+            "PUT" => &self.counts.put,
+            "HEAD" => &self.counts.head,
+            _ => return 0,
+        };
+        counter.load(Ordering::SeqCst)
+    }
+}
+
+/// Requests seen, by kind.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Object GETs and PUTs (the faults' clock).
+    objects: AtomicU64,
+    /// Object GETs alone.
+    object_gets: AtomicU64,
+    get: AtomicU64,
+    put: AtomicU64,
+    head: AtomicU64,
 }
 
 impl Drop for FaultProxy {
@@ -102,17 +138,32 @@ fn hits(every: Option<u64>, n: u64) -> bool {
 
 async fn handle(
     request: Request<Incoming>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Incoming>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, ProxyBody>,
     upstream: &str,
     faults: Faults,
-    seen: &AtomicU64,
+    seen: &Counts,
     injected: &AtomicU64,
 ) -> Response<ProxyBody> {
     let path = request.uri().path().to_owned();
-    let is_object = matches!(request.method().as_str(), "GET" | "PUT")
-        && path.trim_start_matches('/').contains('/');
+    let method = request.method().as_str().to_owned();
+    match method.as_str() {
+        "GET" => seen.get.fetch_add(1, Ordering::SeqCst),
+        "PUT" => seen.put.fetch_add(1, Ordering::SeqCst),
+        "HEAD" => seen.head.fetch_add(1, Ordering::SeqCst),
+        _ => 0,
+    };
+    let is_object = matches!(method.as_str(), "GET" | "PUT")
+        && path
+            .trim_start_matches('/')
+            .split_once('/')
+            .is_some_and(|(_, key)| !key.is_empty());
     let n = if is_object {
-        seen.fetch_add(1, Ordering::SeqCst) + 1
+        seen.objects.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        0
+    };
+    let object_get = if is_object && method == "GET" {
+        seen.object_gets.fetch_add(1, Ordering::SeqCst) + 1
     } else {
         0
     };
@@ -135,6 +186,9 @@ async fn handle(
     if is_object && hits(faults.internal_error, n) {
         return fault(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
     }
+    if object_get > 0 && object_get <= faults.precondition_failed_first {
+        return fault(StatusCode::PRECONDITION_FAILED, "PreconditionFailed");
+    }
     if let Some((every, pause)) = faults.stall {
         if is_object && n % every == 0 {
             injected.fetch_add(1, Ordering::SeqCst);
@@ -143,6 +197,28 @@ async fn handle(
     }
 
     let (mut parts, body) = request.into_parts();
+    let body = if is_object && method == "PUT" && faults.check_content_md5 {
+        match parts.headers.get("content-md5").cloned() {
+            Some(claimed) => {
+                let bytes = match body.collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(_) => return fault(StatusCode::BAD_REQUEST, "IncompleteBody"),
+                };
+                let digest = {
+                    use base64::Engine as _;
+                    use md5::{Digest, Md5};
+                    base64::engine::general_purpose::STANDARD.encode(Md5::digest(&bytes))
+                };
+                if claimed.as_bytes() != digest.as_bytes() {
+                    return fault(StatusCode::BAD_REQUEST, "BadDigest");
+                }
+                Full::new(bytes).map_err(|never| match never {}).boxed()
+            }
+            None => body.map_err(std::io::Error::other).boxed(),
+        }
+    } else {
+        body.map_err(std::io::Error::other).boxed()
+    };
     let query = parts
         .uri
         .query()
@@ -156,6 +232,24 @@ async fn handle(
         Err(_) => return fault(StatusCode::BAD_GATEWAY, "BadGateway"),
     };
     let (parts, body) = response.into_parts();
+    if object_get > 0 && parts.status.is_success() && hits(faults.corrupt_get, object_get) {
+        let mut bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes().to_vec())
+            .unwrap_or_default();
+        if !bytes.is_empty() {
+            injected.fetch_add(1, Ordering::SeqCst);
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x5a;
+        }
+        return Response::from_parts(
+            parts,
+            Full::new(Bytes::from(bytes))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+    }
     if is_object && hits(faults.reset_mid_body, n) {
         let length: usize = parts
             .headers
