@@ -168,7 +168,7 @@ pub struct TransferConfig {
     /// Object bytes buffered at once, all transfers together. Default: 512MiB.
     pub memory_limit: ByteSize,
     /// Objects larger than this, or stored by the source in parts, are copied in
-    /// parts. Default: 16MiB.
+    /// parts. Default: 64MiB.
     pub multipart_threshold: ByteSize,
     /// Part size for objects the source stored in a single PUT. Default: 16MiB.
     pub part_size: ByteSize,
@@ -263,7 +263,7 @@ impl Default for TransferConfig {
             max_objects: 16,
             max_parts: 32,
             memory_limit: ByteSize::mib(512),
-            multipart_threshold: ByteSize::mib(16),
+            multipart_threshold: ByteSize::mib(64),
             part_size: ByteSize::mib(16),
             preserve_part_layout: true,
             stream_parts: true,
