@@ -203,16 +203,17 @@ impl Reconciler {
     }
 
     /// As [`Reconciler::reconcile`], for a key a listing has just shown missing from
-    /// the target, and on the source as `size` bytes with ETag `etag`: its first
+    /// the target, and on the source as `size` bytes with ETag `etag` (if the
+    /// listing gave one): its first
     /// attempt sends no HEAD to the target, and none to the source either when the
     /// object can be copied by one GET and one PUT (the GET then describes it).
     /// Should the key have arrived on the target meanwhile, it is copied again,
     /// which is harmless.
-    pub async fn reconcile_missing(&self, key: &str, size: u64, etag: &str) -> Report {
+    pub async fn reconcile_missing(&self, key: &str, size: u64, etag: Option<&str>) -> Report {
         let span = tracing::info_span!("reconcile", key);
         let listed = Listed {
             size,
-            etag: etag.to_owned(),
+            etag: etag.map(str::to_owned),
         };
         self.reconcile_inner(key, Some(listed))
             .instrument(span)
@@ -307,7 +308,11 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let target_key = self.target_key(key);
         let (found, target) = match &listed {
-            Some(listed) if self.copier.copies_listed(listed.size, &listed.etag) => {
+            Some(listed)
+                if self
+                    .copier
+                    .copies_listed(listed.size, listed.etag.as_deref()) =>
+            {
                 return self.copy_listed(key, listed, report).await;
             }
             Some(_) => (head(&self.source, key).await?, None),
@@ -353,7 +358,13 @@ impl Reconciler {
         metrics::BYTES_IN_FLIGHT.add(listed.size as i64);
         let copied = self
             .copier
-            .copy_listed(key, listed.size, &listed.etag, &target_key, &options)
+            .copy_listed(
+                key,
+                listed.size,
+                listed.etag.as_deref(),
+                &target_key,
+                &options,
+            )
             .await;
         metrics::BYTES_IN_FLIGHT.sub(listed.size as i64);
         match copied? {
@@ -422,7 +433,7 @@ impl Reconciler {
 #[derive(Debug, Clone)]
 struct Listed {
     size: u64,
-    etag: String,
+    etag: Option<String>,
 }
 
 /// Records a finished copy in the report and the metrics.

@@ -221,7 +221,7 @@ impl Copier {
 
     /// Whether [`Copier::copy_listed`] can copy an object a listing showed as `size`
     /// bytes with ETag `etag`: stored in one part, up to `multipart_threshold`.
-    pub fn copies_listed(&self, size: u64, etag: &str) -> bool {
+    pub fn copies_listed(&self, size: u64, etag: Option<&str>) -> bool {
         put::listed_streamable(size, etag, self.settings.multipart_threshold.as_u64())
     }
 
@@ -233,7 +233,7 @@ impl Copier {
         &self,
         key: &str,
         size: u64,
-        etag: &str,
+        etag: Option<&str>,
         target_key: &str,
         options: &(dyn Fn(&SourceObject) -> WriteOptions + Sync),
     ) -> Result<Option<(SourceObject, Copied)>, TransferError> {
@@ -294,7 +294,9 @@ impl Copier {
 
 impl Copier {
     /// GETs `range` (or the whole object) of the source version `source.etag`:
-    /// `If-Match` makes S3 refuse (412) if the key now holds another version.
+    /// `If-Match` makes S3 refuse (412) if the key now holds another version. An
+    /// empty ETag (a listing that gave none) sends no `If-Match`: only whole-object
+    /// GETs do that, whose response's ETag names the version read.
     async fn get(
         &self,
         source: &SourceObject,
@@ -306,7 +308,7 @@ impl Copier {
             .get_object()
             .bucket(&self.source.bucket)
             .key(&source.key)
-            .if_match(&source.etag)
+            .set_if_match((!source.etag.is_empty()).then(|| source.etag.clone()))
             .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)));
         self.source.observe("GetObject", request.send().await)
     }

@@ -288,3 +288,31 @@ async fn a_listed_object_that_changed_before_its_copy_is_copied_from_a_head() {
     assert_eq!(proxy.requests("HEAD"), 1, "one HEAD, after the 412: {run}");
     assert_eq!(p.target_bytes("changing").await, Some(body));
 }
+
+/// A server whose listings carry no ETags: `backfill --mode copy` still sends no
+/// HEAD for small objects, and takes the version from the GET's own ETag.
+#[tokio::test]
+async fn a_listing_without_etags_still_copies_small_objects_without_heads() {
+    let p = Partitions::start().await;
+    let proxy = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            list_without_etags: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let objects = put_small_objects(&p).await;
+
+    let mut backfill = p.xpsync(&["backfill", "--mode", "copy"]);
+    backfill.env("XPSYNC_SOURCE__ENDPOINT_URL", &proxy.endpoint);
+    let run = Run::of(&mut backfill).await;
+
+    assert!(run.success(), "{run}");
+    assert!(proxy.injected() >= 6, "ETags were taken out of the listing");
+    assert_eq!(proxy.requests("HEAD"), 0, "{run}");
+    for (key, body) in &objects {
+        assert_eq!(p.target_bytes(key).await.as_ref(), Some(body), "{key}");
+        assert_eq!(p.target_etag(key).await, Some(p.source_etag(key).await));
+    }
+}

@@ -101,8 +101,10 @@ pub async fn backfill(
                     let reconciler = reconciler.clone();
                     in_flight.push(
                         async move {
-                            Done::Reconciled(match (c.status, c.source_size, &c.source_etag) {
-                                (Status::Missing, Some(size), Some(etag)) => {
+                            Done::Reconciled(match (c.status, c.source_size) {
+                                (Status::Missing, Some(size)) => {
+                                    // Some servers list no ETags.
+                                    let etag = c.source_etag.as_deref().filter(|e| !e.is_empty());
                                     reconciler.reconcile_missing(&c.key, size, etag).await
                                 }
                                 _ => reconciler.reconcile(&c.key).await,

@@ -57,19 +57,25 @@ pub(super) async fn copy(
 /// GET carries `If-Match` with the listed ETag and its headers describe the
 /// object. Only for objects [`listed_streamable`] accepts. `Ok(None)`: the key is
 /// gone. A 412 means the object changed since it was listed.
+///
+/// A listing without ETags (some S3-compatible servers) gives `None`: the GET then
+/// goes without `If-Match`, which one whole-object GET does not need (its ETag
+/// header names the version of the very bytes it returns).
 pub(super) async fn copy_listed(
     copier: &Copier,
     key: &str,
     size: u64,
-    etag: &str,
+    etag: Option<&str>,
     target_key: &str,
     options: &(dyn Fn(&SourceObject) -> WriteOptions + Sync),
 ) -> Result<Option<(SourceObject, Copied)>, TransferError> {
+    // As S3 gives ETags, quoted: `If-Match` wants an entity tag.
+    let quoted = etag.map(|etag| format!("\"{}\"", unquote(etag)));
     let listed = SourceObject {
         key: key.to_owned(),
         size,
-        etag: etag.to_owned(),
-        head: HeadObjectOutput::builder().e_tag(etag).build(),
+        etag: quoted.clone().unwrap_or_default(),
+        head: HeadObjectOutput::builder().set_e_tag(quoted).build(),
     };
     let _reservation = copier.budget.reserve(size.min(STREAM_WINDOW)).await;
     let mut attempt = 1;
@@ -78,17 +84,18 @@ pub(super) async fn copy_listed(
             Ok(output) => {
                 let mut source = described(key, &output);
                 if source.etag.is_empty() {
-                    source.etag = etag.to_owned();
+                    source.etag = listed.etag.clone();
                 }
-                if source.size != size || unquote(&source.etag) != unquote(etag) {
+                let changed = etag.is_some_and(|etag| unquote(&source.etag) != unquote(etag));
+                if source.size != size || changed {
                     // A server that ignores If-Match still names what it sent.
                     return Err(S3Error {
                         side: copier.source.side,
                         operation: "GetObject",
                         kind: ErrorKind::PreconditionFailed,
                         message: format!(
-                            "listed as {size} bytes with ETag {etag}, now {} bytes with ETag {}",
-                            source.size, source.etag
+                            "listed as {size} bytes with ETag {}, now {} bytes with ETag {}",
+                            listed.etag, source.size, source.etag
                         ),
                     }
                     .into());
@@ -123,9 +130,10 @@ pub(super) async fn copy_listed(
 }
 
 /// Whether a listing's size and ETag are enough to copy an object by the put
-/// method without a HEAD: one part (an MD5-like ETag) within the threshold.
-pub(super) fn listed_streamable(size: u64, etag: &str, threshold: u64) -> bool {
-    size > 0 && size <= threshold && is_md5(etag)
+/// method without a HEAD: within the threshold, and one part (an MD5-like ETag)
+/// if the listing gave an ETag at all.
+pub(super) fn listed_streamable(size: u64, etag: Option<&str>, threshold: u64) -> bool {
+    size > 0 && size <= threshold && etag.is_none_or(is_md5)
 }
 
 /// Whether the source's ETag is the MD5 of its bytes, usable as Content-MD5.

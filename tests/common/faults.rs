@@ -7,7 +7,7 @@
 //! back for a while (a stall). The first object GETs can also be answered 412, or have one
 //! byte of their body flipped (corruption on the way). As S3 does and moto does not,
 //! it can also refuse a PUT whose body does not match its Content-MD5 (400
-//! BadDigest). It counts requests by method.
+//! BadDigest), or list objects without their ETags. It counts requests by method.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +39,8 @@ pub struct Faults {
     pub corrupt_get: Option<u64>,
     /// PUTs whose body does not match their Content-MD5 are refused, as by S3.
     pub check_content_md5: bool,
+    /// Listings come without ETags, as from some S3-compatible servers.
+    pub list_without_etags: bool,
 }
 
 /// Listens on a free loopback port; stops when dropped.
@@ -246,6 +248,33 @@ async fn handle(
         return Response::from_parts(
             parts,
             Full::new(Bytes::from(bytes))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+    }
+    if faults.list_without_etags && method == "GET" && !is_object && parts.status.is_success() {
+        let listing = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes().to_vec())
+            .unwrap_or_default();
+        let listing = String::from_utf8_lossy(&listing);
+        let mut stripped = String::with_capacity(listing.len());
+        let mut rest = listing.as_ref();
+        while let Some(start) = rest.find("<ETag>") {
+            injected.fetch_add(1, Ordering::SeqCst);
+            stripped.push_str(&rest[..start]);
+            let end = rest[start..]
+                .find("</ETag>")
+                .map_or(rest.len(), |e| start + e + 7);
+            rest = &rest[end..];
+        }
+        stripped.push_str(rest);
+        let mut parts = parts;
+        parts.headers.remove("content-length");
+        return Response::from_parts(
+            parts,
+            Full::new(Bytes::from(stripped))
                 .map_err(|never| match never {})
                 .boxed(),
         );
