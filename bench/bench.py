@@ -11,6 +11,11 @@ every TCP connection at 8 MiB/s and adds 100 ms each way.
 Each run is timed with GNU time (wall, peak RSS, CPU) and checked: the target must
 hold every key with its size, or the run counts as failed. "raw" is the
 server-bound limit: plain parallel GETs and PUTs with no client-side work.
+"xpsync-daemon" (S only, first round only: moto is slow) is the production path:
+one S3 "Object Created" event per object in an SQS queue served by moto, drained by
+`xpsync run`; its wall time runs from the daemon's start until the queue is empty
+and every key is on the target. "queue-drain" (S, first round, loopback) is that
+path's limit: the same queue received and deleted by boto3, copying nothing.
 
 Run it with bench/run; it writes bench/results.json and prints a Markdown report.
 """
@@ -83,6 +88,40 @@ class Server(Process):
         path = os.path.join(self.root, bucket)
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path)
+
+
+class Moto(Process):
+    """moto's server, as the tests start it: the daemon's SQS queue."""
+
+    def __init__(self):
+        self.port = free_port()
+        launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "emulator",
+                                "moto_server.py")
+        super().__init__([sys.executable, launcher, "-H", "127.0.0.1", "-p", str(self.port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.queues = 0
+
+    def fill_queue(self, source, bucket, objects):
+        """A fresh queue holding one EventBridge "Object Created" event per object."""
+        self.queues += 1
+        client = boto3.client("sqs", endpoint_url=self.endpoint, region_name="us-east-1",
+                              aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
+        url = client.create_queue(QueueName=f"bench-{self.queues}")["QueueUrl"]
+        s3_client = s3(source)
+        events = []
+        for key, size in objects.items():
+            etag = s3_client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+            events.append(json.dumps({
+                "version": "0", "source": "aws.s3", "detail-type": "Object Created",
+                "region": "us-east-1", "resources": [f"arn:aws:s3:::{bucket}"],
+                "detail": {"bucket": {"name": bucket},
+                           "object": {"key": key, "size": size, "etag": etag}}}))
+        for i in range(0, len(events), 10):
+            client.send_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(n), "MessageBody": body} for n, body in enumerate(events[i:i + 10])])
+        return client, url
 
 
 class LinkProxy(Process):
@@ -159,13 +198,59 @@ def timed(args, env, log):
     return wall, int(rss_kib) / 1024, float(user) + float(system), code
 
 
-def tool_commands(tool, paths, src, dst, bucket, dataset, workdir):
+def timed_daemon(args, env, log, sqs, queue_url, target, bucket, expected, timeout=900):
+    """Runs the daemon under GNU time until the queue is empty and the target holds
+    every key, then stops it with SIGTERM: (wall s, peak RSS MiB, CPU s, exit code)."""
+    with tempfile.NamedTemporaryFile("r") as times:
+        started = time.monotonic()
+        proc = subprocess.Popen(["/usr/bin/time", "-o", times.name, "-f", "%M %U %S", *args],
+                                env=env, stdout=log, stderr=log)
+        wall = None
+        while time.monotonic() - started < timeout and proc.poll() is None:
+            time.sleep(0.2)
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=queue_url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+            if any(int(v) for v in attributes.values()):
+                continue
+            if len(listing(target, bucket)) >= expected:
+                wall = time.monotonic() - started
+                break
+        subprocess.call(["pkill", "-TERM", "-P", str(proc.pid)])
+        try:
+            code = proc.wait(120)
+        except subprocess.TimeoutExpired:
+            subprocess.call(["pkill", "-KILL", "-P", str(proc.pid)])
+            code = proc.wait()
+        if wall is None:
+            wall, code = time.monotonic() - started, code or 124
+        rss_kib, user, system = times.read().split()[-3:]
+    return wall, int(rss_kib) / 1024, float(user) + float(system), code
+
+
+def drain(endpoint, url, expected):
+    """Receives and deletes `expected` messages, copying nothing: the queue's limit."""
+    client = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
+    got = 0
+    while got < expected:
+        messages = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                          WaitTimeSeconds=1).get("Messages", [])
+        if messages:
+            client.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)])
+        got += len(messages)
+
+
+def tool_commands(tool, paths, src, dst, bucket, dataset, workdir, queue_url=None, sqs_endpoint=None,
+                  messages=0):
     env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET,
                AWS_EC2_METADATA_DISABLED="true")
     env.pop("AWS_CA_BUNDLE", None)
     small = dataset == "S"
-    if tool == "xpsync":
-        config = os.path.join(workdir, f"xpsync-{dataset}.toml")
+    if tool in ("xpsync", "xpsync-daemon"):
+        config = os.path.join(workdir, f"{tool}-{dataset}.toml")
         with open(config, "w") as f:
             f.write(f"""[source]
 region = "us-east-1"
@@ -190,6 +275,16 @@ tags = false
 level = "warn"
 format = "text"
 """)
+            if tool == "xpsync-daemon":
+                f.write(f"""[queue]
+url = "{queue_url}"
+endpoint_url = "{sqs_endpoint}"
+wait_time = "1s"
+[server]
+listen = "127.0.0.1:{free_port()}"
+""")
+        if tool == "xpsync-daemon":
+            return [paths["xpsync"], "run", "--config", config], env
         return [paths["xpsync"], "backfill", "--mode", "copy", "--config", config], env
     if tool == "rclone":
         for side, endpoint in (("SRC", src), ("DST", dst)):
@@ -211,6 +306,9 @@ format = "text"
                 "--worker-size", "128" if small else "32", "--max-parallel-uploads", "16",
                 "--multipart-chunksize", "16MiB",
                 f"s3://{bucket}", f"s3://{bucket}"], env
+    if tool == "queue-drain":
+        return [sys.executable, os.path.abspath(__file__), "--drain", sqs_endpoint, queue_url,
+                str(messages)], env
     if tool == "raw":
         return [paths["rawcopy"], src, bucket, dst, bucket, "128" if small else "32", "16"], env
     raise ValueError(tool)
@@ -224,12 +322,17 @@ def main():
     parser.add_argument("--linkproxy", required=True)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--datasets", default="L,S,M")
-    parser.add_argument("--only", default="xpsync,rclone,s3sync,raw")
+    parser.add_argument("--only", default="xpsync,xpsync-daemon,rclone,s3sync,raw,queue-drain",
+                        help="tools to run (xpsync-daemon, queue-drain: S only, first round)")
     parser.add_argument("--no-link", action="store_true", help="skip the link-model runs")
     parser.add_argument("--no-loopback", action="store_true", help="only the link-model runs")
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--report", action="store_true", help="only print the report of --out")
+    parser.add_argument("--drain", nargs=3, metavar=("ENDPOINT", "URL", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.drain:
+        drain(args.drain[0], args.drain[1], int(args.drain[2]))
+        return
     if args.report:
         with open(args.out) as f:
             print(report(json.load(f)))
@@ -244,6 +347,7 @@ def main():
     source, target = Server(args.tools, "source"), Server(args.tools, "target")
     proxies = []
     results = []
+    moto = Moto() if "S" in names and {"xpsync-daemon", "queue-drain"} & set(tools) else None
     try:
         datasets = make_datasets(source, names)
         client = s3(target.endpoint)
@@ -260,25 +364,41 @@ def main():
                     for round_ in range(args.rounds):
                         order = tools[round_ % len(tools):] + tools[:round_ % len(tools)]
                         for tool in order:
+                            queued = tool in ("xpsync-daemon", "queue-drain")
+                            if queued and (name != "S" or round_ > 0):
+                                continue
+                            if tool == "queue-drain" and link != "loopback":
+                                continue
                             target.empty(bucket)
-                            command, env = tool_commands(tool, paths, src, dst, bucket, name, workdir)
                             log.write(f"\n=== {link} {name} {tool} round {round_ + 1}\n")
                             log.flush()
-                            wall, rss, cpu, code = timed(command, env, log)
+                            if queued:
+                                sqs, url = moto.fill_queue(source.endpoint, bucket, objects)
+                                command, env = tool_commands(tool, paths, src, dst, bucket, name, workdir,
+                                                             url, moto.endpoint, len(objects))
+                                if tool == "xpsync-daemon":
+                                    wall, rss, cpu, code = timed_daemon(command, env, log, sqs, url,
+                                                                        target.endpoint, bucket, len(objects))
+                                else:
+                                    wall, rss, cpu, code = timed(command, env, log)
+                                sqs.delete_queue(QueueUrl=url)
+                            else:
+                                command, env = tool_commands(tool, paths, src, dst, bucket, name, workdir)
+                                wall, rss, cpu, code = timed(command, env, log)
                             copied = listing(target.endpoint, bucket)
-                            listed = copied == objects
+                            listed = copied == objects or tool == "queue-drain"
                             complete = code == 0 and listed
                             results.append({"link": link, "dataset": name, "tool": tool, "round": round_ + 1,
                                             "wall_s": wall, "peak_rss_mib": rss, "cpu_s": cpu, "exit": code,
                                             "complete": complete, "listed": listed, "objects": len(objects),
                                             "bytes": sum(objects.values())})
-                            print(f"{link[:8]:8} {name} {tool:7} round {round_ + 1}: {wall:7.2f} s "
+                            print(f"{link[:8]:8} {name} {tool:13} round {round_ + 1}: {wall:7.2f} s "
                                   f"{rss:7.1f} MiB {cpu:6.2f} cpu-s {'ok' if complete else 'INCOMPLETE'}",
                                   file=sys.stderr, flush=True)
                             with open(args.out, "w") as f:  # as we go: a long run can be cut short
                                 json.dump(results, f, indent=1)
     finally:
-        for p in proxies + [source, target]:
+        for p in proxies + [source, target] + ([moto] if moto else []):
             p.stop()
         shutil.rmtree(SHM, ignore_errors=True)
         with open(args.out, "w") as f:
