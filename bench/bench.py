@@ -315,11 +315,16 @@ listen = "127.0.0.1:{free_port()}"
 
 
 def main():
+    if sys.argv[1:2] == ["--drain"]:  # the queue-drain tool, run by the harness itself
+        endpoint, url, count = sys.argv[2:5]
+        drain(endpoint, url, int(count))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tools", required=True, help="directory with s3s-fs, s3sync")
-    parser.add_argument("--xpsync", required=True)
-    parser.add_argument("--rawcopy", required=True)
-    parser.add_argument("--linkproxy", required=True)
+    running = "--report" not in sys.argv
+    parser.add_argument("--tools", required=running, help="directory with s3s-fs, s3sync")
+    parser.add_argument("--xpsync", required=running)
+    parser.add_argument("--rawcopy", required=running)
+    parser.add_argument("--linkproxy", required=running)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--datasets", default="L,S,M")
     parser.add_argument("--only", default="xpsync,xpsync-daemon,rclone,s3sync,raw,queue-drain",
@@ -328,11 +333,7 @@ def main():
     parser.add_argument("--no-loopback", action="store_true", help="only the link-model runs")
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--report", action="store_true", help="only print the report of --out")
-    parser.add_argument("--drain", nargs=3, metavar=("ENDPOINT", "URL", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.drain:
-        drain(args.drain[0], args.drain[1], int(args.drain[2]))
-        return
     if args.report:
         with open(args.out) as f:
             print(report(json.load(f)))
