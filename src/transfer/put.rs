@@ -35,17 +35,27 @@ pub(super) async fn copy(
         return buffered(copier, source, target_key, options).await;
     }
     let _reservation = copier.budget.reserve(source.size.min(STREAM_WINDOW)).await;
-    let mut attempt = 1;
+    retrying(&source.key, || async {
+        let output = copier.get(source, None).await?;
+        streamed(copier, source, output, target_key, options).await
+    })
+    .await
+}
+
+/// Runs `attempt` again, after a pause, while it fails for a passing reason, up to
+/// [`PART_ATTEMPTS`] times: a streamed body cannot be replayed by the SDK.
+async fn retrying<T, F, Fut>(key: &str, mut attempt: F) -> Result<T, TransferError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TransferError>>,
+{
+    let mut tried = 1;
     loop {
-        let result = match copier.get(source, None).await {
-            Ok(output) => streamed(copier, source, output, target_key, options).await,
-            Err(e) => Err(e.into()),
-        };
-        match result {
-            Err(e) if e.kind() == ErrorKind::Transient && attempt < PART_ATTEMPTS => {
-                tracing::warn!(key = %source.key, attempt, error = %e, "copy failed; retrying");
-                tokio::time::sleep(part_backoff(attempt)).await;
-                attempt += 1;
+        match attempt().await {
+            Err(e) if e.kind() == ErrorKind::Transient && tried < PART_ATTEMPTS => {
+                tracing::warn!(key, attempt = tried, error = %e, "copy failed; retrying");
+                tokio::time::sleep(part_backoff(tried)).await;
+                tried += 1;
             }
             result => return result,
         }
@@ -78,55 +88,42 @@ pub(super) async fn copy_listed(
         head: HeadObjectOutput::builder().set_e_tag(quoted).build(),
     };
     let _reservation = copier.budget.reserve(size.min(STREAM_WINDOW)).await;
-    let mut attempt = 1;
-    loop {
-        let result = match copier.get(&listed, None).await {
-            Ok(output) => {
-                let mut source = described(key, &output);
-                if source.etag.is_empty() {
-                    source.etag = listed.etag.clone();
-                }
-                let changed = etag.is_some_and(|etag| unquote(&source.etag) != unquote(etag));
-                if source.size != size || changed {
-                    // A server that ignores If-Match still names what it sent.
-                    return Err(S3Error {
-                        side: copier.source.side,
-                        operation: "GetObject",
-                        kind: ErrorKind::PreconditionFailed,
-                        message: format!(
-                            "listed as {size} bytes with ETag {}, now {} bytes with ETag {}",
-                            listed.etag, source.size, source.etag
-                        ),
-                    }
-                    .into());
-                }
-                let options = options(&source);
-                let copied = if streamable(&source) {
-                    streamed(copier, &source, output, target_key, &options).await
-                } else {
-                    // Its ETag is not an MD5 (SSE-KMS, SSE-C): read it whole after all.
-                    let _rest = copier.budget.reserve(size - size.min(STREAM_WINDOW)).await;
-                    match copier.collect(output, None, 1).await {
-                        Ok((bytes, tag_count)) => {
-                            put_bytes(copier, &source, bytes, tag_count, target_key, &options).await
-                        }
-                        Err(e) => Err(e),
-                    }
-                };
-                copied.map(|copied| Some((source, copied)))
-            }
+    retrying(key, || async {
+        let output = match copier.get(&listed, None).await {
+            Ok(output) => output,
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         };
-        match result {
-            Err(e) if e.kind() == ErrorKind::Transient && attempt < PART_ATTEMPTS => {
-                tracing::warn!(key, attempt, error = %e, "copy failed; retrying");
-                tokio::time::sleep(part_backoff(attempt)).await;
-                attempt += 1;
-            }
-            result => return result,
+        let mut source = described(key, &output);
+        if source.etag.is_empty() {
+            source.etag = listed.etag.clone();
         }
-    }
+        let changed = etag.is_some_and(|etag| unquote(&source.etag) != unquote(etag));
+        if source.size != size || changed {
+            // A server that ignores If-Match still names what it sent.
+            return Err(S3Error {
+                side: copier.source.side,
+                operation: "GetObject",
+                kind: ErrorKind::PreconditionFailed,
+                message: format!(
+                    "listed as {size} bytes with ETag {}, now {} bytes with ETag {}",
+                    listed.etag, source.size, source.etag
+                ),
+            }
+            .into());
+        }
+        let options = options(&source);
+        let copied = if streamable(&source) {
+            streamed(copier, &source, output, target_key, &options).await?
+        } else {
+            // Its ETag is not an MD5 (SSE-KMS, SSE-C): read it whole after all.
+            let _rest = copier.budget.reserve(size - size.min(STREAM_WINDOW)).await;
+            let (bytes, tag_count) = copier.collect(output, None, 1).await?;
+            put_bytes(copier, &source, bytes, tag_count, target_key, &options).await?
+        };
+        Ok(Some((source, copied)))
+    })
+    .await
 }
 
 /// Whether a listing's size and ETag are enough to copy an object by the put
@@ -307,4 +304,26 @@ async fn put_bytes(
         bytes_sent: length,
         parts_reused: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listed_streamable;
+
+    #[test]
+    fn only_small_single_part_objects_are_copied_from_a_listing() {
+        let md5 = "\"9e107d9d372bb6826bd81d3542a419d6\"";
+        assert!(listed_streamable(1, Some(md5), 64));
+        assert!(listed_streamable(64, Some(md5), 64));
+        assert!(!listed_streamable(65, Some(md5), 64), "above the threshold");
+        assert!(
+            !listed_streamable(0, Some(md5), 64),
+            "empty: nothing to stream"
+        );
+        assert!(
+            !listed_streamable(10, Some("\"9e107d9d372bb6826bd81d3542a419d6-2\""), 64),
+            "stored in parts"
+        );
+        assert!(listed_streamable(10, None, 64), "a listing without ETags");
+    }
 }
