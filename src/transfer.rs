@@ -12,13 +12,16 @@
 //!   `part_slots` semaphore) and at most `transfer.memory_limit` bytes buffered at
 //!   once ([`budget::MemoryBudget`]). Nothing touches the local disk.
 //!
-//! Every GET carries `If-Match` with the source ETag HEAD saw, so bytes of two
-//! versions are never mixed: a 412 surfaces as [`ErrorKind::PreconditionFailed`] and
-//! the caller starts over. A PUT or buffered part carries Content-MD5; a streamed part
+//! Every GET carries `If-Match` with the source ETag HEAD (or a listing) saw, so
+//! bytes of two versions are never mixed: a 412 surfaces as
+//! [`ErrorKind::PreconditionFailed`] and the caller starts over. (A listing without
+//! ETags leaves one whole-object GET without `If-Match`: its own ETag header then
+//! names the version of the bytes it returns.) A PUT or buffered part carries Content-MD5; a streamed part
 //! ([`stream`]) is checked by its ETag, the MD5 of what S3 stored. Before an object is
 //! committed (PutObject sent, or CompleteMultipartUpload), its expected ETag is
 //! checked against the source's wherever the two can be equal; after, the target's
-//! ETag is checked against the one computed locally. A target object that fails the
+//! ETag is checked against the expected one (the source's for a streamed PUT, else
+//! the one computed locally). A target object that fails the
 //! last check is deleted rather than left claiming a version it does not hold.
 //!
 //! The source ETag is also written to the target's user metadata

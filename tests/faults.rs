@@ -316,3 +316,35 @@ async fn a_listing_without_etags_still_copies_small_objects_without_heads() {
         assert_eq!(p.target_etag(key).await, Some(p.source_etag(key).await));
     }
 }
+
+/// With no ETag listed, a small object stored in parts is known as such only by its
+/// GET: it then goes the multipart way, keeping its layout and so its ETag.
+#[tokio::test]
+async fn a_listing_without_etags_still_copies_objects_stored_in_parts_part_for_part() {
+    let p = Partitions::start().await;
+    let proxy = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            list_without_etags: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = p.put_source_multipart("parts", &[5 * MIB, MIB], 4).await;
+
+    let mut backfill = p.xpsync(&["backfill", "--mode", "copy"]);
+    backfill.env("XPSYNC_SOURCE__ENDPOINT_URL", &proxy.endpoint);
+    let run = Run::of(&mut backfill).await;
+
+    assert!(run.success(), "{run}");
+    assert!(
+        proxy.injected() >= 1,
+        "the ETag was taken out of the listing"
+    );
+    assert_eq!(p.target_bytes("parts").await, Some(body));
+    assert_eq!(
+        p.target_etag("parts").await,
+        Some(p.source_etag("parts").await),
+        "the part layout is kept"
+    );
+}

@@ -87,16 +87,25 @@ pub(super) async fn copy_listed(
         etag: quoted.clone().unwrap_or_default(),
         head: HeadObjectOutput::builder().set_e_tag(quoted).build(),
     };
-    let _reservation = copier.budget.reserve(size.min(STREAM_WINDOW)).await;
-    retrying(key, || async {
+    let read = retrying(key, || async {
+        // Taken per attempt and dropped before any fallback, which reserves its own.
+        let _window = copier.budget.reserve(size.min(STREAM_WINDOW)).await;
         let output = match copier.get(&listed, None).await {
             Ok(output) => output,
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(ListedRead::Gone),
             Err(e) => return Err(e.into()),
         };
         let mut source = described(key, &output);
+        if output.content_length().is_none() {
+            source.size = size; // a chunked reply: the PUT's length then checks it
+        }
         if source.etag.is_empty() {
             source.etag = listed.etag.clone();
+        }
+        if source.etag.is_empty() {
+            return Err(TransferError::Unsupported(
+                "the source names no ETag for the object: a copy could not be verified".into(),
+            ));
         }
         let changed = etag.is_some_and(|etag| unquote(&source.etag) != unquote(etag));
         if source.size != size || changed {
@@ -113,17 +122,33 @@ pub(super) async fn copy_listed(
             .into());
         }
         let options = options(&source);
-        let copied = if streamable(&source) {
-            streamed(copier, &source, output, target_key, &options).await?
-        } else {
-            // Its ETag is not an MD5 (SSE-KMS, SSE-C): read it whole after all.
-            let _rest = copier.budget.reserve(size - size.min(STREAM_WINDOW)).await;
-            let (bytes, tag_count) = copier.collect(output, None, 1).await?;
-            put_bytes(copier, &source, bytes, tag_count, target_key, &options).await?
-        };
-        Ok(Some((source, copied)))
+        if !streamable(&source) {
+            return Ok(ListedRead::General(Box::new((source, options))));
+        }
+        let copied = streamed(copier, &source, output, target_key, &options).await?;
+        Ok(ListedRead::Copied(Box::new((source, copied))))
     })
-    .await
+    .await?;
+    match read {
+        ListedRead::Gone => Ok(None),
+        ListedRead::Copied(copied) => Ok(Some(*copied)),
+        // Its ETag is not an MD5 (SSE-KMS, SSE-C), or it is stored in parts (a
+        // listing without ETags could not tell): the general path, which reads it
+        // whole and hashes it, or keeps its parts and checks the composite ETag.
+        ListedRead::General(general) => {
+            let (source, options) = *general;
+            let copied = copier.copy(&source, target_key, &options).await?;
+            Ok(Some((source, copied)))
+        }
+    }
+}
+
+/// What the GET of a listed object found.
+enum ListedRead {
+    Gone,
+    Copied(Box<(SourceObject, Copied)>),
+    /// To be copied by [`Copier::copy`], as described by the GET.
+    General(Box<(SourceObject, WriteOptions)>),
 }
 
 /// Whether a listing's size and ETag are enough to copy an object by the put
@@ -177,8 +202,8 @@ async fn streamed(
         }
         .into());
     }
-    let length = get.content_length().unwrap_or(-1);
-    if length != source.size as i64 {
+    // Without a Content-Length (a chunked reply) the PUT's length checks the body.
+    if let Some(length) = get.content_length().filter(|&l| l != source.size as i64) {
         return Err(TransferError::ShortRead {
             part: 1,
             got: length.max(0) as u64,
