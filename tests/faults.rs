@@ -268,20 +268,17 @@ async fn a_multipart_copy_of_corrupted_parts_is_never_completed() {
 #[tokio::test]
 async fn a_listed_object_that_changed_before_its_copy_is_copied_from_a_head() {
     let p = Partitions::start().await;
-    let proxy = FaultProxy::start(
-        &p.source.endpoint,
+    let body = bytes_of(4000, 3);
+    p.put_source("changing", body.clone()).await;
+
+    let (proxy, run) = backfill_through(
+        &p,
         Faults {
             precondition_failed_first: 1,
             ..Default::default()
         },
     )
     .await;
-    let body = bytes_of(4000, 3);
-    p.put_source("changing", body.clone()).await;
-
-    let mut backfill = p.xpsync(&["backfill", "--mode", "copy"]);
-    backfill.env("XPSYNC_SOURCE__ENDPOINT_URL", &proxy.endpoint);
-    let run = Run::of(&mut backfill).await;
 
     assert!(run.success(), "{run}");
     assert_eq!(proxy.injected(), 1, "{run}");
@@ -294,19 +291,16 @@ async fn a_listed_object_that_changed_before_its_copy_is_copied_from_a_head() {
 #[tokio::test]
 async fn a_listing_without_etags_still_copies_small_objects_without_heads() {
     let p = Partitions::start().await;
-    let proxy = FaultProxy::start(
-        &p.source.endpoint,
+    let objects = put_small_objects(&p).await;
+
+    let (proxy, run) = backfill_through(
+        &p,
         Faults {
             list_without_etags: true,
             ..Default::default()
         },
     )
     .await;
-    let objects = put_small_objects(&p).await;
-
-    let mut backfill = p.xpsync(&["backfill", "--mode", "copy"]);
-    backfill.env("XPSYNC_SOURCE__ENDPOINT_URL", &proxy.endpoint);
-    let run = Run::of(&mut backfill).await;
 
     assert!(run.success(), "{run}");
     assert!(proxy.injected() >= 6, "ETags were taken out of the listing");
@@ -322,19 +316,16 @@ async fn a_listing_without_etags_still_copies_small_objects_without_heads() {
 #[tokio::test]
 async fn a_listing_without_etags_still_copies_objects_stored_in_parts_part_for_part() {
     let p = Partitions::start().await;
-    let proxy = FaultProxy::start(
-        &p.source.endpoint,
+    let body = p.put_source_multipart("parts", &[5 * MIB, MIB], 4).await;
+
+    let (proxy, run) = backfill_through(
+        &p,
         Faults {
             list_without_etags: true,
             ..Default::default()
         },
     )
     .await;
-    let body = p.put_source_multipart("parts", &[5 * MIB, MIB], 4).await;
-
-    let mut backfill = p.xpsync(&["backfill", "--mode", "copy"]);
-    backfill.env("XPSYNC_SOURCE__ENDPOINT_URL", &proxy.endpoint);
-    let run = Run::of(&mut backfill).await;
 
     assert!(run.success(), "{run}");
     assert!(
@@ -347,4 +338,13 @@ async fn a_listing_without_etags_still_copies_objects_stored_in_parts_part_for_p
         Some(p.source_etag("parts").await),
         "the part layout is kept"
     );
+}
+
+/// Runs `backfill --mode copy` with the source behind a fault proxy.
+async fn backfill_through(p: &Partitions, faults: Faults) -> (FaultProxy, Run) {
+    let proxy = FaultProxy::start(&p.source.endpoint, faults).await;
+    let mut backfill = p.xpsync(&["backfill", "--mode", "copy"]);
+    backfill.env("XPSYNC_SOURCE__ENDPOINT_URL", &proxy.endpoint);
+    let run = Run::of(&mut backfill).await;
+    (proxy, run)
 }
