@@ -134,7 +134,10 @@ impl S3Error {
             }
             (_, Some("PreconditionFailed"), _) | (_, _, Some(412)) => ErrorKind::PreconditionFailed,
             (_, Some("NotImplemented"), _) | (_, None, Some(501)) => ErrorKind::Permanent,
-            (_, Some("SlowDown" | "RequestTimeout" | "InternalError"), _) => ErrorKind::Transient,
+            // BadDigest: the body did not match its Content-MD5, so it changed on the way.
+            (_, Some("SlowDown" | "RequestTimeout" | "InternalError" | "BadDigest"), _) => {
+                ErrorKind::Transient
+            }
             (_, _, Some(408 | 429 | 500..=599)) => ErrorKind::Transient,
             (SdkError::ServiceError(_), _, _) => ErrorKind::Permanent,
             (SdkError::ConstructionFailure(_), _, _) => ErrorKind::Permanent,

@@ -324,7 +324,9 @@ impl Reconciler {
             }
         };
         let Some(found) = found else {
-            return self.source_gone(key, report).await;
+            // Known only when HEADed just now; a listing may be out of date.
+            let target_exists = listed.is_none().then_some(target.is_some());
+            return self.source_gone(key, report, target_exists).await;
         };
         let source = SourceObject::new(key, found);
         report.bytes = source.size;
@@ -373,17 +375,28 @@ impl Reconciler {
                 record_copy(report, source.size, copied, started);
                 Ok(())
             }
-            None => self.source_gone(key, report).await,
+            None => self.source_gone(key, report, None).await,
         }
     }
 
-    async fn source_gone(&self, key: &str, report: &mut Report) -> Result<(), ReconcileError> {
+    /// The source key is gone: delete the target copy if `replicate.deletes` and it
+    /// exists (`target_exists`, or a HEAD when that is not known).
+    async fn source_gone(
+        &self,
+        key: &str,
+        report: &mut Report,
+        target_exists: Option<bool>,
+    ) -> Result<(), ReconcileError> {
         report.outcome = Outcome::Absent;
         if !self.config.replicate.deletes {
             return Ok(());
         }
         let target_key = self.target_key(key);
-        if head(&self.target, &target_key).await?.is_some() {
+        let exists = match target_exists {
+            Some(exists) => exists,
+            None => head(&self.target, &target_key).await?.is_some(),
+        };
+        if exists {
             let request = self
                 .target
                 .client

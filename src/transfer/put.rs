@@ -218,42 +218,17 @@ async fn streamed(
         let digest = hex::decode(etag).expect("is_md5 checked the ETag is hex");
         base64::engine::general_purpose::STANDARD.encode(digest)
     };
-    let request = copier
-        .target
-        .client
-        .put_object()
-        .bucket(&copier.target.bucket)
-        .key(target_key)
-        .content_md5(content_md5)
-        .content_length(source.size as i64)
-        .body(get.body);
-    let request = with_write_options!(request, options, &source.etag, tagging)
-        .customize()
-        .disable_payload_signing();
-    let output = match copier.target.observe("PutObject", request.send().await) {
-        Err(e) if e.message.starts_with("BadDigest") => {
-            return Err(TransferError::Verification(format!(
-                "the target refused the bytes read: their MD5 is not the source's ETag {etag} ({e})"
-            )))
-        }
-        output => output?,
-    };
-    metrics::BYTES_SENT.inc_by(source.size);
-    let etag = copier
-        .check_written(
-            target_key,
-            output.e_tag(),
-            output.server_side_encryption(),
-            options,
-            Some(etag),
-        )
-        .await?;
-    Ok(Copied {
-        etag,
-        method: Method::Put,
-        bytes_sent: source.size,
-        parts_reused: 0,
-    })
+    // S3 refuses the body (BadDigest, a passing failure) unless it is the source's.
+    send(
+        copier,
+        source,
+        target_key,
+        options,
+        tagging,
+        (content_md5, etag.to_owned()),
+        get.body,
+    )
+    .await
 }
 
 /// Reads the object whole, then sends it as [`put_bytes`] does.
@@ -297,7 +272,30 @@ async fn put_bytes(
         )));
     }
 
-    let length = bytes.len() as u64;
+    send(
+        copier,
+        source,
+        target_key,
+        options,
+        tagging,
+        (content_md5, md5_hex),
+        ByteStream::from(bytes),
+    )
+    .await
+}
+
+/// Sends the PutObject of `body` (the object's `source.size` bytes) with its
+/// Content-MD5, then checks the target's ETag against the expected one (`md5`:
+/// base64 for the header, hex for the ETag).
+async fn send(
+    copier: &Copier,
+    source: &SourceObject,
+    target_key: &str,
+    options: &WriteOptions,
+    tagging: Option<String>,
+    (content_md5, md5_hex): (String, String),
+    body: ByteStream,
+) -> Result<Copied, TransferError> {
     let request = copier
         .target
         .client
@@ -305,15 +303,14 @@ async fn put_bytes(
         .bucket(&copier.target.bucket)
         .key(target_key)
         .content_md5(content_md5)
-        .content_length(length as i64)
-        .body(ByteStream::from(bytes));
+        .content_length(source.size as i64)
+        .body(body);
     // Content-MD5 guards the body; a SHA-256 payload signature would only cost CPU.
     let request = with_write_options!(request, options, &source.etag, tagging)
         .customize()
         .disable_payload_signing();
     let output = copier.target.observe("PutObject", request.send().await)?;
-    metrics::BYTES_SENT.inc_by(length);
-
+    metrics::BYTES_SENT.inc_by(source.size);
     let etag = copier
         .check_written(
             target_key,
@@ -326,7 +323,7 @@ async fn put_bytes(
     Ok(Copied {
         etag,
         method: Method::Put,
-        bytes_sent: length,
+        bytes_sent: source.size,
         parts_reused: 0,
     })
 }
