@@ -1,12 +1,29 @@
 #!/usr/bin/env python3
 """Checks the CloudFormation template against the rest of the repository.
 
+What cfn-lint cannot know:
+
 - Every ARN goes through ${AWS::Partition}: no literal "arn:aws:" (nor "arn:aws-cn:").
-- The seed's parameters keep their names; the two target keys are NoEcho.
-- Every XPSYNC_* variable of the container is a configuration key that
-  config/xpsync.example.toml documents (XPSYNC_<TABLE>__<KEY>).
-- The task role's policy is deploy/iam/source-task-policy.json, statement for
-  statement, once the template's references are written as that file's placeholders.
+- The seed's parameters keep their names; the two target keys are NoEcho; every
+  parameter is in exactly one ParameterGroup.
+- The Lambda-based stack's parameter file (tests/migration/lambda-stack-parameters.json)
+  fits: it holds exactly that stack's eight parameters, each one a parameter here whose
+  constraints its value meets; once xpsync's own required parameters (image, VPC,
+  subnets) are added, no other parameter lacks a default, and the Rules hold.
+- Every XPSYNC_* variable of the workers' and the sweep's containers is a
+  configuration key that config/xpsync.example.toml documents (XPSYNC_<TABLE>__<KEY>).
+- The task role's policy is deploy/iam/source-task-policy.json and OperatorPolicy's is
+  deploy/iam/operator-policy.json, statement for statement, once the template's
+  references are written as those files' placeholders; the workers cannot receive
+  from or delete in the dead-letter queue, and keep sending to the main queue.
+- Memory: a MemoryLimit row for every task Memory, leaving at least 256 MiB and holding
+  at least multipart_threshold (64 MiB); no MemoryLimit parameter; the Fargate
+  Cpu/Memory rules name only allowed Memory values.
+- Every resource the stack is expected to have exists; every CloudWatch alarm, and the
+  failed-sweep rule, notifies the alarm topic (the created one, or AlarmTopicArn).
+- The sweep: scheduled, running `backfill --mode enqueue --min-age <N>m --emf` of the
+  same image, its drift alarm on xpsync/sweep DifferingKeys by Bucket, twice in a row,
+  and its failure rule on its own task definition.
 
 Usage: scripts/deploy_template_checks.py   (from anywhere; needs PyYAML)
 Exit 1 with one line per problem.
@@ -22,26 +39,43 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "cloudformation" / "xpsync.yaml"
 TASK_POLICY = ROOT / "deploy" / "iam" / "source-task-policy.json"
+OPERATOR_POLICY = ROOT / "deploy" / "iam" / "operator-policy.json"
 EXAMPLE_CONFIG = ROOT / "config" / "xpsync.example.toml"
+LAMBDA_PARAMETERS = ROOT / "tests" / "migration" / "lambda-stack-parameters.json"
 
 SEED_PARAMETERS = [
     "SourceRegion", "SourceBucketName", "TargetRegion", "TargetBucketName",
     "TargetAccessKeyId", "TargetSecretAccessKey", "SecretsManagerSecretName",
 ]
+# The Lambda-based stack's parameters: the seed's and its /tmp size.
+LAMBDA_STACK_PARAMETERS = SEED_PARAMETERS + ["TmpDirectorySize"]
 NO_ECHO = ["TargetAccessKeyId", "TargetSecretAccessKey"]
+# What only xpsync needs and nobody can default, with plausible values.
+XPSYNC_REQUIRED = {
+    "ImageUri": "123456789012.dkr.ecr.cn-northwest-1.amazonaws.com.cn/xpsync:0.1.0",
+    "VpcId": "vpc-0123456789abcdef0",
+    "Subnets": "subnet-0123456789abcdef0,subnet-0fedcba9876543210",
+}
 
-# How the template's references read in source-task-policy.json.
-SUB_PLACEHOLDERS = {
-    "${AWS::Partition}": "${Partition}",
-    "${AWS::Region}": "${Region}",
-    "${AWS::AccountId}": "${AccountId}",
-    "${SourceBucketName}": "${SourceBucket}",
-}
-GETATT_PLACEHOLDERS = {
-    "EventQueue.Arn": "arn:${Partition}:sqs:${Region}:${AccountId}:${QueueName}",
-    "DeadLetterQueue.Arn": "arn:${Partition}:sqs:${Region}:${AccountId}:${DeadLetterQueueName}",
-}
-REF_PLACEHOLDERS = {"TargetCredentialsSecret": "${SecretArn}"}
+EXPECTED_RESOURCES = [
+    "DeadLetterQueue", "EventQueue", "SourceBucketEventRule", "EventQueuePolicy",
+    "DeadLetterQueuePolicy", "SourceBucketEventBridge", "TargetCredentialsSecret",
+    "LogGroup", "Cluster", "ExecutionRole", "TaskRole", "TaskDefinition",
+    "TaskSecurityGroup", "S3GatewayEndpoint", "Service", "ScalableTarget",
+    "BacklogPerTaskScalingPolicy", "SweepTaskRole", "SweepTaskDefinition",
+    "SweepSchedulerRole", "SweepScheduleGroup", "ConsistencySweepSchedule",
+    "OperatorPolicy", "OperatorRole", "AlarmTopic", "AlarmTopicPolicy",
+    "AlarmEmailSubscription", "OldestMessageAgeAlarm", "DeadLetterQueueAlarm",
+    "RunningBelowDesiredAlarm", "SweepDriftAlarm", "SweepNotStartedAlarm", "SweepFailedRule",
+]
+SWEEP_RESOURCES = [
+    "SweepTaskRole", "SweepTaskDefinition", "SweepSchedulerRole", "SweepScheduleGroup",
+    "ConsistencySweepSchedule", "SweepDriftAlarm", "SweepNotStartedAlarm", "SweepFailedRule",
+]
+
+MIB = 1024 * 1024
+MULTIPART_THRESHOLD = 64 * MIB
+MIN_HEADROOM = 256 * MIB
 
 
 class Tagged:
@@ -50,8 +84,11 @@ class Tagged:
     def __init__(self, tag, value):
         self.tag, self.value = tag, value
 
+    def __eq__(self, other):
+        return isinstance(other, Tagged) and (self.tag, self.value) == (other.tag, other.value)
+
     def __repr__(self):
-        return f"{self.tag} {self.value!r}"
+        return f"!{self.tag} {self.value!r}"
 
 
 class Loader(yaml.SafeLoader):
@@ -70,9 +107,35 @@ def _tagged(loader, suffix, node):
 
 Loader.add_multi_constructor("!", _tagged)
 
+# The alarm topic, however it came to be.
+ALARM_TOPIC = Tagged("If", ["CreatesAlarmTopic", Tagged("Ref", "AlarmTopic"), Tagged("Ref", "AlarmTopicArn")])
+# The target keys' secret: the existing one (any version suffix), or the created one.
+EXISTING_SECRET_ARN = Tagged(
+    "Sub", "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${ExistingSecretName}-??????")
+SECRET_ARN = Tagged("If", ["UsesExistingSecret", EXISTING_SECRET_ARN, Tagged("Ref", "TargetCredentialsSecret")])
+SECRET_ID = Tagged("If", ["UsesExistingSecret", Tagged("Ref", "ExistingSecretName"),
+                          Tagged("Ref", "TargetCredentialsSecret")])
+
+# How the template's references read in deploy/iam/*.json.
+SUB_PLACEHOLDERS = {
+    "${AWS::Partition}": "${Partition}",
+    "${AWS::Region}": "${Region}",
+    "${AWS::AccountId}": "${AccountId}",
+    "${SourceBucketName}": "${SourceBucket}",
+    "${Cluster}": "${ClusterName}",
+}
+GETATT_PLACEHOLDERS = {
+    "EventQueue.Arn": "arn:${Partition}:sqs:${Region}:${AccountId}:${QueueName}",
+    "DeadLetterQueue.Arn": "arn:${Partition}:sqs:${Region}:${AccountId}:${DeadLetterQueueName}",
+}
+DOCUMENTED_PLACEHOLDERS = {"Partition", "SourceBucket", "Region", "AccountId", "QueueName",
+                           "DeadLetterQueueName", "SecretArn", "ClusterName"}
+
 
 def placeholder(value, problems, where):
-    """A policy Resource of the template, written as source-task-policy.json writes it."""
+    """A policy Resource of the template, written as deploy/iam/*.json write it."""
+    if value == SECRET_ARN:
+        return "${SecretArn}"
     if isinstance(value, Tagged):
         if value.tag == "Sub" and isinstance(value.value, str):
             text = value.value
@@ -81,8 +144,6 @@ def placeholder(value, problems, where):
             return text
         if value.tag == "GetAtt" and value.value in GETATT_PLACEHOLDERS:
             return GETATT_PLACEHOLDERS[value.value]
-        if value.tag == "Ref" and value.value in REF_PLACEHOLDERS:
-            return REF_PLACEHOLDERS[value.value]
     problems.append(f"{where}: no placeholder for the template's {value!r}; "
                     "teach scripts/deploy_template_checks.py about it")
     return repr(value)
@@ -103,6 +164,20 @@ def statements(document, resource_of):
     }
 
 
+def compare_policy(problems, name, document, path):
+    """The template's policy document against its standalone file, statement for statement."""
+    mine = statements(document, lambda r: placeholder(r, problems, name))
+    theirs = statements(json.loads(path.read_text()), lambda r: r)
+    for sid in sorted(set(mine) | set(theirs)):
+        if mine.get(sid) != theirs.get(sid):
+            problems.append(f"statement {sid}: {name} has {mine.get(sid)}, "
+                            f"{path.relative_to(ROOT)} has {theirs.get(sid)}")
+    for used in re.findall(r"\$\{([^}]*)\}", path.read_text()):
+        if used not in DOCUMENTED_PLACEHOLDERS:
+            problems.append(f"{path.name}: undocumented placeholder ${{{used}}}")
+    return mine
+
+
 def config_keys():
     """Dotted paths of every key the example configuration documents."""
     keys, table = set(), ""
@@ -118,6 +193,226 @@ def config_keys():
     return keys
 
 
+def check_container_variables(problems, resources):
+    known = config_keys()
+    count = 0
+    for name in ("TaskDefinition", "SweepTaskDefinition"):
+        container = resources[name]["Properties"]["ContainerDefinitions"][0]
+        for variable in container.get("Environment", []):
+            count += 1
+            if not variable["Name"].startswith("XPSYNC_"):
+                continue
+            path = ".".join(p.lower() for p in variable["Name"][len("XPSYNC_"):].split("__"))
+            if path not in known:
+                problems.append(f"{name} variable {variable['Name']}: {path} is not a key of "
+                                f"{EXAMPLE_CONFIG.relative_to(ROOT)}")
+            if variable["Name"] == "XPSYNC_TARGET__CREDENTIALS__SECRET_ID" and variable["Value"] != SECRET_ID:
+                problems.append(f"{name}: the secret id must be {SECRET_ID!r}")
+            if variable["Name"] == "XPSYNC_TRANSFER__MEMORY_LIMIT" and variable["Value"] != Tagged(
+                    "FindInMap", ["MemoryLimit", Tagged("Ref", "Memory"), "Limit"]):
+                problems.append(f"{name}: transfer.memory_limit must come from the MemoryLimit mapping")
+    return count
+
+
+def check_parameters(problems, template):
+    parameters = template["Parameters"]
+    for name in LAMBDA_STACK_PARAMETERS:
+        if name not in parameters:
+            problems.append(f"parameter {name} is missing (the seed's and the Lambda stack's names are kept)")
+    for name in NO_ECHO:
+        if str(parameters.get(name, {}).get("NoEcho", "")).lower() != "true":
+            problems.append(f"parameter {name} must be NoEcho")
+    if "MemoryLimit" in parameters:
+        problems.append("parameter MemoryLimit: it follows from Memory (the MemoryLimit mapping)")
+    grouped = [p for g in template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+               for p in g["Parameters"]]
+    for name in sorted(set(grouped) | set(parameters)):
+        if grouped.count(name) != 1 or name not in parameters:
+            problems.append(f"parameter {name}: in {grouped.count(name)} ParameterGroups, "
+                            f"{'defined' if name in parameters else 'not defined'}")
+    required = sorted(n for n, p in parameters.items() if "Default" not in p)
+    expected = sorted(set(XPSYNC_REQUIRED) | {"SourceBucketName", "TargetBucketName"})
+    if required != expected:
+        problems.append(f"parameters without a default: {required}; expected {expected}")
+
+
+class Unknown(Exception):
+    """A rule function this script cannot evaluate without AWS (Fn::ValueOf...)."""
+
+
+def evaluate(node, values):
+    if isinstance(node, Tagged):
+        f, v = node.tag, node.value
+        if f == "Ref":
+            return values[v]
+        if f == "Equals":
+            return evaluate(v[0], values) == evaluate(v[1], values)
+        if f == "Not":
+            return not evaluate(v[0], values)
+        if f == "And":
+            return all(evaluate(x, values) for x in v)
+        if f == "Or":
+            return any(evaluate(x, values) for x in v)
+        if f == "Contains":
+            return evaluate(v[1], values) in evaluate(v[0], values)
+        raise Unknown(f)
+    if isinstance(node, list):
+        return [evaluate(x, values) for x in node]
+    return node
+
+
+def check_value(problems, name, spec, value):
+    where = f"{LAMBDA_PARAMETERS.name}: {name}={value!r}"
+    if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+        problems.append(f"{where} does not match {spec['AllowedPattern']}")
+    if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
+        problems.append(f"{where} is not one of {spec['AllowedValues']}")
+    if not spec.get("MinLength", 0) <= len(value) <= spec.get("MaxLength", 4096):
+        problems.append(f"{where}: length out of bounds")
+    if spec["Type"] == "Number":
+        number = float(value)
+        if not spec.get("MinValue", number) <= number <= spec.get("MaxValue", number):
+            problems.append(f"{where}: out of bounds")
+
+
+def check_lambda_parameter_file(problems, template):
+    parameters = template["Parameters"]
+    given = {p["ParameterKey"]: p["ParameterValue"] for p in json.loads(LAMBDA_PARAMETERS.read_text())}
+    if sorted(given) != sorted(LAMBDA_STACK_PARAMETERS):
+        problems.append(f"{LAMBDA_PARAMETERS.name} has {sorted(given)}; "
+                        f"the Lambda stack's parameters are {sorted(LAMBDA_STACK_PARAMETERS)}")
+    for name, value in given.items():
+        if name not in parameters:
+            problems.append(f"{LAMBDA_PARAMETERS.name}: {name} is not a template parameter "
+                            '(create-stack fails: "Parameters: [...] do not exist in the template")')
+        else:
+            check_value(problems, name, parameters[name], value)
+    supplied = {**given, **XPSYNC_REQUIRED}
+    missing = sorted(n for n, p in parameters.items() if "Default" not in p and n not in supplied)
+    if missing:
+        problems.append(f"{LAMBDA_PARAMETERS.name} with {', '.join(XPSYNC_REQUIRED)} added still lacks {missing}")
+
+    values = {n: str(p.get("Default", "")) for n, p in parameters.items()}
+    values.update(supplied)
+    for name, spec in parameters.items():
+        if spec["Type"].startswith("List<") or spec["Type"] == "CommaDelimitedList":
+            values[name] = values[name].split(",") if values[name] else [""]
+    values["AWS::Region"] = values["SourceRegion"]
+    for rule_name, rule in template.get("Rules", {}).items():
+        try:
+            if "RuleCondition" in rule and not evaluate(rule["RuleCondition"], values):
+                continue
+            for assertion in rule["Assertions"]:
+                if not evaluate(assertion["Assert"], values):
+                    problems.append(f"{LAMBDA_PARAMETERS.name}: rule {rule_name} fails: "
+                                    f"{' '.join(assertion['AssertDescription'].split())}")
+        except Unknown:
+            pass  # Fn::ValueOf...: needs the account's VPCs
+
+
+def check_memory(problems, template):
+    memories = template["Parameters"]["Memory"]["AllowedValues"]
+    table = template["Mappings"]["MemoryLimit"]
+    for memory in memories:
+        row = table.get(memory, {}).get("Limit", "")
+        size = re.fullmatch(r"([0-9]+)MiB", row)
+        if not size:
+            problems.append(f"MemoryLimit[{memory}]: {row!r} is not a size in MiB")
+            continue
+        limit, total = int(size.group(1)) * MIB, int(memory) * MIB
+        if total - limit < MIN_HEADROOM or limit < MULTIPART_THRESHOLD:
+            problems.append(f"MemoryLimit[{memory}] = {row}: it must leave 256 MiB of the task "
+                            "and hold multipart_threshold (64 MiB)")
+    for extra in sorted(set(table) - set(memories)):
+        problems.append(f"MemoryLimit[{extra}]: not an allowed Memory")
+    cpus = template["Parameters"]["Cpu"]["AllowedValues"]
+    for cpu in cpus:
+        rule = template["Rules"].get(f"FargateCpu{cpu}")
+        if not rule:
+            problems.append(f"no rule FargateCpu{cpu} for the Fargate memory sizes of Cpu {cpu}")
+            continue
+        allowed = rule["Assertions"][0]["Assert"].value[0]
+        for memory in set(allowed) - set(memories):
+            problems.append(f"rule FargateCpu{cpu} allows Memory {memory}, which the parameter does not")
+
+
+def check_roles(problems, resources):
+    task = compare_policy(problems, "TaskRole",
+                          resources["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"], TASK_POLICY)
+    if len(resources["TaskRole"]["Properties"]["Policies"]) != 1:
+        problems.append("TaskRole: expected one inline policy")
+    for effect, actions, targets in task.values():
+        if GETATT_PLACEHOLDERS["DeadLetterQueue.Arn"] in targets and (
+                {"sqs:ReceiveMessage", "sqs:DeleteMessage"} & set(actions)):
+            problems.append("TaskRole: receiving from or deleting in the dead-letter queue is the operators'")
+    if not any(GETATT_PLACEHOLDERS["EventQueue.Arn"] in t and "sqs:SendMessage" in a
+               for _, a, t in task.values()):
+        problems.append("TaskRole: the workers send range and check messages to the main queue")
+    operator = compare_policy(problems, "OperatorPolicy",
+                              resources["OperatorPolicy"]["Properties"]["PolicyDocument"], OPERATOR_POLICY)
+    role = resources.get("OperatorRole", {}).get("Properties", {})
+    if role.get("ManagedPolicyArns") != [Tagged("Ref", "OperatorPolicy")]:
+        problems.append("OperatorRole must hold OperatorPolicy")
+    return len(task), len(operator)
+
+
+def check_alarms(problems, resources):
+    alarms = [n for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    for name in alarms:
+        props = resources[name]["Properties"]
+        for key in ("AlarmActions", "OKActions"):
+            if props.get(key) != [ALARM_TOPIC]:
+                problems.append(f"{name}.{key} must be [{ALARM_TOPIC!r}]")
+    targets = resources["SweepFailedRule"]["Properties"]["Targets"]
+    if [t["Arn"] for t in targets] != [ALARM_TOPIC]:
+        problems.append("SweepFailedRule must notify the alarm topic")
+    for name in ("AlarmTopic", "AlarmTopicPolicy"):
+        if resources[name].get("Condition") != "CreatesAlarmTopic":
+            problems.append(f"{name}: only without AlarmTopicArn (Condition CreatesAlarmTopic)")
+    return len(alarms)
+
+
+def check_secret(problems, resources):
+    secret = resources["TargetCredentialsSecret"]
+    if secret.get("Condition") != "CreatesSecret":
+        problems.append("TargetCredentialsSecret: created only without ExistingSecretName")
+    if secret["Properties"].get("Name") != Tagged("Sub", "${AWS::StackName}/${SecretsManagerSecretName}"):
+        problems.append("TargetCredentialsSecret: named below the stack's name, never the Lambda stack's")
+
+
+def check_sweep(problems, resources):
+    for name in SWEEP_RESOURCES:
+        if resources[name].get("Condition") != "SweepEnabled":
+            problems.append(f"{name}: only with a SweepSchedule (Condition SweepEnabled)")
+    definition = resources["SweepTaskDefinition"]["Properties"]
+    container = definition["ContainerDefinitions"][0]
+    expected = ["backfill", "--mode", "enqueue", "--min-age", Tagged("Sub", "${SweepMinAgeMinutes}m"), "--emf"]
+    if container.get("Command") != expected:
+        problems.append(f"SweepTaskDefinition command: {container.get('Command')}; expected {expected}")
+    if container.get("Image") != Tagged("Ref", "ImageUri"):
+        problems.append("SweepTaskDefinition: the workers' image")
+    if definition.get("TaskRoleArn") != Tagged("GetAtt", "SweepTaskRole.Arn"):
+        problems.append("SweepTaskDefinition: its own task role, SweepTaskRole")
+    sweep_role = statements(resources["SweepTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"],
+                            lambda r: placeholder(r, problems, "SweepTaskRole"))
+    granted = {a for _, actions, _ in sweep_role.values() for a in actions}
+    if granted != {"s3:ListBucket", "sqs:SendMessage", "secretsmanager:GetSecretValue"}:
+        problems.append(f"SweepTaskRole: lists the source, sends to the queue, reads the secret; has {sorted(granted)}")
+    target = resources["ConsistencySweepSchedule"]["Properties"]["Target"]
+    if (target["Arn"] != Tagged("GetAtt", "Cluster.Arn")
+            or target["EcsParameters"]["TaskDefinitionArn"] != Tagged("Ref", "SweepTaskDefinition")):
+        problems.append("ConsistencySweepSchedule must run SweepTaskDefinition in Cluster")
+    alarm = resources["SweepDriftAlarm"]["Properties"]
+    shape = (alarm.get("Namespace"), alarm.get("MetricName"), alarm.get("Dimensions"),
+             alarm.get("EvaluationPeriods"), alarm.get("DatapointsToAlarm"), alarm.get("Threshold"))
+    if shape != ("xpsync/sweep", "DifferingKeys", [{"Name": "Bucket", "Value": Tagged("Ref", "SourceBucketName")}],
+                 2, 2, 0):
+        problems.append(f"SweepDriftAlarm: DifferingKeys > 0 in xpsync/sweep by Bucket, 2 of 2; has {shape}")
+    detail = resources["SweepFailedRule"]["Properties"]["EventPattern"]["detail"]
+    if detail.get("taskDefinitionArn") != [Tagged("Ref", "SweepTaskDefinition")]:
+        problems.append("SweepFailedRule must match the sweep's task definition")
+
+
 def main():
     problems = []
     text = TEMPLATE.read_text()
@@ -126,53 +421,36 @@ def main():
             problems.append(f"{TEMPLATE.name}:{n}: a literal partition in an ARN; "
                             "use arn:${AWS::Partition}:")
     template = yaml.load(text, Loader=Loader)
-
-    parameters = template.get("Parameters", {})
-    for name in SEED_PARAMETERS:
-        if name not in parameters:
-            problems.append(f"parameter {name} is missing (the seed's names are kept)")
-    for name in NO_ECHO:
-        if str(parameters.get(name, {}).get("NoEcho", "")).lower() != "true":
-            problems.append(f"parameter {name} must be NoEcho")
-
     resources = template["Resources"]
-    known = config_keys()
-    container = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
-    for variable in container.get("Environment", []):
-        name = variable["Name"]
-        if not name.startswith("XPSYNC_"):
-            continue
-        path = ".".join(part.lower() for part in name[len("XPSYNC_"):].split("__"))
-        if path not in known:
-            problems.append(f"container variable {name}: {path} is not a key of "
-                            f"{EXAMPLE_CONFIG.relative_to(ROOT)}")
+    for name in EXPECTED_RESOURCES:
+        if name not in resources:
+            problems.append(f"resource {name} is missing")
+    if problems:
+        return report(problems)
 
-    role = resources["TaskRole"]["Properties"]["Policies"]
-    if len(role) != 1:
-        problems.append(f"TaskRole has {len(role)} inline policies; expected one")
-    template_statements = statements(
-        role[0]["PolicyDocument"],
-        lambda r: placeholder(r, problems, "TaskRole"),
-    )
-    file_statements = statements(json.loads(TASK_POLICY.read_text()), lambda r: r)
-    for sid in sorted(set(template_statements) | set(file_statements)):
-        mine, theirs = template_statements.get(sid), file_statements.get(sid)
-        if mine != theirs:
-            problems.append(f"statement {sid}: TaskRole has {mine}, "
-                            f"{TASK_POLICY.relative_to(ROOT)} has {theirs}")
-    for placeholder_name in re.findall(r"\$\{([^}]*)\}", TASK_POLICY.read_text()):
-        if placeholder_name not in {"Partition", "SourceBucket", "Region", "AccountId",
-                                    "QueueName", "DeadLetterQueueName", "SecretArn"}:
-            problems.append(f"{TASK_POLICY.name}: undocumented placeholder ${{{placeholder_name}}}")
+    check_parameters(problems, template)
+    check_lambda_parameter_file(problems, template)
+    variables = check_container_variables(problems, resources)
+    check_memory(problems, template)
+    task_statements, operator_statements = check_roles(problems, resources)
+    alarms = check_alarms(problems, resources)
+    check_secret(problems, resources)
+    check_sweep(problems, resources)
+    if problems:
+        return report(problems)
+    print(f"template: ARNs through AWS::Partition; the seed's and the Lambda stack's parameters kept, "
+          f"and {LAMBDA_PARAMETERS.relative_to(ROOT)} fits; {variables} container variables are "
+          f"configuration keys; TaskRole matches {TASK_POLICY.relative_to(ROOT)} ({task_statements} "
+          f"statements) and OperatorPolicy {OPERATOR_POLICY.relative_to(ROOT)} ({operator_statements}); "
+          f"MemoryLimit covers every Memory; {alarms} alarms and the failed-sweep rule notify the topic; "
+          "the sweep is wired")
+    return 0
 
+
+def report(problems):
     for problem in problems:
         print(problem, file=sys.stderr)
-    if problems:
-        return 1
-    print(f"template: ARNs through AWS::Partition; seed parameters kept; "
-          f"{len(container.get('Environment', []))} container variables are configuration keys; "
-          f"TaskRole matches {TASK_POLICY.relative_to(ROOT)} ({len(file_statements)} statements)")
-    return 0
+    return 1
 
 
 if __name__ == "__main__":
