@@ -9,17 +9,39 @@
 #   docker run --rm -p 9464:9464 \
 #     -e XPSYNC_SOURCE__REGION=cn-northwest-1 -e XPSYNC_SOURCE__BUCKET=my-source-bucket \
 #     -e XPSYNC_TARGET__REGION=us-west-2     -e XPSYNC_TARGET__BUCKET=my-target-bucket \
-#     -e XPSYNC_TARGET__CREDENTIALS__SECRET_ID=s3-cross-partition-sync-credentials \
+#     -e XPSYNC_TARGET__CREDENTIALS__SECRET_ID=xpsync/target-credentials \
 #     -e XPSYNC_QUEUE__URL=https://sqs.cn-northwest-1.amazonaws.com.cn/123456789012/xpsync-events \
 #     xpsync
 #
 # The binary uses rustls (no OpenSSL): at run time it needs glibc, libgcc_s and the
 # CA certificates, all of which the distroless "cc" image carries, and nothing else.
+#
+# Build arguments (deploy/README.md, "Building the image", has the commands):
+#
+#   REGISTRY_MIRROR  a registry that mirrors both base images under their upstream
+#                    paths (library/rust, distroless/cc-debian12), such as an ECR of
+#                    the China regions: Docker Hub and gcr.io are slow or unreachable
+#                    from mainland China. Empty: the upstream registries.
+#   RUST_DIGEST,     the base images' digests, "@sha256:<64 hex digits>", to pin them:
+#   RUNTIME_DIGEST   with a digest, the tag is only a label and the build gets exactly
+#                    that image. Print the current ones with
+#                    `docker buildx imagetools inspect rust:1-bookworm` and
+#                    `docker buildx imagetools inspect gcr.io/distroless/cc-debian12:nonroot`
+#                    (the "Digest:" line of the index). Empty: whatever the tag
+#                    points at today.
+#   VERSION, REVISION, SOURCE
+#                    the OCI labels org.opencontainers.image.version (the release,
+#                    as in Cargo.toml), .revision (the git commit) and .source (the
+#                    repository's URL).
+
+ARG REGISTRY_MIRROR=""
+ARG RUST_DIGEST=""
+ARG RUNTIME_DIGEST=""
 
 # ---------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------
-FROM rust:1-bookworm AS builder
+FROM ${REGISTRY_MIRROR:-docker.io}/library/rust:1-bookworm${RUST_DIGEST} AS builder
 
 WORKDIR /build
 
@@ -44,21 +66,27 @@ RUN cargo build --release --locked \
 # ---------------------------------------------------------------------------
 # Run: no shell, no package manager, a non-root user (uid 65532)
 # ---------------------------------------------------------------------------
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${REGISTRY_MIRROR:-gcr.io}/distroless/cc-debian12:nonroot${RUNTIME_DIGEST}
+
+ARG VERSION=""
+ARG REVISION=""
+ARG SOURCE=""
 
 LABEL org.opencontainers.image.title="xpsync" \
       org.opencontainers.image.description="Keeps an S3 bucket in one AWS partition in sync with a bucket in another" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
 
 COPY --from=builder /usr/local/bin/xpsync /usr/local/bin/xpsync
 
 # JSON logs for CloudWatch; any other setting is given the same way at run time.
 ENV XPSYNC_LOG__FORMAT=json
 
-# distroless defines nonroot (uid and gid 65532) in the image's own /etc/passwd, which
-# is where the container runtime resolves the name; nothing on the host needs to.
-# hadolint ignore=DL3066
-USER nonroot
+# The distroless "nonroot" user and group, by number: the runtime needs no name
+# lookup, and Kubernetes' runAsNonRoot can verify a numeric user.
+USER 65532:65532
 
 # /healthz, /readyz and /metrics (server.listen).
 EXPOSE 9464
