@@ -10,8 +10,8 @@
 //! Content-MD5 itself on every upload, so the SDK's default CRC trailers would only
 //! cost CPU here, and many S3-compatible servers reject them.
 //!
-//! Every SDK error is turned into an [`S3Error`] whose [`ErrorKind`] is decided from
-//! the error's code and HTTP status, never from its message text.
+//! Every S3 request's outcome passes through [`S3Side::observe`], which counts it and
+//! turns an SDK error into an [`S3Error`] ([`crate::error`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,142 +26,10 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::config::{Config, CredentialsConfig};
-use crate::metrics;
-
-/// Which partition a request goes to; named in every error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Source,
-    Target,
-}
-
-impl Side {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Source => "source",
-            Side::Target => "target",
-        }
-    }
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What an S3 error means for whoever must decide what to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The keys were rejected or lack permission: systemic, affects every object.
-    Auth,
-    /// The bucket does not exist: systemic.
-    BucketMissing,
-    /// The key does not exist (or the upload is gone).
-    NotFound,
-    /// `If-Match` failed: the source changed.
-    PreconditionFailed,
-    /// Throttling, 5xx, timeouts, broken connections: try again later.
-    Transient,
-    /// The request itself is wrong for this object; retrying will not help.
-    Permanent,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
-        ErrorKind::Auth,
-        ErrorKind::BucketMissing,
-        ErrorKind::NotFound,
-        ErrorKind::PreconditionFailed,
-        ErrorKind::Transient,
-        ErrorKind::Permanent,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Auth => "auth",
-            ErrorKind::BucketMissing => "bucket_missing",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::PreconditionFailed => "precondition_failed",
-            ErrorKind::Transient => "transient",
-            ErrorKind::Permanent => "permanent",
-        }
-    }
-
-    /// Whether the same request may succeed later.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Transient
-                | ErrorKind::PreconditionFailed
-                | ErrorKind::Auth
-                | ErrorKind::BucketMissing
-        )
-    }
-
-    /// Whether the failure concerns the whole side rather than one object.
-    pub fn is_systemic(self) -> bool {
-        matches!(self, ErrorKind::Auth | ErrorKind::BucketMissing)
-    }
-}
-
-/// An S3 request failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{side} S3 {operation} failed: {message}")]
-pub struct S3Error {
-    pub side: Side,
-    pub operation: &'static str,
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl S3Error {
-    /// Classifies an SDK error by its code and HTTP status.
-    pub fn from_sdk<E>(side: Side, operation: &'static str, err: SdkError<E>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        let code = err.code().map(str::to_owned);
-        let kind = match (&err, code.as_deref(), status) {
-            (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
-            | (_, Some("InvalidToken" | "AccessDenied" | "AllAccessDisabled"), _)
-            | (_, None, Some(401 | 403)) => ErrorKind::Auth,
-            (_, Some("NoSuchBucket"), _) => ErrorKind::BucketMissing,
-            (_, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"), _) | (_, None, Some(404)) => {
-                ErrorKind::NotFound
-            }
-            (_, Some("PreconditionFailed"), _) | (_, _, Some(412)) => ErrorKind::PreconditionFailed,
-            (_, Some("NotImplemented"), _) | (_, None, Some(501)) => ErrorKind::Permanent,
-            // BadDigest: the body did not match its Content-MD5, so it changed on the way.
-            (_, Some("SlowDown" | "RequestTimeout" | "InternalError" | "BadDigest"), _) => {
-                ErrorKind::Transient
-            }
-            (_, _, Some(408 | 429 | 500..=599)) => ErrorKind::Transient,
-            (SdkError::ServiceError(_), _, _) => ErrorKind::Permanent,
-            (SdkError::ConstructionFailure(_), _, _) => ErrorKind::Permanent,
-            // Timeouts, dispatch failures, unreadable responses: the network.
-            _ => ErrorKind::Transient,
-        };
-        let message = match (code, err.message()) {
-            (Some(code), Some(msg)) => format!("{code}: {msg}"),
-            (Some(code), None) => code,
-            (None, _) => match (status, kind) {
-                (Some(403), _) => "403 Forbidden (access denied or keys rejected)".into(),
-                (Some(404), _) => "404 Not Found".into(),
-                (Some(s), _) => format!("HTTP {s}: {}", DisplayErrorContext(&err)),
-                (None, _) => DisplayErrorContext(&err).to_string(),
-            },
-        };
-        Self {
-            side,
-            operation,
-            kind,
-            message,
-        }
-    }
-}
+use crate::config::{Config, CredentialsConfig, SideView};
+pub use crate::error::Side;
+use crate::error::{ErrorKind, S3Error};
+use crate::metrics::{self, RefreshResult};
 
 /// One side's S3 access.
 #[derive(Clone, Debug)]
@@ -222,35 +90,24 @@ pub enum AwsError {
 /// Builds the source and target clients, fetching secrets once so that a missing
 /// or malformed secret is reported before any work starts.
 pub async fn connect(config: &Config) -> Result<(S3Side, S3Side), AwsError> {
-    let source = s3_side(
-        Side::Source,
-        &config.source.region,
-        &config.source.bucket,
-        config.source.endpoint_url.as_deref(),
-        config.source.credentials.as_ref(),
-        &config.source.region,
-    )
-    .await?;
-    let target = s3_side(
-        Side::Target,
-        &config.target.region,
-        &config.target.bucket,
-        config.target.endpoint_url.as_deref(),
-        config.target.credentials.as_ref(),
-        &config.source.region,
-    )
-    .await?;
+    let secret_region = &config.source.region;
+    let source = s3_side(Side::Source, config.source.view(), secret_region).await?;
+    let target = s3_side(Side::Target, config.target.view(), secret_region).await?;
     Ok((source, target))
 }
 
 async fn s3_side(
     side: Side,
-    region: &str,
-    bucket: &str,
-    endpoint_url: Option<&str>,
-    credentials: Option<&CredentialsConfig>,
+    view: SideView<'_>,
     default_secret_region: &str,
 ) -> Result<S3Side, AwsError> {
+    let SideView {
+        region,
+        bucket,
+        endpoint_url,
+        credentials,
+        ..
+    } = view;
     let mut loader =
         aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_owned()));
     let mut secret = None;
@@ -370,16 +227,12 @@ impl SecretCredentials {
         inner.stale.store(false, Ordering::SeqCst);
         match self.fetch().await {
             Ok(credentials) => {
-                metrics::CREDENTIALS_REFRESHES
-                    .with_label_values(&["ok"])
-                    .inc();
+                RefreshResult::Ok.count();
                 *cached = Some((credentials.clone(), Instant::now()));
                 Ok(credentials)
             }
             Err(message) => {
-                metrics::CREDENTIALS_REFRESHES
-                    .with_label_values(&["error"])
-                    .inc();
+                RefreshResult::Error.count();
                 tracing::warn!(side = %inner.side, secret_id = %inner.secret_id, error = %message, "could not read the credentials secret");
                 Err(message)
             }

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Needs};
 use crate::ops::{backfill, dlq, verify};
@@ -128,7 +129,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
-            daemon::run(config).await?;
+            let listener = tokio::net::TcpListener::bind(&config.server.listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on server.listen = {}", config.server.listen)
+                })?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            daemon::run(config, listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { keys } => sync(config, keys).await,
@@ -159,7 +167,7 @@ async fn sync(config: Config, keys: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     let mut stdout = std::io::stdout().lock();
     while let Some(report) = reports.next().await {
-        failed += usize::from(report.outcome == Outcome::Failed);
+        failed += usize::from(report.outcome() == Outcome::Failed);
         writeln!(stdout, "{}", report.to_json()).context("writing to stdout")?;
     }
     Ok(if failed == 0 {
@@ -303,6 +311,18 @@ async fn dlq(config: Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// Cancels `shutdown` on SIGTERM (ECS stopping the task) or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let name = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    };
+    tracing::info!(signal = name, "stopping");
+    shutdown.cancel();
 }
 
 /// Needs no valid configuration: only `server.listen`, to find the port.

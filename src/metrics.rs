@@ -4,9 +4,15 @@
 //! renders. Code elsewhere records through the typed statics below, never by name,
 //! so a metric's name, help and labels are written in this file alone. Label values
 //! come from small closed sets (outcomes, operations, sides, error kinds): never a
-//! key or a bucket name, so cardinality stays bounded.
+//! key or a bucket name, so cardinality stays bounded: each label's values are an
+//! enum with its `ALL`, so [`init`] can start every series at zero.
+//!
+//! This module depends only on [`crate::error`]; the domain modules re-export the
+//! label enums they speak in (`reconcile::Outcome`, `transfer::Method`).
 
 use std::sync::LazyLock;
+
+use crate::error::ErrorKind;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -79,8 +85,10 @@ pub static REPLICATION_LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
                 "xpsync_replication_latency_seconds",
                 "Time from the S3 event to the target copy verified",
             )
+            // Up to a day: a backlog after an outage must stay visible to the p99.
             .buckets(vec![
-                0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0,
+                0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+                7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
             ]),
         )
         .expect("valid metric"),
@@ -216,32 +224,25 @@ pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 /// Touches every metric so that each appears in `/metrics` from the start, even at zero.
 pub fn init() {
     LazyLock::force(&BUILD_INFO);
-    for result in [
-        "copied",
-        "unchanged",
-        "deleted",
-        "absent",
-        "filtered",
-        "failed",
-    ] {
-        OBJECTS.with_label_values(&[result]);
+    for outcome in Outcome::ALL {
+        OBJECTS.with_label_values(&[outcome.as_str()]);
     }
-    for result in ["deleted", "retried", "dead_lettered", "ignored"] {
-        MESSAGES.with_label_values(&[result]);
+    for result in MessageResult::ALL {
+        MESSAGES.with_label_values(&[result.as_str()]);
     }
-    for method in ["put", "multipart"] {
-        COPY_DURATION.with_label_values(&[method]);
+    for method in Method::ALL {
+        COPY_DURATION.with_label_values(&[method.as_str()]);
     }
-    for result in ["uploaded", "reused"] {
-        PARTS.with_label_values(&[result]);
+    for result in PartResult::ALL {
+        PARTS.with_label_values(&[result.as_str()]);
     }
-    for result in ["ok", "error"] {
-        CREDENTIALS_REFRESHES.with_label_values(&[result]);
+    for result in RefreshResult::ALL {
+        CREDENTIALS_REFRESHES.with_label_values(&[result.as_str()]);
     }
     // A family without any series is not exported at all: start the ones alerts
     // and dashboards read from zero.
-    for kind in crate::aws::ErrorKind::ALL {
-        ERRORS.with_label_values(&["reconcile", kind.as_str()]);
+    for kind in ErrorKind::ALL {
+        ERRORS.with_label_values(&[Stage::Reconcile.as_str(), kind.as_str()]);
         if kind.is_systemic() {
             BREAKER_TRIPS.with_label_values(&[kind.as_str()]);
         }
@@ -257,6 +258,131 @@ pub fn init() {
     LazyLock::force(&ERRORS);
     LazyLock::force(&READY);
     LazyLock::force(&BREAKER_TRIPS);
+}
+
+/// Declares a label enum: its variants, their label values, and `ALL`.
+macro_rules! label {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $value:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $value,)+
+                }
+            }
+        }
+    };
+}
+
+label! {
+    /// What reconciling a key did (`xpsync_objects_total{result}`).
+    Outcome {
+        Copied => "copied",
+        Unchanged => "unchanged",
+        Deleted => "deleted",
+        /// The source key does not exist, and the target needs nothing.
+        Absent => "absent",
+        Filtered => "filtered",
+        Failed => "failed",
+    }
+}
+
+label! {
+    /// How an object was written (`xpsync_copy_duration_seconds{method}`).
+    Method {
+        Put => "put",
+        Multipart => "multipart",
+    }
+}
+
+label! {
+    /// What became of a queue message (`xpsync_messages_total{result}`).
+    MessageResult {
+        Deleted => "deleted",
+        Retried => "retried",
+        DeadLettered => "dead_lettered",
+        Ignored => "ignored",
+    }
+}
+
+label! {
+    /// A part uploaded now, or kept from an interrupted upload (`xpsync_parts_total{result}`).
+    PartResult {
+        Uploaded => "uploaded",
+        Reused => "reused",
+    }
+}
+
+label! {
+    /// A read of a credentials secret (`xpsync_credentials_refreshes_total{result}`).
+    RefreshResult {
+        Ok => "ok",
+        Error => "error",
+    }
+}
+
+label! {
+    /// Where an error happened (`xpsync_errors_total{stage}`).
+    Stage {
+        Reconcile => "reconcile",
+        Sqs => "sqs",
+    }
+}
+
+impl MessageResult {
+    pub fn count(self) {
+        MESSAGES.with_label_values(&[self.as_str()]).inc();
+    }
+}
+
+impl PartResult {
+    pub fn count(self) {
+        PARTS.with_label_values(&[self.as_str()]).inc();
+    }
+}
+
+impl RefreshResult {
+    pub fn count(self) {
+        CREDENTIALS_REFRESHES
+            .with_label_values(&[self.as_str()])
+            .inc();
+    }
+}
+
+/// Counts an error of `kind` at `stage`.
+pub fn error(stage: Stage, kind: ErrorKind) {
+    ERRORS
+        .with_label_values(&[stage.as_str(), kind.as_str()])
+        .inc();
+}
+
+/// Adds to a gauge for as long as it is held: an in-flight count that cannot be
+/// left raised by an early return or a cancelled task.
+#[must_use = "the gauge goes back down when this is dropped"]
+pub struct Held {
+    gauge: &'static IntGauge,
+    amount: i64,
+}
+
+/// Adds `amount` to `gauge` until the returned guard is dropped.
+pub fn hold(gauge: &'static LazyLock<IntGauge>, amount: i64) -> Held {
+    let gauge: &'static IntGauge = gauge;
+    gauge.add(amount);
+    Held { gauge, amount }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.sub(self.amount);
+    }
 }
 
 /// The registry in Prometheus text format.

@@ -4,50 +4,36 @@
 //! [`Queue::connect`] builds the SQS client (the region is read from the queue URL,
 //! so a China queue is reached at its `amazonaws.com.cn` endpoint) and finds the
 //! dead-letter queue: from `queue.dead_letter_url`, else from the main queue's
-//! RedrivePolicy. Deletes go through a [`Deleter`], which gathers them into
-//! `DeleteMessageBatch` calls of up to 10 and checks each entry's result: SQS
-//! answers HTTP 200 even when some entries failed.
+//! RedrivePolicy. [`Queue::delete_batch`] checks each entry's result: SQS answers
+//! HTTP 200 even when some entries failed.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::primitives::DateTime;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::metrics;
+use crate::error::ErrorKind;
+pub use crate::error::SqsError;
+use crate::metrics::{self, Stage};
 
 /// SQS's largest batch.
 pub const MAX_BATCH: usize = 10;
 
-/// An SQS request failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("SQS {operation} failed: {message}")]
-pub struct SqsError {
-    pub operation: &'static str,
-    pub message: String,
-}
-
-impl SqsError {
-    fn from_sdk<E>(operation: &'static str, err: SdkError<E>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let message = match (err.code(), err.message()) {
-            (Some(code), Some(msg)) => format!("{code}: {msg}"),
-            (Some(code), None) => code.to_owned(),
-            _ => DisplayErrorContext(&err).to_string(),
-        };
-        metrics::ERRORS.with_label_values(&["sqs", operation]).inc();
-        Self { operation, message }
-    }
+/// Turns an SDK error into an [`SqsError`], counted in `xpsync_errors_total{stage="sqs"}`.
+fn sqs_error<E>(operation: &'static str, err: SdkError<E>) -> SqsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let error = SqsError::from_sdk(operation, err);
+    metrics::error(Stage::Sqs, error.kind);
+    error
 }
 
 /// A received message.
@@ -112,7 +98,7 @@ impl Queue {
             .attribute_names(QueueAttributeName::RedrivePolicy)
             .send()
             .await
-            .map_err(|e| SqsError::from_sdk("GetQueueAttributes", e))?;
+            .map_err(|e| sqs_error("GetQueueAttributes", e))?;
         let Some(policy) = output
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
@@ -122,19 +108,23 @@ impl Queue {
         let arn = serde_json::from_str::<serde_json::Value>(policy)
             .ok()
             .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))
-            .ok_or_else(|| SqsError {
-                operation: "GetQueueAttributes",
-                message: format!("the queue's RedrivePolicy has no deadLetterTargetArn: {policy}"),
+            .ok_or_else(|| {
+                SqsError::new(
+                    "GetQueueAttributes",
+                    ErrorKind::Permanent,
+                    format!("the queue's RedrivePolicy has no deadLetterTargetArn: {policy}"),
+                )
             })?;
         // arn:<partition>:sqs:<region>:<account>:<name>
         let parts: Vec<&str> = arn.split(':').collect();
         let (account, name) = match parts.as_slice() {
             [_, _, _, _, account, name] => (*account, *name),
             _ => {
-                return Err(SqsError {
-                    operation: "GetQueueAttributes",
-                    message: format!("the dead-letter target {arn:?} is not an SQS ARN"),
-                })
+                return Err(SqsError::new(
+                    "GetQueueAttributes",
+                    ErrorKind::Permanent,
+                    format!("the dead-letter target {arn:?} is not an SQS ARN"),
+                ))
             }
         };
         let output = self
@@ -144,7 +134,7 @@ impl Queue {
             .queue_owner_aws_account_id(account)
             .send()
             .await
-            .map_err(|e| SqsError::from_sdk("GetQueueUrl", e))?;
+            .map_err(|e| sqs_error("GetQueueUrl", e))?;
         Ok(output.queue_url().map(str::to_owned))
     }
 
@@ -181,7 +171,7 @@ impl Queue {
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| SqsError::from_sdk("ReceiveMessage", e))?;
+            .map_err(|e| sqs_error("ReceiveMessage", e))?;
         Ok(output
             .messages()
             .iter()
@@ -224,16 +214,19 @@ impl Queue {
             .visibility_timeout(timeout.as_secs().min(43_200) as i32)
             .send()
             .await
-            .map_err(|e| SqsError::from_sdk("ChangeMessageVisibility", e))?;
+            .map_err(|e| sqs_error("ChangeMessageVisibility", e))?;
         Ok(())
     }
 
     /// Sends a poison message to the dead-letter queue with why, then deletes it
     /// from the main queue: never the other way round.
     pub async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), SqsError> {
-        let dead_letter_url = self.dead_letter_url.as_deref().ok_or_else(|| SqsError {
-            operation: "SendMessage",
-            message: "no dead-letter queue: set queue.dead_letter_url or a RedrivePolicy".into(),
+        let dead_letter_url = self.dead_letter_url.as_deref().ok_or_else(|| {
+            SqsError::new(
+                "SendMessage",
+                ErrorKind::Permanent,
+                "no dead-letter queue: set queue.dead_letter_url or a RedrivePolicy",
+            )
         })?;
         let text = |value: &str| {
             MessageAttributeValue::builder()
@@ -260,14 +253,14 @@ impl Queue {
             )
             .send()
             .await
-            .map_err(|e| SqsError::from_sdk("SendMessage", e))?;
+            .map_err(|e| sqs_error("SendMessage", e))?;
         self.client
             .delete_message()
             .queue_url(&self.url)
             .receipt_handle(&message.receipt)
             .send()
             .await
-            .map_err(|e| SqsError::from_sdk("DeleteMessage", e))?;
+            .map_err(|e| sqs_error("DeleteMessage", e))?;
         Ok(())
     }
 
@@ -282,7 +275,7 @@ impl Queue {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-            .map_err(|e| SqsError::from_sdk("GetQueueAttributes", e))?;
+            .map_err(|e| sqs_error("GetQueueAttributes", e))?;
         let count = |name| {
             output
                 .attributes()
@@ -333,7 +326,7 @@ impl Queue {
                 })
                 .collect(),
             Err(e) => {
-                let error = SqsError::from_sdk("SendMessageBatch", e);
+                let error = sqs_error("SendMessageBatch", e);
                 tracing::debug!(%error, "the batch was refused; sending one by one");
                 let mut failed = Vec::new();
                 for (i, m) in messages.iter().enumerate() {
@@ -346,7 +339,7 @@ impl Queue {
                         .send()
                         .await;
                     if let Err(e) = sent {
-                        failed.push((i, SqsError::from_sdk("SendMessage", e).message));
+                        failed.push((i, sqs_error("SendMessage", e).message));
                     }
                 }
                 failed
@@ -377,7 +370,7 @@ impl Queue {
             .await;
         match result {
             Err(e) => {
-                let error = SqsError::from_sdk("DeleteMessageBatch", e).message;
+                let error = sqs_error("DeleteMessageBatch", e).message;
                 batch
                     .iter()
                     .map(|(id, _)| (id.clone(), error.clone()))
@@ -416,51 +409,6 @@ fn region_of(url: &str) -> Option<String> {
     host.split('.')
         .find(|label| label.contains('-') && label.ends_with(|c: char| c.is_ascii_digit()))
         .map(str::to_owned)
-}
-
-/// Gathers deletes into batches. Dropping every [`Deleter`] and awaiting the task
-/// from [`Deleter::spawn`] flushes what is pending.
-#[derive(Clone, Debug)]
-pub struct Deleter {
-    sender: mpsc::UnboundedSender<(String, String)>,
-}
-
-impl Deleter {
-    /// How long a delete waits for others to share its batch.
-    const LINGER: Duration = Duration::from_millis(20);
-
-    pub fn spawn(queue: Queue) -> (Self, JoinHandle<()>) {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<(String, String)>();
-        let task = tokio::spawn(async move {
-            while let Some(first) = receiver.recv().await {
-                let mut batch = vec![first];
-                let deadline = tokio::time::Instant::now() + Self::LINGER;
-                while batch.len() < MAX_BATCH {
-                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                        Ok(Some(next)) => batch.push(next),
-                        _ => break,
-                    }
-                }
-                for (id, why) in queue.delete_batch(&batch).await {
-                    // The key is reconciled; the message will come back and find
-                    // nothing to do.
-                    tracing::warn!(message_id = %id, error = %why, "could not delete a handled message");
-                }
-            }
-        });
-        (Self { sender }, task)
-    }
-
-    /// Queues the delete of a handled message.
-    pub fn delete(&self, id: &str, receipt: &str) {
-        if self
-            .sender
-            .send((id.to_owned(), receipt.to_owned()))
-            .is_err()
-        {
-            tracing::error!(message_id = %id, "the deleter has stopped; the message will come back");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,45 +1,46 @@
 //! Reconciling one key: make the target's copy of K match the source's current K.
 //!
-//! Events are hints, not instructions (DESIGN §4): whatever arrived, [`Reconciler::reconcile`]
-//! looks at both sides as they are now and decides.
+//! Events are hints, not instructions (DESIGN §4): whatever arrived,
+//! [`Reconciler::reconcile`] looks at both sides as they are now and decides. Each
+//! attempt runs three steps:
 //!
-//! 1. Filtered by `replicate.include_prefixes` / `exclude_prefixes`: nothing to do.
-//! 2. HEAD the source. Gone: delete the target copy if `replicate.deletes` (and it
-//!    exists), else nothing to do.
-//! 3. HEAD the target key (`target.key_prefix` + K), at the same time as the source.
-//!    Same size, and the same ETag or the source ETag recorded in its metadata:
-//!    unchanged.
-//! 4. Otherwise copy ([`crate::transfer`]), with metadata, tags, storage class and
-//!    encryption as configured.
+//! 1. **Describe.** HEAD the source and the target key (`target.key_prefix` + K) at
+//!    once. A key a listing has just shown missing from the target
+//!    ([`Reconciler::reconcile_listed`], used by `backfill`) skips the target's HEAD,
+//!    and, when it is small and stored in one part, the source's too: a GET
+//!    (`If-Match` the listed ETag) is opened and its headers describe the object.
+//! 2. **Decide.** Filtered by `replicate.include_prefixes` / `exclude_prefixes`:
+//!    nothing to do. The source gone: delete the target copy if `replicate.deletes`
+//!    (and it exists), else nothing. The target holding the same size and the same
+//!    ETag, or the source ETag recorded in its metadata: unchanged.
+//! 3. **Copy** ([`crate::transfer`]), with metadata, tags, storage class and
+//!    encryption as configured, handing on the GET if one is open.
 //!
-//! A key a listing has just shown missing from the target
-//! ([`Reconciler::reconcile_missing`], used by `backfill`) skips the target's HEAD,
-//! and, when it is small and stored in one part, the source's too: the copy's GET
-//! (`If-Match` the listed ETag) describes the object instead.
-//!
-//! A source that changes mid-copy (412 on `If-Match`) sends the key back to step 2,
+//! A source that changes mid-copy (412 on `If-Match`) sends the key back to step 1,
 //! a few times at most. Keys rejected by S3 are retried once, after the secret
-//! holding them has been re-read.
+//! holding them has been re-read; passing failures a few times, with backoff.
 //!
-//! The result is a [`Report`]; a failure carries a [`ReconcileError`] that knows
-//! whether it is retryable and whether it is systemic.
+//! The result is a [`Report`] around a `Result`: an outcome with what was moved, or
+//! a [`ReconcileError`] that knows its [`ErrorKind`]. [`Report::emit`] logs and
+//! counts it, once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::operation::head_object::HeadObjectOutput;
-use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::aws::{ErrorKind, S3Error, S3Side};
+use crate::aws::S3Side;
 use crate::config::Config;
-use crate::metrics;
-use crate::transfer::{
-    plan, Copied, Copier, Method, SourceObject, TransferError, WriteOptions, SOURCE_ETAG_METADATA,
-};
+use crate::error::{ErrorKind, S3Error};
+use crate::etag::ETag;
+use crate::keylocks::KeyLocks;
+use crate::metrics::{self, Stage};
+use crate::object::{SourceObject, TargetObject};
+use crate::retry;
+use crate::transfer::{Copied, Copier, TransferError, WriteOptions};
+
+pub use crate::metrics::{Method, Outcome};
 
 /// How many times a key is started over because its source changed mid-copy.
 const SOURCE_CHANGES_TOLERATED: u32 = 3;
@@ -47,31 +48,6 @@ const SOURCE_CHANGES_TOLERATED: u32 = 3;
 /// How many times a key is tried again after a passing failure that the SDK's own
 /// retries and the part-level retries did not absorb (a reset connection, throttling).
 const TRANSIENT_RETRIES: u32 = 3;
-
-/// What reconciling a key did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Copied,
-    Unchanged,
-    Deleted,
-    Absent,
-    Filtered,
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Copied => "copied",
-            Outcome::Unchanged => "unchanged",
-            Outcome::Deleted => "deleted",
-            Outcome::Absent => "absent",
-            Outcome::Filtered => "filtered",
-            Outcome::Failed => "failed",
-        }
-    }
-}
 
 /// Why a key could not be reconciled.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -107,10 +83,10 @@ impl ReconcileError {
     }
 }
 
-/// The result of reconciling one key.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub key: String,
+/// What a successful reconcile did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Done {
+    /// Never [`Outcome::Failed`]: a failure is the `Err` of [`Report::result`].
     pub outcome: Outcome,
     /// The object's size (copied or unchanged), else 0.
     pub bytes: u64,
@@ -119,29 +95,112 @@ pub struct Report {
     pub parts_reused: usize,
     /// How the object was written, when it was.
     pub method: Option<Method>,
-    /// The target's ETag, unquoted, when it holds the object.
-    pub etag: Option<String>,
+    /// The target's ETag, when it holds the object.
+    pub etag: Option<ETag>,
+    /// How long the copy itself took, when there was one.
+    #[serde(skip)]
+    pub copy_duration: Option<Duration>,
+}
+
+impl Done {
+    fn nothing(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            bytes: 0,
+            bytes_sent: 0,
+            parts_reused: 0,
+            method: None,
+            etag: None,
+            copy_duration: None,
+        }
+    }
+
+    fn copied(size: u64, copied: Copied, started: Instant) -> Self {
+        Self {
+            outcome: Outcome::Copied,
+            bytes: size,
+            bytes_sent: copied.bytes_sent,
+            parts_reused: copied.parts_reused,
+            method: Some(copied.method),
+            etag: Some(copied.etag),
+            copy_duration: Some(started.elapsed()),
+        }
+    }
+}
+
+/// The result of reconciling one key.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub key: String,
     pub duration: Duration,
-    pub error: Option<ReconcileError>,
+    pub result: Result<Done, ReconcileError>,
 }
 
 impl Report {
+    pub fn outcome(&self) -> Outcome {
+        match &self.result {
+            Ok(done) => done.outcome,
+            Err(_) => Outcome::Failed,
+        }
+    }
+
+    pub fn error(&self) -> Option<&ReconcileError> {
+        self.result.as_ref().err()
+    }
+
+    /// The object's size, when it was copied or found unchanged.
+    pub fn bytes(&self) -> u64 {
+        self.result.as_ref().map_or(0, |done| done.bytes)
+    }
+
     /// The report as one JSON line of `xpsync sync`.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut line = serde_json::json!({
-            "key": self.key,
-            "outcome": self.outcome,
-            "bytes": self.bytes,
-            "bytes_sent": self.bytes_sent,
-            "parts_reused": self.parts_reused,
-            "method": self.method,
-            "etag": self.etag,
-            "duration_ms": self.duration.as_millis() as u64,
-        });
-        if let Some(error) = &self.error {
-            line["error"] = serde_json::json!(error.to_string());
+        let duration_ms = self.duration.as_millis() as u64;
+        match &self.result {
+            Ok(done) => {
+                let mut line = serde_json::json!({"key": self.key, "duration_ms": duration_ms});
+                if let (Some(line), serde_json::Value::Object(done)) =
+                    (line.as_object_mut(), serde_json::json!(done))
+                {
+                    line.extend(done);
+                }
+                line
+            }
+            Err(error) => serde_json::json!({
+                "key": self.key,
+                "outcome": Outcome::Failed,
+                "duration_ms": duration_ms,
+                "error": error.to_string(),
+            }),
         }
-        line
+    }
+
+    /// Logs and counts the report: the one place a key's outcome is told.
+    fn emit(&self) {
+        metrics::OBJECTS
+            .with_label_values(&[self.outcome().as_str()])
+            .inc();
+        match &self.result {
+            Ok(done) => {
+                if let (Some(method), Some(took)) = (done.method, done.copy_duration) {
+                    metrics::COPY_DURATION
+                        .with_label_values(&[method.as_str()])
+                        .observe(took.as_secs_f64());
+                    metrics::BYTES_COPIED.inc_by(done.bytes);
+                }
+                tracing::info!(
+                    outcome = done.outcome.as_str(),
+                    size = done.bytes,
+                    bytes_sent = done.bytes_sent,
+                    duration_ms = self.duration.as_millis() as u64,
+                    "reconciled"
+                );
+            }
+            Err(e) => {
+                metrics::error(Stage::Reconcile, e.kind());
+                tracing::warn!(outcome = "failed", error = %e, kind = e.kind().as_str(), "reconcile failed");
+            }
+        }
     }
 }
 
@@ -153,8 +212,7 @@ pub struct Reconciler {
     target: S3Side,
     copier: Copier,
     config: std::sync::Arc<Config>,
-    /// Keys being reconciled now. S3 sends duplicate events, often together: a
-    /// second reconcile of a key waits for the first, then finds nothing to do.
+    /// Keys being reconciled now, one reconcile of a key at a time.
     in_progress: KeyLocks,
 }
 
@@ -199,184 +257,132 @@ impl Reconciler {
     /// Makes the target's copy of `key` match the source's, and says what it did.
     pub async fn reconcile(&self, key: &str) -> Report {
         let span = tracing::info_span!("reconcile", key);
-        self.reconcile_inner(key, None).instrument(span).await
+        self.run(key, None).instrument(span).await
     }
 
-    /// As [`Reconciler::reconcile`], for a key a listing has just shown missing from
-    /// the target, and on the source as `size` bytes with ETag `etag` (if the
-    /// listing gave one): its first
-    /// attempt sends no HEAD to the target, and none to the source either when the
-    /// object can be copied by one GET and one PUT (the GET then describes it).
-    /// Should the key have arrived on the target meanwhile, it is copied again,
-    /// which is harmless.
-    pub async fn reconcile_missing(&self, key: &str, size: u64, etag: Option<&str>) -> Report {
+    /// As [`Reconciler::reconcile`], for a key a listing has just shown missing
+    /// from the target, and on the source as `listed` (size, and the ETag if the
+    /// listing gave one). Its first attempt sends no HEAD to the target, and none
+    /// to the source either when the object can be read by one GET. Should the key
+    /// have arrived on the target meanwhile, it is copied again, which is harmless.
+    pub async fn reconcile_listed(&self, listed: SourceObject) -> Report {
+        let key = listed.key.clone();
         let span = tracing::info_span!("reconcile", key);
-        let listed = Listed {
-            size,
-            etag: etag.map(str::to_owned),
-        };
-        self.reconcile_inner(key, Some(listed))
-            .instrument(span)
-            .await
+        self.run(&key, Some(listed)).instrument(span).await
     }
 
-    async fn reconcile_inner(&self, key: &str, listed: Option<Listed>) -> Report {
+    async fn run(&self, key: &str, listed: Option<SourceObject>) -> Report {
         let started = Instant::now();
         let _only_one = self.in_progress.lock(key).await;
-        metrics::OBJECTS_IN_FLIGHT.inc();
-        let mut report = Report {
-            key: key.to_owned(),
-            outcome: Outcome::Filtered,
-            bytes: 0,
-            bytes_sent: 0,
-            parts_reused: 0,
-            method: None,
-            etag: None,
-            duration: Duration::ZERO,
-            error: None,
+        let _in_flight = metrics::hold(&metrics::OBJECTS_IN_FLIGHT, 1);
+        let result = if self.config.is_replicated(key) {
+            self.attempts(key, listed).await
+        } else {
+            Ok(Done::nothing(Outcome::Filtered))
         };
-        if self.config.is_replicated(key) {
-            let mut source_changes = 0;
-            let mut keys_reread = false;
-            let mut transient_retries = 0;
-            let mut listed = listed;
-            loop {
-                let attempt = self.attempt(key, listed.take(), &mut report).await;
-                match attempt {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
-                        source_changes += 1;
-                        tracing::info!(
-                            attempt = source_changes,
-                            "the source changed during the copy; starting over"
-                        );
-                        if source_changes >= SOURCE_CHANGES_TOLERATED {
-                            report.outcome = Outcome::Failed;
-                            report.error = Some(ReconcileError::SourceUnstable);
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::Auth && !keys_reread => {
-                        // observe() has marked the secret stale: one more try with keys re-read.
-                        keys_reread = true;
-                    }
-                    Err(e)
-                        if e.kind() == ErrorKind::Transient
-                            && transient_retries < TRANSIENT_RETRIES =>
-                    {
-                        transient_retries += 1;
-                        let pause = Duration::from_millis(500 * 2u64.pow(transient_retries));
-                        tracing::info!(error = %e, retry_in = ?pause, "a passing failure; trying the key again");
-                        tokio::time::sleep(pause).await;
-                    }
-                    Err(e) => {
-                        report.outcome = Outcome::Failed;
-                        report.error = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        report.duration = started.elapsed();
-        metrics::OBJECTS_IN_FLIGHT.dec();
-        metrics::OBJECTS
-            .with_label_values(&[report.outcome.as_str()])
-            .inc();
-        match &report.error {
-            None => tracing::info!(
-                outcome = report.outcome.as_str(),
-                size = report.bytes,
-                bytes_sent = report.bytes_sent,
-                duration_ms = report.duration.as_millis() as u64,
-                "reconciled"
-            ),
-            Some(e) => {
-                metrics::ERRORS
-                    .with_label_values(&["reconcile", e.kind().as_str()])
-                    .inc();
-                tracing::warn!(outcome = "failed", error = %e, kind = e.kind().as_str(), "reconcile failed")
-            }
-        }
+        let report = Report {
+            key: key.to_owned(),
+            duration: started.elapsed(),
+            result,
+        };
+        report.emit();
         report
     }
 
+    /// Attempts the key until it is done, or fails for good.
+    async fn attempts(
+        &self,
+        key: &str,
+        mut listed: Option<SourceObject>,
+    ) -> Result<Done, ReconcileError> {
+        let mut source_changes = 0;
+        let mut keys_reread = false;
+        let mut transient_retries = 0;
+        loop {
+            let error = match self.attempt(key, listed.take()).await {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            match error.kind() {
+                ErrorKind::PreconditionFailed => {
+                    source_changes += 1;
+                    tracing::info!(
+                        attempt = source_changes,
+                        "the source changed during the copy; starting over"
+                    );
+                    if source_changes >= SOURCE_CHANGES_TOLERATED {
+                        return Err(ReconcileError::SourceUnstable);
+                    }
+                }
+                // observe() has marked the secret stale: one more try with keys re-read.
+                ErrorKind::Auth if !keys_reread => keys_reread = true,
+                ErrorKind::Transient if transient_retries < TRANSIENT_RETRIES => {
+                    transient_retries += 1;
+                    let pause = retry::backoff(
+                        transient_retries,
+                        Duration::from_secs(1),
+                        Duration::from_secs(4),
+                    );
+                    tracing::info!(error = %error, retry_in = ?pause, "a passing failure; trying the key again");
+                    tokio::time::sleep(pause).await;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// Describe, decide, copy: once.
     async fn attempt(
         &self,
         key: &str,
-        listed: Option<Listed>,
-        report: &mut Report,
-    ) -> Result<(), ReconcileError> {
+        listed: Option<SourceObject>,
+    ) -> Result<Done, ReconcileError> {
         let target_key = self.target_key(key);
-        let (found, target) = match &listed {
-            Some(listed)
-                if self
-                    .copier
-                    .copies_listed(listed.size, listed.etag.as_deref()) =>
-            {
-                return self.copy_listed(key, listed, report).await;
+
+        // Describe. `target` is Some(..) when the target was HEADed now.
+        let (source, target, open) = match listed {
+            Some(mut listed) if self.copier.may_open(&listed) => {
+                match self.copier.open(&mut listed).await? {
+                    Some(open) => (Some(listed), None, Some(open)),
+                    None => (None, None, None),
+                }
             }
-            Some(_) => (head(&self.source, key).await?, None),
+            Some(_) => (head_source(&self.source, key).await?, None, None),
             // Both HEADs at once: on a slow link, one round trip instead of two.
             None => {
-                let (source, target) =
-                    tokio::join!(head(&self.source, key), head(&self.target, &target_key));
-                (source?, target?)
+                let (source, target) = tokio::join!(
+                    head_source(&self.source, key),
+                    head(&self.target, &target_key)
+                );
+                let target = target?.map(|head| TargetObject::from_head(&head));
+                (source?, Some(target), None)
             }
         };
-        let Some(found) = found else {
-            // Known only when HEADed just now; a listing may be out of date.
-            let target_exists = listed.is_none().then_some(target.is_some());
-            return self.source_gone(key, report, target_exists).await;
+
+        // Decide.
+        let Some(source) = source else {
+            let target_exists = target.map(|t| t.is_some());
+            return self.source_gone(key, target_exists).await;
         };
-        let source = SourceObject::new(key, found);
-        report.bytes = source.size;
-        if let Some(target) = target {
-            if holds(&target, &source) {
-                report.outcome = Outcome::Unchanged;
-                report.etag = target.e_tag().map(|e| plan::unquote(e).to_owned());
-                return Ok(());
+        if let Some(Some(target)) = &target {
+            if target.holds(&source) {
+                return Ok(Done {
+                    bytes: source.size,
+                    etag: target.etag.clone(),
+                    ..Done::nothing(Outcome::Unchanged)
+                });
             }
         }
 
+        // Copy.
         let options = self.write_options(&source);
+        let _bytes = metrics::hold(&metrics::BYTES_IN_FLIGHT, source.size as i64);
         let started = Instant::now();
-        metrics::BYTES_IN_FLIGHT.add(source.size as i64);
-        let copied = self.copier.copy(&source, &target_key, &options).await;
-        metrics::BYTES_IN_FLIGHT.sub(source.size as i64);
-        record_copy(report, source.size, copied?, started);
-        Ok(())
-    }
-
-    /// Copies a key as listed, without HEADs ([`Copier::copy_listed`]).
-    async fn copy_listed(
-        &self,
-        key: &str,
-        listed: &Listed,
-        report: &mut Report,
-    ) -> Result<(), ReconcileError> {
-        let target_key = self.target_key(key);
-        let options = |source: &SourceObject| self.write_options(source);
-        let started = Instant::now();
-        metrics::BYTES_IN_FLIGHT.add(listed.size as i64);
         let copied = self
             .copier
-            .copy_listed(
-                key,
-                listed.size,
-                listed.etag.as_deref(),
-                &target_key,
-                &options,
-            )
-            .await;
-        metrics::BYTES_IN_FLIGHT.sub(listed.size as i64);
-        match copied? {
-            Some((source, copied)) => {
-                report.bytes = source.size;
-                record_copy(report, source.size, copied, started);
-                Ok(())
-            }
-            None => self.source_gone(key, report, None).await,
-        }
+            .copy(&source, &target_key, &options, open)
+            .await?;
+        Ok(Done::copied(source.size, copied, started))
     }
 
     /// The source key is gone: delete the target copy if `replicate.deletes` and it
@@ -384,29 +390,27 @@ impl Reconciler {
     async fn source_gone(
         &self,
         key: &str,
-        report: &mut Report,
         target_exists: Option<bool>,
-    ) -> Result<(), ReconcileError> {
-        report.outcome = Outcome::Absent;
+    ) -> Result<Done, ReconcileError> {
         if !self.config.replicate.deletes {
-            return Ok(());
+            return Ok(Done::nothing(Outcome::Absent));
         }
         let target_key = self.target_key(key);
         let exists = match target_exists {
             Some(exists) => exists,
             None => head(&self.target, &target_key).await?.is_some(),
         };
-        if exists {
-            let request = self
-                .target
-                .client
-                .delete_object()
-                .bucket(&self.target.bucket)
-                .key(&target_key);
-            self.target.observe("DeleteObject", request.send().await)?;
-            report.outcome = Outcome::Deleted;
+        if !exists {
+            return Ok(Done::nothing(Outcome::Absent));
         }
-        Ok(())
+        let request = self
+            .target
+            .client
+            .delete_object()
+            .bucket(&self.target.bucket)
+            .key(&target_key);
+        self.target.observe("DeleteObject", request.send().await)?;
+        Ok(Done::nothing(Outcome::Deleted))
     }
 
     /// Metadata, tags, storage class and encryption for the target copy (the tags
@@ -416,17 +420,7 @@ impl Reconciler {
         let target = &self.config.target;
         let mut options = WriteOptions::default();
         if replicate.metadata {
-            let h = &source.head;
-            options.metadata = h.metadata().cloned().unwrap_or_default();
-            options.metadata.remove(SOURCE_ETAG_METADATA);
-            options.content_type = h.content_type().map(str::to_owned);
-            options.content_encoding = h.content_encoding().map(str::to_owned);
-            options.content_language = h.content_language().map(str::to_owned);
-            options.content_disposition = h.content_disposition().map(str::to_owned);
-            options.cache_control = h.cache_control().map(str::to_owned);
-            options.expires = h
-                .expires_string()
-                .and_then(|s| DateTime::from_str(s, DateTimeFormat::HttpDate).ok());
+            options.description = source.description.clone().unwrap_or_default();
         }
         options.copy_tags = replicate.tags;
         if !target.storage_class.is_empty() {
@@ -442,95 +436,22 @@ impl Reconciler {
     }
 }
 
-/// A source object as a listing showed it.
-#[derive(Debug, Clone)]
-struct Listed {
-    size: u64,
-    etag: Option<String>,
-}
-
-/// Records a finished copy in the report and the metrics.
-fn record_copy(report: &mut Report, size: u64, copied: Copied, started: Instant) {
-    metrics::COPY_DURATION
-        .with_label_values(&[copied.method.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    metrics::BYTES_COPIED.inc_by(size);
-    report.outcome = Outcome::Copied;
-    report.etag = Some(copied.etag);
-    report.bytes_sent = copied.bytes_sent;
-    report.parts_reused = copied.parts_reused;
-    report.method = Some(copied.method);
-}
-
-/// One async mutex per key in use; entries go when no one holds or awaits them.
-#[derive(Clone, Debug, Default)]
-struct KeyLocks {
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
-/// Holds a key; releases (and forgets it when no one else waits) on drop.
-struct KeyGuard {
-    key: String,
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    _guard: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl KeyLocks {
-    async fn lock(&self, key: &str) -> KeyGuard {
-        let mutex = Arc::clone(
-            self.locks
-                .lock()
-                .expect("never poisoned")
-                .entry(key.to_owned())
-                .or_default(),
-        );
-        KeyGuard {
-            key: key.to_owned(),
-            locks: Arc::clone(&self.locks),
-            _guard: mutex.lock_owned().await,
-        }
-    }
-}
-
-impl Drop for KeyGuard {
-    fn drop(&mut self) {
-        let mut locks = self.locks.lock().expect("never poisoned");
-        // The map's reference and this guard's are the only ones: no one waits.
-        if locks
-            .get(&self.key)
-            .is_some_and(|m| Arc::strong_count(m) == 2)
-        {
-            locks.remove(&self.key);
-        }
-    }
+/// HEAD the source `key`, described; None if it does not exist.
+async fn head_source(side: &S3Side, key: &str) -> Result<Option<SourceObject>, S3Error> {
+    Ok(head(side, key)
+        .await?
+        .map(|head| SourceObject::from_head(key, &head)))
 }
 
 /// HEAD `key`; None if it does not exist.
-async fn head(side: &S3Side, key: &str) -> Result<Option<HeadObjectOutput>, S3Error> {
+pub(crate) async fn head(
+    side: &S3Side,
+    key: &str,
+) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, S3Error> {
     let request = side.client.head_object().bucket(&side.bucket).key(key);
     match side.observe("HeadObject", request.send().await) {
         Ok(head) => Ok(Some(head)),
         Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// Whether the target object holds the source's current version: same size, and
-/// the same ETag or the source ETag recorded when it was copied.
-fn holds(target: &HeadObjectOutput, source: &SourceObject) -> bool {
-    let same_size = target.content_length().unwrap_or(-1).max(-1) == source.size as i64;
-    let source_etag = plan::unquote(&source.etag);
-    let recorded = recorded_source_etag(target) == Some(source_etag);
-    let same_etag = target
-        .e_tag()
-        .is_some_and(|e| plan::unquote(e) == source_etag);
-    same_size && (recorded || same_etag)
-}
-
-/// The source ETag a target copy records having been made from, if any.
-pub(crate) fn recorded_source_etag(target: &HeadObjectOutput) -> Option<&str> {
-    target
-        .metadata()
-        .and_then(|m| m.get(SOURCE_ETAG_METADATA))
-        .map(String::as_str)
 }

@@ -133,8 +133,8 @@ async fn keys_rejected_by_the_target_make_the_secret_be_read_again() {
     p.put_secret(SECRET_ID, &secret_json(&p.writer)).await;
     let after = reconciler.reconcile("rotated").await;
 
-    assert_eq!(before.outcome, Outcome::Failed);
-    let error = before.error.unwrap();
+    assert_eq!(before.outcome(), Outcome::Failed);
+    let error = before.error().unwrap();
     assert!(error.is_systemic(), "{error}");
-    assert_eq!(after.outcome, Outcome::Copied, "{:?}", after.error);
+    assert_eq!(after.outcome(), Outcome::Copied, "{:?}", after.error());
 }

@@ -45,7 +45,7 @@ async fn a_64_mib_object_buffered_part_by_part_stays_within_a_16_mib_memory_budg
 
     let report = reconciler.reconcile("big").await;
 
-    assert_eq!(report.outcome, Outcome::Copied, "{:?}", report.error);
+    assert_eq!(report.outcome(), Outcome::Copied, "{:?}", report.error());
     let budget = reconciler.copier().budget();
     assert!(
         budget.peak() <= 16 * MIB as u64,
@@ -67,7 +67,7 @@ async fn a_64_mib_object_streamed_holds_a_small_window_per_part() {
 
     let report = reconciler.reconcile("streamed").await;
 
-    assert_eq!(report.outcome, Outcome::Copied, "{:?}", report.error);
+    assert_eq!(report.outcome(), Outcome::Copied, "{:?}", report.error());
     let budget = reconciler.copier().budget();
     // 8 part slots, each holding a 2 MiB window rather than a 5 MiB part.
     assert_eq!(budget.peak(), 16 * MIB as u64);

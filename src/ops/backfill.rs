@@ -15,8 +15,11 @@ use serde_json::{json, Value};
 
 use super::compare::{compare, Comparison, Status};
 use super::progress::Progress;
-use crate::aws::{S3Error, S3Side};
+use crate::aws::S3Side;
 use crate::config::Config;
+use crate::error::S3Error;
+use crate::etag::ETag;
+use crate::object::SourceObject;
 use crate::queue::{Outgoing, Queue, MAX_BATCH};
 use crate::reconcile::{Outcome, Reconciler, Report};
 
@@ -103,9 +106,10 @@ pub async fn backfill(
                         async move {
                             Done::Reconciled(match (c.status, c.source_size) {
                                 (Status::Missing, Some(size)) => {
-                                    // Some servers list no ETags.
-                                    let etag = c.source_etag.as_deref().filter(|e| !e.is_empty());
-                                    reconciler.reconcile_missing(&c.key, size, etag).await
+                                    // Some servers list no ETags: parse() gives None.
+                                    let etag = ETag::parse(c.source_etag.as_deref());
+                                    let listed = SourceObject::listed(&c.key, size, etag);
+                                    reconciler.reconcile_listed(listed).await
                                 }
                                 _ => reconciler.reconcile(&c.key).await,
                             })
@@ -133,10 +137,10 @@ pub async fn backfill(
             continue;
         };
         match done {
-            Done::Reconciled(r) => match r.outcome {
+            Done::Reconciled(r) => match r.outcome() {
                 Outcome::Copied => {
                     summary.copied += 1;
-                    summary.bytes_copied += r.bytes;
+                    summary.bytes_copied += r.bytes();
                 }
                 Outcome::Deleted => summary.deleted += 1,
                 Outcome::Failed => {

@@ -9,9 +9,11 @@ use futures::{Stream, TryStreamExt};
 use serde::Serialize;
 
 use super::listing::{self, Entry, Pair};
-use crate::aws::{S3Error, S3Side};
+use crate::aws::S3Side;
 use crate::config::Config;
-use crate::reconcile::recorded_source_etag;
+use crate::error::S3Error;
+use crate::etag::ETag;
+use crate::object::recorded_source_etag;
 
 /// How a key stands between the sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -98,5 +100,5 @@ async fn same(target: &S3Side, key_prefix: &str, s: &Entry, t: &Entry) -> Result
         .bucket(&target.bucket)
         .key(format!("{key_prefix}{}", t.key));
     let head = target.observe("HeadObject", request.send().await)?;
-    Ok(recorded_source_etag(&head) == Some(s.etag.as_str()))
+    Ok(recorded_source_etag(&head) == ETag::parse(Some(&s.etag)))
 }

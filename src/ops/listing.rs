@@ -8,8 +8,9 @@
 
 use futures::stream::{self, BoxStream, Stream, StreamExt, TryStreamExt};
 
-use crate::aws::{S3Error, S3Side};
-use crate::transfer::plan::unquote;
+use crate::aws::S3Side;
+use crate::error::S3Error;
+use crate::etag::ETag;
 
 /// One listed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,9 @@ pub fn list<'a>(
                 Some(Ok(Entry {
                     key: key.to_owned(),
                     size: object.size().unwrap_or(0).max(0) as u64,
-                    etag: unquote(object.e_tag().unwrap_or_default()).to_owned(),
+                    etag: ETag::new(object.e_tag().unwrap_or_default())
+                        .as_str()
+                        .to_owned(),
                 }))
             })
             .collect();

@@ -4,8 +4,9 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use super::compare::{compare, Comparison, Status};
-use crate::aws::{S3Error, S3Side};
+use crate::aws::S3Side;
 use crate::config::Config;
+use crate::error::S3Error;
 
 /// Counts over the whole comparison.
 #[derive(Debug, Clone, Default, Serialize)]

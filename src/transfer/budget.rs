@@ -1,10 +1,11 @@
 //! The memory budget: object bytes buffered at once, across every transfer.
 //!
-//! A part is read from the source into memory, then uploaded; its bytes are held
-//! between the two. Before a part's GET is sent, its whole size is reserved here, and
-//! the reservation is released when the upload has finished (or failed). So however
-//! many objects and parts are in flight, the buffered bytes never exceed
-//! `transfer.memory_limit`. Waiters are served first come, first served (tokio's
+//! Before a GET is sent, the bytes it will hold in memory are reserved here, and the
+//! reservation is released when the upload has finished (or failed): a buffered
+//! part or object reserves its whole size, which is held between the read and the
+//! upload; a streamed part or PUT reserves its window ([`super::stream::STREAM_WINDOW`]),
+//! the most its channel holds at once. So however many objects and parts are in
+//! flight, the object bytes in memory never exceed `transfer.memory_limit`. Waiters are served first come, first served (tokio's
 //! semaphore is fair), so a large part is not starved by small ones.
 //!
 //! Permits are counted in KiB so that a 5 GiB part fits the semaphore's `u32`.

@@ -18,19 +18,16 @@
 //! leaves it to be resumed by the next attempt.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use futures::{StreamExt, TryStreamExt};
 
-use super::plan::{composite_etag, is_md5, unquote};
-use super::{
-    md5_of, part_backoff, with_write_options, Copied, Copier, Method, PartPlan, SourceObject,
-    TransferError, WriteOptions, PART_ATTEMPTS,
-};
-use crate::aws::{ErrorKind, S3Error};
-use crate::metrics;
+use super::part::{copy_part, Part, PartDone};
+use super::{with_write_options, Copied, Copier, Method, PartPlan, TransferError, WriteOptions};
+use crate::error::ErrorKind;
+use crate::etag::ETag;
+use crate::metrics::PartResult;
+use crate::object::SourceObject;
 
 /// Part HEADs at once while discovering a source's layout.
 const LAYOUT_HEADS_AT_ONCE: usize = 16;
@@ -94,14 +91,6 @@ struct Upload<'a> {
     stream: bool,
 }
 
-/// A part in the upload.
-struct PartDone {
-    number: usize,
-    etag: String,
-    /// Bytes uploaded for it now: 0 when an earlier upload's part was kept.
-    sent: u64,
-}
-
 impl Upload<'_> {
     /// Moves the parts not already in `earlier`, checks, completes. An upload that
     /// fails because the source changed, or for good, is aborted; one that fails
@@ -109,7 +98,7 @@ impl Upload<'_> {
     async fn run(
         &self,
         upload_id: &str,
-        earlier: &BTreeMap<usize, String>,
+        earlier: &BTreeMap<usize, ETag>,
     ) -> Result<Copied, TransferError> {
         let result = self.finish(upload_id, earlier).await;
         if let Err(e) = &result {
@@ -127,7 +116,7 @@ impl Upload<'_> {
     async fn finish(
         &self,
         upload_id: &str,
-        earlier: &BTreeMap<usize, String>,
+        earlier: &BTreeMap<usize, ETag>,
     ) -> Result<Copied, TransferError> {
         let (copier, source, target_key) = (self.copier, self.source, self.target_key);
         let done: Vec<PartDone> = futures::stream::iter(self.plan.parts())
@@ -136,7 +125,7 @@ impl Upload<'_> {
                 async move {
                     match earlier {
                         Some(etag) if self.trust_composite => {
-                            metrics::PARTS.with_label_values(&["reused"]).inc();
+                            PartResult::Reused.count();
                             Ok(PartDone {
                                 number,
                                 etag,
@@ -160,17 +149,18 @@ impl Upload<'_> {
             .await?;
         let bytes_sent = done.iter().map(|p| p.sent).sum();
         let parts_reused = done.iter().filter(|p| p.sent == 0).count();
-        let parts: BTreeMap<usize, String> = done.into_iter().map(|p| (p.number, p.etag)).collect();
+        let parts: BTreeMap<usize, ETag> = done.into_iter().map(|p| (p.number, p.etag)).collect();
 
-        let expected = composite_etag(parts.values().map(String::as_str));
-        if self.plan.preserved && source.etag_is_content_hash() {
-            if let Some(expected) = &expected {
-                if expected != unquote(&source.etag) {
-                    return Err(TransferError::Verification(format!(
-                        "the parts compose ETag {expected}, but the source's is {}",
-                        source.etag
-                    )));
-                }
+        let expected = ETag::composite(parts.values());
+        if let (true, Some(expected), Some(source_etag)) = (
+            self.plan.preserved && source.etag_is_content_hash(),
+            &expected,
+            &source.etag,
+        ) {
+            if expected != source_etag {
+                return Err(TransferError::Verification(format!(
+                    "the parts compose ETag {expected}, but the source's is {source_etag}"
+                )));
             }
         }
 
@@ -181,7 +171,7 @@ impl Upload<'_> {
                     .map(|(number, etag)| {
                         CompletedPart::builder()
                             .part_number(*number as i32)
-                            .e_tag(etag)
+                            .e_tag(etag.quoted())
                             .build()
                     })
                     .collect(),
@@ -204,7 +194,7 @@ impl Upload<'_> {
                 output.e_tag(),
                 output.server_side_encryption(),
                 self.options,
-                expected.as_deref(),
+                expected.as_ref(),
             )
             .await?;
         Ok(Copied {
@@ -218,10 +208,7 @@ impl Upload<'_> {
 
 /// The source's own layout if it is to be and can be kept, else a uniform cut.
 async fn plan_for(copier: &Copier, source: &SourceObject) -> Result<PartPlan, TransferError> {
-    if let (Some(count), true) = (
-        source.multipart_count(),
-        copier.settings.preserve_part_layout,
-    ) {
+    if let (Some(count), true) = (source.part_count(), copier.settings.preserve_part_layout) {
         match discover_layout(copier, source, count).await? {
             Some(sizes) if sizes.iter().all(|&s| copier.budget.fits(s)) => {
                 return Ok(PartPlan::from_layout(sizes))
@@ -287,8 +274,8 @@ async fn find_resumable(
     copier: &Copier,
     target_key: &str,
     plan: &PartPlan,
-) -> Result<Option<(String, BTreeMap<usize, String>)>, TransferError> {
-    let mut best: Option<(String, BTreeMap<usize, String>)> = None;
+) -> Result<Option<(String, BTreeMap<usize, ETag>)>, TransferError> {
+    let mut best: Option<(String, BTreeMap<usize, ETag>)> = None;
     let uploads = match list_uploads(copier, target_key).await {
         Ok(uploads) => uploads,
         // Resuming saves work but is never needed: a server that cannot list
@@ -354,33 +341,27 @@ async fn list_parts(
     copier: &Copier,
     target_key: &str,
     upload_id: &str,
-) -> Result<BTreeMap<usize, (u64, String)>, TransferError> {
+) -> Result<BTreeMap<usize, (u64, ETag)>, TransferError> {
     let target = &copier.target;
+    let mut pages = target
+        .client
+        .list_parts()
+        .bucket(&target.bucket)
+        .key(target_key)
+        .upload_id(upload_id)
+        .into_paginator()
+        .send();
     let mut parts = BTreeMap::new();
-    let mut marker = None;
-    loop {
-        let request = target
-            .client
-            .list_parts()
-            .bucket(&target.bucket)
-            .key(target_key)
-            .upload_id(upload_id)
-            .set_part_number_marker(marker.take());
-        let output = target.observe("ListParts", request.send().await)?;
-        for part in output.parts() {
-            if let (Some(number), Some(etag)) = (part.part_number(), part.e_tag()) {
+    while let Some(page) = pages.next().await {
+        let page = target.observe("ListParts", page)?;
+        for part in page.parts() {
+            if let (Some(number), Some(etag)) = (part.part_number(), ETag::parse(part.e_tag())) {
                 let size = part.size().unwrap_or(0).max(0) as u64;
-                parts.insert(number as usize, (size, etag.to_owned()));
+                parts.insert(number as usize, (size, etag));
             }
         }
-        if output.is_truncated() != Some(true) {
-            return Ok(parts);
-        }
-        marker = output.next_part_number_marker().map(str::to_owned);
-        if marker.is_none() {
-            return Ok(parts);
-        }
     }
+    Ok(parts)
 }
 
 /// Starts an upload; returns its id and the encryption the target applies.
@@ -397,7 +378,7 @@ async fn create(
         .bucket(&copier.target.bucket)
         .key(target_key);
     let tagging = copier.source_tags(source, options, None).await?;
-    let request = with_write_options!(request, options, &source.etag, tagging);
+    let request = with_write_options!(request, options, source.etag.as_ref(), tagging);
     let output = copier
         .target
         .observe("CreateMultipartUpload", request.send().await)?;
@@ -425,168 +406,4 @@ async fn abort(copier: &Copier, target_key: &str, upload_id: &str) {
             tracing::warn!(key = target_key, upload_id, error = %e, "could not abort an upload")
         }
     }
-}
-
-/// One part of an upload.
-struct Part<'a> {
-    upload_id: &'a str,
-    number: usize,
-    range: Range<u64>,
-    /// The ETag of this part in an interrupted upload, to be checked before reuse.
-    earlier: Option<String>,
-}
-
-/// One part: take a slot, reserve its memory, then move it, retrying on passing
-/// failures by reading its range again (a streamed body cannot be replayed).
-///
-/// A part is streamed when `stream` allows, and buffered whole (then sent with
-/// Content-MD5) when an earlier upload's part must be checked against the source's
-/// bytes before it is kept: its ETag is the MD5 of what was read.
-async fn copy_part(
-    copier: &Copier,
-    source: &SourceObject,
-    target_key: &str,
-    part: Part<'_>,
-    stream: bool,
-) -> Result<PartDone, TransferError> {
-    let stream = stream && part.earlier.is_none();
-    let length = part.range.end - part.range.start;
-    let _slot = copier
-        .part_slots
-        .acquire()
-        .await
-        .expect("the part semaphore is never closed");
-    let held = if stream {
-        length.min(super::stream::STREAM_WINDOW)
-    } else {
-        length
-    };
-    let _reservation = copier.budget.reserve(held).await;
-    let mut attempt = 1;
-    loop {
-        let result = if stream {
-            stream_part(copier, source, target_key, &part).await
-        } else {
-            buffer_part(copier, source, target_key, &part).await
-        };
-        match result {
-            Ok(done) => {
-                let how = if done.sent == 0 { "reused" } else { "uploaded" };
-                metrics::PARTS.with_label_values(&[how]).inc();
-                return Ok(done);
-            }
-            Err(e) if e.kind() == ErrorKind::Transient && attempt < PART_ATTEMPTS => {
-                tracing::warn!(key = %source.key, part = part.number, attempt, error = %e, "part failed; retrying");
-                tokio::time::sleep(part_backoff(attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn upload_part_request(
-    copier: &Copier,
-    target_key: &str,
-    part: &Part<'_>,
-    length: u64,
-) -> aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder {
-    copier
-        .target
-        .client
-        .upload_part()
-        .bucket(&copier.target.bucket)
-        .key(target_key)
-        .upload_id(part.upload_id)
-        .part_number(part.number as i32)
-        .content_length(length as i64)
-}
-
-/// Reads the whole part, keeps an earlier upload's part if it holds these bytes,
-/// else uploads them with Content-MD5.
-async fn buffer_part(
-    copier: &Copier,
-    source: &SourceObject,
-    target_key: &str,
-    part: &Part<'_>,
-) -> Result<PartDone, TransferError> {
-    let bytes = copier
-        .get_bytes(source, Some(part.range.clone()), part.number)
-        .await?;
-    let (content_md5, md5_hex) = md5_of(&bytes);
-    if let Some(etag) = part.earlier.as_deref().filter(|e| unquote(e) == md5_hex) {
-        return Ok(PartDone {
-            number: part.number,
-            etag: etag.to_owned(),
-            sent: 0,
-        });
-    }
-    let length = bytes.len() as u64;
-    let request = upload_part_request(copier, target_key, part, length)
-        .content_md5(content_md5)
-        .body(ByteStream::from(bytes))
-        .customize()
-        .disable_payload_signing();
-    let output = copier.target.observe("UploadPart", request.send().await)?;
-    metrics::BYTES_SENT.inc_by(length);
-    let etag = output.e_tag().unwrap_or_default().to_owned();
-    if is_md5(&etag) && unquote(&etag) != md5_hex {
-        return Err(TransferError::Verification(format!(
-            "part {}: the target stored ETag {etag} for bytes with MD5 {md5_hex}",
-            part.number
-        )));
-    }
-    Ok(PartDone {
-        number: part.number,
-        etag,
-        sent: length,
-    })
-}
-
-/// Streams the part from the source's GET into UploadPart, then checks the part's
-/// ETag against the MD5 of what was read.
-async fn stream_part(
-    copier: &Copier,
-    source: &SourceObject,
-    target_key: &str,
-    part: &Part<'_>,
-) -> Result<PartDone, TransferError> {
-    let length = part.range.end - part.range.start;
-    let output = copier.get(source, Some(part.range.clone())).await?;
-    let (body, reader) = super::stream::tee(output.body, length);
-    let request = upload_part_request(copier, target_key, part, length)
-        .body(body)
-        .customize()
-        .disable_payload_signing();
-    let uploaded = request.send().await;
-    let read = reader
-        .await
-        .map_err(|e| TransferError::Verification(format!("the reading task failed: {e}")))?
-        .map_err(|message| S3Error {
-            side: copier.source.side,
-            operation: "GetObject",
-            kind: ErrorKind::Transient,
-            message,
-        })?;
-    let output = copier.target.observe("UploadPart", uploaded)?;
-    metrics::BYTES_SENT.inc_by(read.length);
-    if read.length != length {
-        return Err(TransferError::ShortRead {
-            part: part.number,
-            got: read.length,
-            expected: length,
-        });
-    }
-    let etag = output.e_tag().unwrap_or_default().to_owned();
-    if !is_md5(&etag) || unquote(&etag) != read.md5_hex {
-        return Err(TransferError::Verification(format!(
-            "part {}: the target stored ETag {etag} for streamed bytes with MD5 {}",
-            part.number, read.md5_hex
-        )));
-    }
-    Ok(PartDone {
-        number: part.number,
-        etag,
-        sent: length,
-    })
 }

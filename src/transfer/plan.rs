@@ -1,16 +1,11 @@
-//! Part plans and ETag arithmetic.
+//! Part plans: how an object is cut into parts.
 //!
 //! A [`PartPlan`] is the list of byte ranges an object is copied in. It is either the
 //! source's own layout (so the target's composite ETag equals the source's), or a
 //! uniform cut: at least `transfer.part_size`, and large enough for S3's 10,000-part
 //! maximum to cover the object.
-//!
-//! S3's ETag of a multipart object is `md5(md5(part 1) ‖ … ‖ md5(part N))-N`
-//! (DESIGN §8); [`composite_etag`] computes it from the parts' ETags.
 
 use std::ops::Range;
-
-use md5::{Digest, Md5};
 
 use crate::config::{MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
 
@@ -94,36 +89,6 @@ pub fn uniform_part_size(size: u64, min_part_size: u64) -> Result<u64, String> {
         ));
     }
     Ok(part_size)
-}
-
-/// An ETag without its quotes.
-pub fn unquote(etag: &str) -> &str {
-    etag.trim_matches('"')
-}
-
-/// The part count of a multipart ETag (`…-N`), or None for a single-part one.
-pub fn multipart_count(etag: &str) -> Option<u32> {
-    let (_, count) = unquote(etag).rsplit_once('-')?;
-    count.parse().ok()
-}
-
-/// Whether `etag` has the shape of a plain MD5 (32 hex digits).
-pub fn is_md5(etag: &str) -> bool {
-    let e = unquote(etag);
-    e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// `md5(concat(md5(part_i)))-N` from the parts' MD5 ETags, in part order. None if
-/// any part's ETag is not an MD5 (SSE-KMS).
-pub fn composite_etag<'a>(part_etags: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    let mut hasher = Md5::new();
-    let mut count = 0usize;
-    for etag in part_etags {
-        let bytes = hex::decode(unquote(etag)).ok().filter(|b| b.len() == 16)?;
-        hasher.update(&bytes);
-        count += 1;
-    }
-    Some(format!("{}-{count}", hex::encode(hasher.finalize())))
 }
 
 #[cfg(test)]
@@ -210,32 +175,5 @@ mod tests {
         assert_eq!(ranges[1], 7 * MIB..12 * MIB);
         assert_eq!(ranges[3], 21 * MIB..21 * MIB + 1);
         assert!(plan.preserved);
-    }
-
-    #[test]
-    fn composite_etag_matches_s3s_formula() {
-        let a = hex::encode(Md5::digest(b"hello "));
-        let b = hex::encode(Md5::digest(b"world"));
-        let mut outer = Md5::new();
-        outer.update(Md5::digest(b"hello "));
-        outer.update(Md5::digest(b"world"));
-        let expected = format!("{}-2", hex::encode(outer.finalize()));
-        let quoted = format!("\"{a}\"");
-        assert_eq!(
-            composite_etag([quoted.as_str(), b.as_str()]),
-            Some(expected)
-        );
-        assert_eq!(composite_etag(["not-an-md5"]), None);
-    }
-
-    #[test]
-    fn etag_shapes() {
-        assert_eq!(multipart_count("\"abc-12\""), Some(12));
-        assert_eq!(
-            multipart_count("\"d41d8cd98f00b204e9800998ecf8427e\""),
-            None
-        );
-        assert!(is_md5("\"d41d8cd98f00b204e9800998ecf8427e\""));
-        assert!(!is_md5("\"d41d8cd98f00b204e9800998ecf8427e-2\""));
     }
 }

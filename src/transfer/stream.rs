@@ -24,6 +24,8 @@ use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::etag::ETag;
+
 /// Bytes reserved from the memory budget for one streamed part: at most
 /// [`CHANNEL_CHUNKS`] chunks wait in the channel, one more is being read and one
 /// more written, and the HTTP client reads at most about 400 KiB at a time.
@@ -32,7 +34,7 @@ const CHANNEL_CHUNKS: usize = 2;
 
 /// What the reading side saw, once the body has been read to its end.
 pub struct ReadSummary {
-    pub md5_hex: String,
+    pub md5: ETag,
     pub length: u64,
 }
 
@@ -65,7 +67,7 @@ pub fn tee(
             }
         }
         Ok(ReadSummary {
-            md5_hex: hex::encode(md5.finalize()),
+            md5: ETag::from_md5(&md5.finalize()),
             length: read,
         })
     });

@@ -1,0 +1,230 @@
+//! [`Config::validate`]: what serde cannot check (ranges, URLs, combinations),
+//! every problem reported at once, one line each, naming the setting.
+
+use std::time::Duration;
+
+use super::*;
+
+impl Config {
+    /// Checks everything serde could not, reporting every problem found.
+    pub fn validate(&self, needs: Needs) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if needs != Needs::Queue {
+            check_side(&mut problems, self.source.view());
+            check_side(&mut problems, self.target.view());
+        }
+        if needs != Needs::Buckets {
+            if self.queue.url.is_empty() {
+                problems.push("queue.url is required".into());
+            } else {
+                check_url(&mut problems, "queue.url", &self.queue.url);
+            }
+        }
+        if !self.queue.dead_letter_url.is_empty() {
+            check_url(
+                &mut problems,
+                "queue.dead_letter_url",
+                &self.queue.dead_letter_url,
+            );
+        }
+        if let Some(url) = &self.queue.endpoint_url {
+            check_url(&mut problems, "queue.endpoint_url", url);
+        }
+        if self.queue.wait_time > Duration::from_secs(20) {
+            problems.push(format!(
+                "queue.wait_time is {}, but SQS long-polls for at most 20s",
+                humantime::format_duration(self.queue.wait_time)
+            ));
+        }
+        if self.queue.visibility_timeout < Duration::from_secs(10)
+            || self.queue.visibility_timeout > MAX_VISIBILITY
+        {
+            problems.push(format!(
+                "queue.visibility_timeout is {}, but must be between 10s and 12h",
+                humantime::format_duration(self.queue.visibility_timeout)
+            ));
+        }
+
+        let t = &self.transfer;
+        if t.max_objects == 0 {
+            problems.push("transfer.max_objects must be at least 1".into());
+        }
+        if t.max_parts == 0 {
+            problems.push("transfer.max_parts must be at least 1".into());
+        }
+        if t.part_size.as_u64() < MIN_PART_SIZE {
+            problems.push(format!(
+                "transfer.part_size is {}, but S3 parts must be at least 5MiB",
+                t.part_size.display().iec()
+            ));
+        }
+        if t.part_size.as_u64() > MAX_PART_SIZE {
+            problems.push(format!(
+                "transfer.part_size is {}, but S3 parts must be at most 5GiB",
+                t.part_size.display().iec()
+            ));
+        }
+        if t.multipart_threshold.as_u64() > MAX_PART_SIZE {
+            problems.push(format!(
+                "transfer.multipart_threshold is {}, but a single PUT holds at most 5GiB",
+                t.multipart_threshold.display().iec()
+            ));
+        }
+        if t.memory_limit < t.part_size {
+            problems.push(format!(
+                "transfer.memory_limit ({}) is smaller than one part (transfer.part_size = {})",
+                t.memory_limit.display().iec(),
+                t.part_size.display().iec()
+            ));
+        }
+        if t.memory_limit < t.multipart_threshold {
+            problems.push(format!(
+                "transfer.memory_limit ({}) is smaller than transfer.multipart_threshold ({}), \
+                 the largest object sent in one PUT",
+                t.memory_limit.display().iec(),
+                t.multipart_threshold.display().iec()
+            ));
+        }
+
+        match self.target.sse.as_str() {
+            "" | "AES256" | "aws:kms" => {}
+            other => problems.push(format!(
+                "target.sse is {other:?}, but must be \"\", \"AES256\" or \"aws:kms\""
+            )),
+        }
+        if !self.target.sse_kms_key_id.is_empty() && self.target.sse != "aws:kms" {
+            problems.push("target.sse_kms_key_id is set, but target.sse is not \"aws:kms\"".into());
+        }
+        if !self.target.storage_class.is_empty()
+            && !self
+                .target
+                .storage_class
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_')
+        {
+            problems.push(format!(
+                "target.storage_class is {:?}, but storage classes are written like STANDARD_IA",
+                self.target.storage_class
+            ));
+        }
+        for (name, prefixes) in [
+            (
+                "replicate.include_prefixes",
+                &self.replicate.include_prefixes,
+            ),
+            (
+                "replicate.exclude_prefixes",
+                &self.replicate.exclude_prefixes,
+            ),
+        ] {
+            if prefixes.iter().any(String::is_empty) {
+                problems.push(format!(
+                    "{name} holds an empty prefix, which would match every key"
+                ));
+            }
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.listen is {:?}, but must be an address like 0.0.0.0:9464",
+                self.server.listen
+            ));
+        }
+        if self.shutdown.grace_period > Duration::from_secs(115) {
+            problems.push(format!(
+                "shutdown.grace_period is {}, but ECS kills a task at most 120s after SIGTERM",
+                humantime::format_duration(self.shutdown.grace_period)
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "json" | "text") {
+            problems.push(format!(
+                "log.format is {:?}, but must be \"json\" or \"text\"",
+                self.log.format
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!(
+                "log.level is {:?}, but must be a level such as \"info\" or a filter directive",
+                self.log.level
+            ));
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+fn check_side(problems: &mut Vec<String>, view: SideView<'_>) {
+    let SideView {
+        name: side,
+        region,
+        bucket,
+        endpoint_url,
+        credentials,
+    } = view;
+    if region.is_empty() {
+        problems.push(format!("{side}.region is required"));
+    }
+    if bucket.is_empty() {
+        problems.push(format!("{side}.bucket is required"));
+    } else if bucket.len() < 3 || bucket.len() > 63 || bucket.contains('/') {
+        problems.push(format!(
+            "{side}.bucket is {bucket:?}, which is not a valid bucket name"
+        ));
+    }
+    if let Some(url) = endpoint_url {
+        check_url(problems, &format!("{side}.endpoint_url"), url);
+    }
+    let Some(c) = credentials else { return };
+    let path = format!("{side}.credentials");
+    match (&c.secret_id, &c.access_key_id, &c.secret_access_key) {
+        (Some(_), None, None) => {
+            if c.session_token.is_some() {
+                problems.push(format!(
+                    "{path}.session_token is only used with access_key_id"
+                ));
+            }
+        }
+        (None, Some(_), Some(_)) => {
+            if c.secret_region.is_some() || c.secret_endpoint_url.is_some() {
+                problems.push(format!(
+                    "{path}: secret_region and secret_endpoint_url are only used with secret_id"
+                ));
+            }
+        }
+        (None, None, None) => problems.push(format!(
+            "{path} needs either secret_id, or access_key_id and secret_access_key \
+             (omit the table to use the default AWS chain)"
+        )),
+        (Some(_), _, _) => problems.push(format!(
+            "{path} gives both secret_id and static keys: choose one"
+        )),
+        (None, Some(_), None) => problems.push(format!(
+            "{path}.access_key_id is set without secret_access_key"
+        )),
+        (None, None, Some(_)) => problems.push(format!(
+            "{path}.secret_access_key is set without access_key_id"
+        )),
+    }
+    if let Some(url) = &c.secret_endpoint_url {
+        check_url(problems, &format!("{path}.secret_endpoint_url"), url);
+    }
+    if c.refresh_interval < Duration::from_secs(60) {
+        problems.push(format!(
+            "{path}.refresh_interval is {}, but must be at least 1m",
+            humantime::format_duration(c.refresh_interval)
+        ));
+    }
+}
+
+fn check_url(problems: &mut Vec<String>, name: &str, value: &str) {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+        Ok(_) => problems.push(format!(
+            "{name} is {value:?}, but must be an http:// or https:// URL"
+        )),
+        Err(e) => problems.push(format!("{name} is {value:?}, which is not a URL: {e}")),
+    }
+}

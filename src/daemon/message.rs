@@ -1,0 +1,184 @@
+//! One received message, from parse to acknowledgement.
+//!
+//! A task parses the message ([`crate::event`]), reconciles its keys, and then:
+//!
+//! - every key reconciled: the message is deleted (batched by the [`super::ack`]);
+//! - a test event: deleted;
+//! - poison: sent to the dead-letter queue with its reason, then deleted;
+//! - any key failed: the message is released with a visibility that grows with its
+//!   receive count, so that it comes back later and, after the queue's
+//!   `maxReceiveCount`, SQS moves it to the dead-letter queue.
+//!
+//! While its keys are worked on, a heartbeat extends the message's visibility,
+//! never past SQS's 12 hours. What became of it is logged and counted in one place,
+//! [`Daemon::finish`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::DateTime;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::Daemon;
+use crate::config::MAX_VISIBILITY;
+use crate::event::{self, KeyEvent, Parsed};
+use crate::metrics::{self, MessageResult};
+use crate::queue::Received;
+use crate::reconcile::{Outcome, Report};
+use crate::retry;
+
+impl Daemon {
+    pub(super) async fn handle(self: Arc<Self>, message: Received, _slot: OwnedSemaphorePermit) {
+        let span = tracing::info_span!(
+            "message",
+            message_id = %message.id,
+            receive_count = message.receive_count
+        );
+        async {
+            match event::parse(&message.body, &self.config.source.bucket) {
+                Parsed::Test => {
+                    self.deleter.delete(&message.id, &message.receipt);
+                    self.finish(MessageResult::Ignored, "an S3 test event; deleted");
+                }
+                Parsed::Poison(reason) => self.dead_letter(&message, &reason).await,
+                Parsed::Keys(keys) => self.reconcile(&message, &keys).await,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Logs and counts what became of a message.
+    fn finish(&self, result: MessageResult, what: &str) {
+        match result {
+            MessageResult::DeadLettered => tracing::warn!(result = result.as_str(), "{what}"),
+            _ => tracing::info!(result = result.as_str(), "{what}"),
+        }
+        result.count();
+        self.handled.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn dead_letter(&self, message: &Received, reason: &str) {
+        match self.queue.dead_letter(message, reason).await {
+            Ok(()) => self.finish(
+                MessageResult::DeadLettered,
+                &format!("poison message moved to the dead-letter queue: {reason}"),
+            ),
+            Err(e) => {
+                tracing::error!(%reason, error = %e, "could not dead-letter a poison message; it will come back");
+                self.release(message, retry_delay(message.receive_count))
+                    .await;
+                self.finish(MessageResult::Retried, "poison message left to come back");
+            }
+        }
+    }
+
+    async fn reconcile(&self, message: &Received, keys: &[KeyEvent]) {
+        let work = async {
+            let mut reports = Vec::with_capacity(keys.len());
+            for key in keys {
+                reports.push(self.reconciler.reconcile(&key.key).await);
+            }
+            reports
+        };
+        let reports = tokio::select! {
+            reports = work => reports,
+            never = self.heartbeat(&message.receipt) => match never {},
+            () = self.hard_stop.cancelled() => {
+                tracing::info!("shutting down: releasing the message for another worker");
+                self.release(message, Duration::ZERO).await;
+                self.released.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        };
+
+        for report in &reports {
+            self.breaker.record(report, &self.health);
+        }
+        if reports.iter().all(|r| r.error().is_none()) {
+            for (key, report) in keys.iter().zip(&reports) {
+                observe_latency(key, report, message);
+            }
+            self.deleter.delete(&message.id, &message.receipt);
+            self.finish(MessageResult::Deleted, "every key reconciled; deleted");
+        } else {
+            let delay = retry_delay(message.receive_count);
+            self.release(message, delay).await;
+            self.finish(
+                MessageResult::Retried,
+                &format!(
+                    "a key failed; the message comes back in {}",
+                    humantime::format_duration(delay)
+                ),
+            );
+        }
+    }
+
+    /// Keeps the message hidden while its keys are worked on. Never returns.
+    async fn heartbeat(&self, receipt: &str) -> std::convert::Infallible {
+        let received = Instant::now();
+        let timeout = self.queue.visibility_timeout;
+        let interval = (timeout / 2).max(Duration::from_secs(1));
+        loop {
+            tokio::time::sleep(interval).await;
+            // SQS counts the 12 hours from the first receive; keep a minute spare.
+            let left = MAX_VISIBILITY.saturating_sub(received.elapsed() + Duration::from_secs(60));
+            if left.is_zero() {
+                tracing::warn!(
+                    "the message reached SQS's 12-hour visibility limit; it will reappear"
+                );
+                return std::future::pending().await;
+            }
+            if let Err(e) = self
+                .queue
+                .change_visibility(receipt, timeout.min(left))
+                .await
+            {
+                tracing::warn!(error = %e, "could not extend the message's visibility");
+            }
+        }
+    }
+
+    async fn release(&self, message: &Received, delay: Duration) {
+        if let Err(e) = self.queue.change_visibility(&message.receipt, delay).await {
+            tracing::warn!(error = %e, "could not release the message; it reappears when its visibility ends");
+        }
+    }
+}
+
+fn observe_latency(key: &KeyEvent, report: &Report, message: &Received) {
+    if !matches!(report.outcome(), Outcome::Copied | Outcome::Deleted) {
+        return;
+    }
+    if let Some(at) = key.time.or(message.sent_at) {
+        let now = DateTime::from(std::time::SystemTime::now());
+        let seconds = now.as_secs_f64() - at.as_secs_f64();
+        metrics::REPLICATION_LATENCY.observe(seconds.max(0.0));
+    }
+}
+
+/// Visibility given to a message whose keys failed: 10 s, doubled per receive, at
+/// most 15 minutes.
+pub fn retry_delay(receive_count: u32) -> Duration {
+    retry::backoff(
+        receive_count,
+        Duration::from_secs(10),
+        Duration::from_secs(900),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_are_capped() {
+        assert_eq!(retry_delay(1), Duration::from_secs(10));
+        assert_eq!(retry_delay(2), Duration::from_secs(20));
+        assert_eq!(retry_delay(4), Duration::from_secs(80));
+        assert_eq!(retry_delay(9), Duration::from_secs(900));
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(900));
+    }
+}

@@ -1,0 +1,247 @@
+//! What a failed request means, decided once, on the ground floor.
+//!
+//! Every SDK error is turned into an [`S3Error`] or an [`SqsError`] whose
+//! [`ErrorKind`] is read from the error's code and HTTP status, never from its
+//! message text. Everything above (part retries, the reconcile loop, the daemon's
+//! acknowledgement and breaker) decides by that kind alone.
+//!
+//! This module depends on nothing else of xpsync's, so every other module may use it.
+
+use std::fmt;
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// Which partition a request goes to; named in every error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a failure means for whoever must decide what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The keys were rejected or lack permission: systemic, affects every object.
+    Auth,
+    /// The bucket (or queue) does not exist: systemic.
+    BucketMissing,
+    /// The key does not exist (or the upload is gone).
+    NotFound,
+    /// `If-Match` failed: the source changed.
+    PreconditionFailed,
+    /// Throttling, 5xx, timeouts, broken connections: try again later.
+    Transient,
+    /// The request itself is wrong for this object; retrying will not help.
+    Permanent,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Auth,
+        ErrorKind::BucketMissing,
+        ErrorKind::NotFound,
+        ErrorKind::PreconditionFailed,
+        ErrorKind::Transient,
+        ErrorKind::Permanent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Auth => "auth",
+            ErrorKind::BucketMissing => "bucket_missing",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::PreconditionFailed => "precondition_failed",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+        }
+    }
+
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Transient
+                | ErrorKind::PreconditionFailed
+                | ErrorKind::Auth
+                | ErrorKind::BucketMissing
+        )
+    }
+
+    /// Whether the failure concerns the whole side rather than one object.
+    pub fn is_systemic(self) -> bool {
+        matches!(self, ErrorKind::Auth | ErrorKind::BucketMissing)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An S3 request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{side} S3 {operation} failed: {message}")]
+pub struct S3Error {
+    pub side: Side,
+    pub operation: &'static str,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl S3Error {
+    /// An error found by xpsync itself rather than returned by S3.
+    pub fn new(
+        side: Side,
+        operation: &'static str,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            side,
+            operation,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies an SDK error by its code and HTTP status.
+    pub fn from_sdk<E>(side: Side, operation: &'static str, err: SdkError<E>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().map(str::to_owned);
+        let kind = s3_kind(&err, code.as_deref(), status);
+        Self {
+            side,
+            operation,
+            kind,
+            message: describe(&err, code, status),
+        }
+    }
+}
+
+fn s3_kind<E>(err: &SdkError<E>, code: Option<&str>, status: Option<u16>) -> ErrorKind {
+    match (err, code, status) {
+        (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
+        | (_, Some("InvalidToken" | "AccessDenied" | "AllAccessDisabled"), _)
+        | (_, None, Some(401 | 403)) => ErrorKind::Auth,
+        (_, Some("NoSuchBucket"), _) => ErrorKind::BucketMissing,
+        (_, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"), _) | (_, None, Some(404)) => {
+            ErrorKind::NotFound
+        }
+        (_, Some("PreconditionFailed"), _) | (_, _, Some(412)) => ErrorKind::PreconditionFailed,
+        (_, Some("NotImplemented"), _) | (_, None, Some(501)) => ErrorKind::Permanent,
+        // BadDigest: the body did not match its Content-MD5, so it changed on the way.
+        (_, Some("SlowDown" | "RequestTimeout" | "InternalError" | "BadDigest"), _) => {
+            ErrorKind::Transient
+        }
+        (_, _, Some(408 | 429 | 500..=599)) => ErrorKind::Transient,
+        (SdkError::ServiceError(_), _, _) => ErrorKind::Permanent,
+        (SdkError::ConstructionFailure(_), _, _) => ErrorKind::Permanent,
+        // Timeouts, dispatch failures, unreadable responses: the network.
+        _ => ErrorKind::Transient,
+    }
+}
+
+/// A message naming the code and S3's words, or the status where there are none
+/// (a HEAD's error has no body).
+fn describe<E>(err: &SdkError<E>, code: Option<String>, status: Option<u16>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match (code, err.message()) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code,
+        (None, _) => match status {
+            Some(403) => "403 Forbidden (access denied or keys rejected)".into(),
+            Some(404) => "404 Not Found".into(),
+            Some(s) => format!("HTTP {s}: {}", DisplayErrorContext(err)),
+            None => DisplayErrorContext(err).to_string(),
+        },
+    }
+}
+
+/// An SQS request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("SQS {operation} failed: {message}")]
+pub struct SqsError {
+    pub operation: &'static str,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl SqsError {
+    /// An error found by xpsync itself (a missing dead-letter queue, a bad policy).
+    pub fn new(operation: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            operation,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies an SDK error by its code and HTTP status.
+    pub fn from_sdk<E>(operation: &'static str, err: SdkError<E>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().map(str::to_owned);
+        let kind = match (&err, code.as_deref(), status) {
+            (
+                _,
+                Some(
+                    "InvalidClientTokenId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
+                    | "AccessDenied"
+                    | "AccessDeniedException"
+                    | "UnrecognizedClientException"
+                    | "InvalidSecurity",
+                ),
+                _,
+            )
+            | (_, None, Some(401 | 403)) => ErrorKind::Auth,
+            (
+                _,
+                Some(
+                    "AWS.SimpleQueueService.NonExistentQueue"
+                    | "QueueDoesNotExist"
+                    | "NonExistentQueue",
+                ),
+                _,
+            ) => ErrorKind::BucketMissing,
+            (_, Some("ReceiptHandleIsInvalid" | "InvalidReceiptHandle"), _) => ErrorKind::NotFound,
+            (_, _, Some(408 | 429 | 500..=599)) => ErrorKind::Transient,
+            (_, Some("ThrottlingException" | "RequestThrottled" | "ServiceUnavailable"), _) => {
+                ErrorKind::Transient
+            }
+            (SdkError::ServiceError(_) | SdkError::ConstructionFailure(_), _, _) => {
+                ErrorKind::Permanent
+            }
+            _ => ErrorKind::Transient,
+        };
+        Self {
+            operation,
+            kind,
+            message: describe(&err, code, status),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! One part of a multipart copy: take a part slot, reserve its memory, then move
+//! its bytes, retrying passing failures by reading its range again.
+//!
+//! A part is streamed ([`super::stream`]) from its ranged GET into UploadPart and
+//! checked by the ETag S3 returns (the MD5 of what it stored, which must equal the
+//! MD5 of what was read); or buffered whole and sent with Content-MD5, where
+//! streaming is off, the target's part ETags are opaque (KMS), or an interrupted
+//! upload's part must be checked against the source's bytes before it is kept.
+
+use std::ops::Range;
+
+use aws_sdk_s3::primitives::ByteStream;
+
+use super::{md5_of, Copier, TransferError};
+use crate::error::{ErrorKind, S3Error};
+use crate::etag::ETag;
+use crate::metrics::{self, PartResult};
+use crate::object::SourceObject;
+use crate::retry::Policy;
+
+/// A part in the upload, done.
+pub(super) struct PartDone {
+    pub number: usize,
+    pub etag: ETag,
+    /// Bytes uploaded for it now: 0 when an earlier upload's part was kept.
+    pub sent: u64,
+}
+
+/// One part of an upload.
+pub(super) struct Part<'a> {
+    pub upload_id: &'a str,
+    pub number: usize,
+    pub range: Range<u64>,
+    /// The ETag of this part in an interrupted upload, to be checked before reuse.
+    pub earlier: Option<ETag>,
+}
+
+/// One part: take a slot, reserve its memory, then move it, retrying on passing
+/// failures by reading its range again (a streamed body cannot be replayed).
+///
+/// A part is streamed when `stream` allows, and buffered whole (then sent with
+/// Content-MD5) when an earlier upload's part must be checked against the source's
+/// bytes before it is kept: its ETag is the MD5 of what was read.
+pub(super) async fn copy_part(
+    copier: &Copier,
+    source: &SourceObject,
+    target_key: &str,
+    part: Part<'_>,
+    stream: bool,
+) -> Result<PartDone, TransferError> {
+    let stream = stream && part.earlier.is_none();
+    let length = part.range.end - part.range.start;
+    let _slot = copier
+        .part_slots
+        .acquire()
+        .await
+        .expect("the part semaphore is never closed");
+    let held = if stream {
+        length.min(super::stream::STREAM_WINDOW)
+    } else {
+        length
+    };
+    let _reservation = copier.budget.reserve(held).await;
+    let what = format!("{} part {}", source.key, part.number);
+    let done = Policy::PART
+        .run(&what, || async {
+            if stream {
+                stream_part(copier, source, target_key, &part).await
+            } else {
+                buffer_part(copier, source, target_key, &part).await
+            }
+        })
+        .await?;
+    if done.sent == 0 {
+        PartResult::Reused.count();
+    } else {
+        PartResult::Uploaded.count();
+    }
+    Ok(done)
+}
+
+fn upload_part_request(
+    copier: &Copier,
+    target_key: &str,
+    part: &Part<'_>,
+    length: u64,
+) -> aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder {
+    copier
+        .target
+        .client
+        .upload_part()
+        .bucket(&copier.target.bucket)
+        .key(target_key)
+        .upload_id(part.upload_id)
+        .part_number(part.number as i32)
+        .content_length(length as i64)
+}
+
+/// Reads the whole part, keeps an earlier upload's part if it holds these bytes,
+/// else uploads them with Content-MD5.
+async fn buffer_part(
+    copier: &Copier,
+    source: &SourceObject,
+    target_key: &str,
+    part: &Part<'_>,
+) -> Result<PartDone, TransferError> {
+    let length = part.range.end - part.range.start;
+    let output = copier.get(source, Some(part.range.clone())).await?;
+    let bytes = copier.collect(output, length, part.number).await?;
+    let (content_md5, md5) = md5_of(&bytes);
+    if let Some(etag) = part.earlier.as_ref().filter(|e| **e == md5) {
+        return Ok(PartDone {
+            number: part.number,
+            etag: etag.clone(),
+            sent: 0,
+        });
+    }
+    let length = bytes.len() as u64;
+    let request = upload_part_request(copier, target_key, part, length)
+        .content_md5(content_md5)
+        .body(ByteStream::from(bytes))
+        .customize()
+        .disable_payload_signing();
+    let output = copier.target.observe("UploadPart", request.send().await)?;
+    metrics::BYTES_SENT.inc_by(length);
+    let etag = ETag::new(output.e_tag().unwrap_or_default());
+    if etag.is_md5() && etag != md5 {
+        return Err(TransferError::Verification(format!(
+            "part {}: the target stored ETag {etag} for bytes with MD5 {md5}",
+            part.number
+        )));
+    }
+    Ok(PartDone {
+        number: part.number,
+        etag,
+        sent: length,
+    })
+}
+
+/// Streams the part from the source's GET into UploadPart, then checks the part's
+/// ETag against the MD5 of what was read.
+async fn stream_part(
+    copier: &Copier,
+    source: &SourceObject,
+    target_key: &str,
+    part: &Part<'_>,
+) -> Result<PartDone, TransferError> {
+    let length = part.range.end - part.range.start;
+    let output = copier.get(source, Some(part.range.clone())).await?;
+    let (body, reader) = super::stream::tee(output.body, length);
+    let request = upload_part_request(copier, target_key, part, length)
+        .body(body)
+        .customize()
+        .disable_payload_signing();
+    let uploaded = request.send().await;
+    let read = reader
+        .await
+        .map_err(|e| TransferError::Verification(format!("the reading task failed: {e}")))?
+        .map_err(|message| {
+            S3Error::new(
+                copier.source.side,
+                "GetObject",
+                ErrorKind::Transient,
+                message,
+            )
+        })?;
+    let output = copier.target.observe("UploadPart", uploaded)?;
+    metrics::BYTES_SENT.inc_by(read.length);
+    if read.length != length {
+        return Err(TransferError::ShortRead {
+            part: part.number,
+            got: read.length,
+            expected: length,
+        });
+    }
+    let etag = ETag::new(output.e_tag().unwrap_or_default());
+    if etag != read.md5 {
+        return Err(TransferError::Verification(format!(
+            "part {}: the target stored ETag {etag} for streamed bytes with MD5 {}",
+            part.number, read.md5
+        )));
+    }
+    Ok(PartDone {
+        number: part.number,
+        etag,
+        sent: length,
+    })
+}
