@@ -42,6 +42,7 @@ pub mod plan;
 mod put;
 mod stream;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
@@ -156,6 +157,9 @@ pub struct Copier {
     /// Part transfers at once across all objects (`transfer.max_parts`); taken
     /// before a part's GET is sent.
     part_slots: Arc<Semaphore>,
+    /// Set once the target has answered a write as encrypted with KMS (a bucket's
+    /// default encryption): its ETags are opaque from then on.
+    target_kms_seen: Arc<AtomicBool>,
 }
 
 impl Copier {
@@ -166,7 +170,28 @@ impl Copier {
             settings: config.transfer.clone(),
             budget: MemoryBudget::new(config.transfer.memory_limit.as_u64()),
             part_slots: Arc::new(Semaphore::new(config.transfer.max_parts)),
+            target_kms_seen: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether the target's ETags for a write with `options` are known to be opaque:
+    /// KMS asked for, or seen as the bucket's default.
+    fn target_is_kms(&self, options: &WriteOptions) -> bool {
+        !options.target_etag_is_md5() || self.target_kms_seen()
+    }
+
+    fn target_kms_seen(&self) -> bool {
+        self.target_kms_seen.load(Ordering::Relaxed)
+    }
+
+    /// Reads the encryption a target response reports; true (and remembered) when
+    /// it makes the ETags opaque.
+    fn saw_target_encryption(&self, sse: Option<&ServerSideEncryption>) -> bool {
+        let opaque = !Encryption::from_headers(sse, None).etag_is_md5();
+        if opaque && !self.target_kms_seen.swap(true, Ordering::Relaxed) {
+            tracing::info!("the target encrypts with KMS: its ETags are opaque, so parts are sent with Content-MD5 and checked by it");
+        }
+        opaque
     }
 
     pub fn budget(&self) -> &MemoryBudget {
@@ -345,8 +370,7 @@ impl Copier {
         expected: Option<&ETag>,
     ) -> Result<ETag, TransferError> {
         let etag = ETag::new(etag.unwrap_or_default());
-        let opaque =
-            !options.target_etag_is_md5() || !Encryption::from_headers(sse, None).etag_is_md5();
+        let opaque = self.saw_target_encryption(sse) || !options.target_etag_is_md5();
         match expected {
             Some(expected) if !opaque && &etag != expected => {
                 self.discard(target_key).await;

@@ -47,9 +47,12 @@ pub(super) async fn copy(
         )));
     }
     // With the source's own layout and an MD5-based ETag, the composite ETag checks
-    // every part before completion, earlier parts included; otherwise each earlier
-    // part is re-read from the source and checked against its MD5 before it is kept.
-    let trust_composite = plan.preserved && source.etag_is_content_hash();
+    // every part before completion, earlier parts included: but only where the
+    // earlier parts' ETags are MD5s, which a KMS target's are not. Otherwise each
+    // earlier part is re-read from the source and checked against its MD5 before
+    // it is kept (under KMS it never matches, and the part is sent again).
+    let target_kms = copier.target_is_kms(options);
+    let trust_composite = plan.preserved && source.etag_is_content_hash() && !target_kms;
     let mut upload = Upload {
         copier,
         source,
@@ -57,7 +60,7 @@ pub(super) async fn copy(
         options,
         plan: &plan,
         trust_composite,
-        stream: copier.settings.stream_parts && options.target_etag_is_md5(),
+        stream: copier.settings.stream_parts && !target_kms,
     };
 
     if let Some((upload_id, earlier)) = find_resumable(copier, target_key, &plan).await? {
@@ -72,10 +75,7 @@ pub(super) async fn copy(
     let (upload_id, encryption) = create(copier, source, target_key, options).await?;
     // A bucket encrypting with KMS by default makes part ETags opaque: streamed parts
     // could not be checked, so they are buffered and sent with Content-MD5.
-    upload.stream &= !matches!(
-        encryption,
-        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
-    );
+    upload.stream &= !copier.saw_target_encryption(encryption.as_ref());
     upload.run(&upload_id, &BTreeMap::new()).await
 }
 
@@ -119,7 +119,7 @@ impl Upload<'_> {
         earlier: &BTreeMap<usize, ETag>,
     ) -> Result<Copied, TransferError> {
         let (copier, source, target_key) = (self.copier, self.source, self.target_key);
-        let done: Vec<PartDone> = futures::stream::iter(self.plan.parts())
+        let mut done: Vec<PartDone> = futures::stream::iter(self.plan.parts())
             .map(|(number, range)| {
                 let earlier = earlier.get(&number).cloned();
                 async move {
@@ -128,6 +128,7 @@ impl Upload<'_> {
                             PartResult::Reused.count();
                             Ok(PartDone {
                                 number,
+                                md5: Some(etag.clone()),
                                 etag,
                                 sent: 0,
                             })
@@ -147,11 +148,15 @@ impl Upload<'_> {
             .buffer_unordered(copier.settings.max_parts)
             .try_collect()
             .await?;
+        done.sort_unstable_by_key(|p| p.number);
         let bytes_sent = done.iter().map(|p| p.sent).sum();
         let parts_reused = done.iter().filter(|p| p.sent == 0).count();
+        // The object's ETag is composed from the MD5s of the bytes read, not from the
+        // ETags the target returned: under KMS those are opaque.
+        let md5s: Option<Vec<ETag>> = done.iter().map(|p| p.md5.clone()).collect();
+        let expected = md5s.as_ref().and_then(ETag::composite);
         let parts: BTreeMap<usize, ETag> = done.into_iter().map(|p| (p.number, p.etag)).collect();
 
-        let expected = ETag::composite(parts.values());
         if let (true, Some(expected), Some(source_etag)) = (
             self.plan.preserved && source.etag_is_content_hash(),
             &expected,

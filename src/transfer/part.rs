@@ -21,7 +21,10 @@ use crate::retry::Policy;
 /// A part in the upload, done.
 pub(super) struct PartDone {
     pub number: usize,
+    /// What the target returned: opaque under KMS.
     pub etag: ETag,
+    /// The MD5 of the bytes read for it, where known.
+    pub md5: Option<ETag>,
     /// Bytes uploaded for it now: 0 when an earlier upload's part was kept.
     pub sent: u64,
 }
@@ -64,7 +67,9 @@ pub(super) async fn copy_part(
     let what = format!("{} part {}", source.key, part.number);
     let done = Policy::PART
         .run(&what, || async {
-            if stream {
+            // A target found to encrypt with KMS makes a streamed part uncheckable:
+            // a retry then buffers it and sends it with Content-MD5.
+            if stream && !copier.target_kms_seen() {
                 stream_part(copier, source, target_key, &part).await
             } else {
                 buffer_part(copier, source, target_key, &part).await
@@ -112,6 +117,7 @@ async fn buffer_part(
         return Ok(PartDone {
             number: part.number,
             etag: etag.clone(),
+            md5: Some(md5),
             sent: 0,
         });
     }
@@ -124,7 +130,9 @@ async fn buffer_part(
     let output = copier.target.observe("UploadPart", request.send().await)?;
     metrics::BYTES_SENT.inc_by(length);
     let etag = ETag::new(output.e_tag().unwrap_or_default());
-    if etag.is_md5() && etag != md5 {
+    // Under KMS the ETag is opaque: S3 checked the bytes against Content-MD5.
+    let opaque = copier.saw_target_encryption(output.server_side_encryption());
+    if !opaque && etag != md5 {
         return Err(TransferError::Verification(format!(
             "part {}: the target stored ETag {etag} for bytes with MD5 {md5}",
             part.number
@@ -133,6 +141,7 @@ async fn buffer_part(
     Ok(PartDone {
         number: part.number,
         etag,
+        md5: Some(md5),
         sent: length,
     })
 }
@@ -174,6 +183,12 @@ async fn stream_part(
         });
     }
     let etag = ETag::new(output.e_tag().unwrap_or_default());
+    if copier.saw_target_encryption(output.server_side_encryption()) {
+        return Err(TransferError::Verification(format!(
+            "part {}: the target encrypts with KMS, so a streamed part cannot be checked by its ETag; sending it again with Content-MD5",
+            part.number
+        )));
+    }
     if etag != read.md5 {
         return Err(TransferError::Verification(format!(
             "part {}: the target stored ETag {etag} for streamed bytes with MD5 {}",
@@ -183,6 +198,7 @@ async fn stream_part(
     Ok(PartDone {
         number: part.number,
         etag,
+        md5: Some(read.md5),
         sent: length,
     })
 }

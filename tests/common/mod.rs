@@ -15,6 +15,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod faults;
+pub mod kms;
 pub mod pipeline;
 pub mod proxy;
 
@@ -308,54 +309,7 @@ level = "info"
         part_sizes: &[usize],
         seed: u64,
     ) -> Vec<u8> {
-        let total: usize = part_sizes.iter().sum();
-        let body = bytes_of(total, seed);
-        let upload = self
-            .source_s3
-            .create_multipart_upload()
-            .bucket(SOURCE_BUCKET)
-            .key(key)
-            .send()
-            .await
-            .expect("create a source upload");
-        let id = upload.upload_id().expect("an upload id");
-        let mut parts = Vec::new();
-        let mut start = 0;
-        for (i, size) in part_sizes.iter().enumerate() {
-            let number = i as i32 + 1;
-            let out = self
-                .source_s3
-                .upload_part()
-                .bucket(SOURCE_BUCKET)
-                .key(key)
-                .upload_id(id)
-                .part_number(number)
-                .body(ByteStream::from(body[start..start + size].to_vec()))
-                .send()
-                .await
-                .expect("upload a source part");
-            start += size;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(out.e_tag().unwrap_or_default())
-                    .build(),
-            );
-        }
-        self.source_s3
-            .complete_multipart_upload()
-            .bucket(SOURCE_BUCKET)
-            .key(key)
-            .upload_id(id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("complete a source upload");
-        body
+        put_multipart(&self.source_s3, SOURCE_BUCKET, key, part_sizes, seed).await
     }
 
     pub async fn source_etag(&self, key: &str) -> String {
@@ -601,4 +555,60 @@ pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>
 pub async fn etag_of(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {
     let out = s3.head_object().bucket(bucket).key(key).send().await.ok()?;
     Some(out.e_tag().unwrap_or_default().trim_matches('"').to_owned())
+}
+
+/// Stores `key` in `bucket` as a multipart object with parts of these sizes;
+/// returns its bytes.
+pub async fn put_multipart(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    part_sizes: &[usize],
+    seed: u64,
+) -> Vec<u8> {
+    let total: usize = part_sizes.iter().sum();
+    let body = bytes_of(total, seed);
+    let upload = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("create a source upload");
+    let id = upload.upload_id().expect("an upload id");
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, size) in part_sizes.iter().enumerate() {
+        let number = i as i32 + 1;
+        let out = s3
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .body(ByteStream::from(body[start..start + size].to_vec()))
+            .send()
+            .await
+            .expect("upload a source part");
+        start += size;
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(out.e_tag().unwrap_or_default())
+                .build(),
+        );
+    }
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("complete a source upload");
+    body
 }
