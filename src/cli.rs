@@ -161,7 +161,7 @@ async fn sync(config: Config, keys: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut reports = futures::stream::iter(keys)
         .map(|key| {
             let reconciler = reconciler.clone();
-            async move { reconciler.reconcile(&key).await }
+            async move { reconciler.reconcile_with_tags(&key).await }
         })
         .buffered(config.transfer.max_objects);
     let mut failed = 0;

@@ -22,6 +22,9 @@ pub struct KeyEvent {
     pub key: String,
     /// When the event happened, if the message says.
     pub time: Option<DateTime>,
+    /// The event is about the object's tags (a HEAD does not show them, so only
+    /// such an event makes the reconcile compare them).
+    pub tags: bool,
 }
 
 /// What a message asks for.
@@ -107,8 +110,13 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
             .get("eventTime")
             .and_then(Value::as_str)
             .and_then(|t| DateTime::from_str(t, DateTimeFormat::DateTimeWithOffset).ok());
-        if !keys.iter().any(|k: &KeyEvent| k.key == key) {
-            keys.push(KeyEvent { key, time });
+        let tags = record
+            .get("eventName")
+            .and_then(Value::as_str)
+            .is_some_and(|name| name.starts_with("ObjectTagging:"));
+        match keys.iter_mut().find(|k: &&mut KeyEvent| k.key == key) {
+            Some(seen) => seen.tags |= tags,
+            None => keys.push(KeyEvent { key, time, tags }),
         }
     }
     Ok(Parsed::Keys(keys))
@@ -116,11 +124,15 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
 
 fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parsed, String> {
     let detail_type = object.get("detail-type").and_then(Value::as_str);
-    if !matches!(detail_type, Some("Object Created" | "Object Deleted")) {
-        return Err(format!(
-            "an EventBridge S3 event of detail-type {detail_type:?}, not \"Object Created\" or \"Object Deleted\""
-        ));
-    }
+    let tags = match detail_type {
+        Some("Object Created" | "Object Deleted") => false,
+        Some("Object Tags Added" | "Object Tags Deleted") => true,
+        _ => {
+            return Err(format!(
+                "an EventBridge S3 event of detail-type {detail_type:?}, not \"Object Created\", \"Object Deleted\", \"Object Tags Added\" or \"Object Tags Deleted\""
+            ))
+        }
+    };
     let detail = object
         .get("detail")
         .ok_or("an EventBridge event without detail")?;
@@ -144,11 +156,16 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
         keys.push(KeyEvent {
             key: raw.to_owned(),
             time,
+            tags,
         });
     }
     if let Ok(decoded) = form_decode(raw) {
         if decoded != raw && check_key(&decoded).is_ok() {
-            keys.push(KeyEvent { key: decoded, time });
+            keys.push(KeyEvent {
+                key: decoded,
+                time,
+                tags,
+            });
         }
     }
     if keys.is_empty() {
@@ -177,6 +194,7 @@ fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parse
     Ok(Parsed::Keys(vec![KeyEvent {
         key: key.to_owned(),
         time: None,
+        tags: false,
     }]))
 }
 
@@ -292,6 +310,33 @@ mod tests {
         assert_eq!(keys(parse(&event("plain/key"), BUCKET)), ["plain/key"]);
         assert_eq!(keys(parse(&event("a+b"), BUCKET)), ["a+b", "a b"]);
         assert_eq!(keys(parse(&event("100%"), BUCKET)), ["100%"]);
+    }
+
+    #[test]
+    fn tag_events_are_keys_whose_tags_are_compared() {
+        let event = |detail_type: &str| {
+            json!({"source": "aws.s3", "detail-type": detail_type,
+                   "detail": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}})
+            .to_string()
+        };
+        for detail_type in ["Object Tags Added", "Object Tags Deleted"] {
+            let Parsed::Keys(k) = parse(&event(detail_type), BUCKET) else {
+                panic!("{detail_type} is not poison")
+            };
+            assert!(k[0].tags, "{detail_type}");
+        }
+        let Parsed::Keys(k) = parse(&event("Object Created"), BUCKET) else {
+            panic!()
+        };
+        assert!(!k[0].tags);
+        let mut tagging = record(BUCKET, "k");
+        tagging["eventName"] = json!("ObjectTagging:Put");
+        let body = json!({"Records": [record(BUCKET, "k"), tagging]}).to_string();
+        let Parsed::Keys(k) = parse(&body, BUCKET) else {
+            panic!()
+        };
+        assert_eq!(k.len(), 1);
+        assert!(k[0].tags, "a key named twice keeps its tag event");
     }
 
     #[test]

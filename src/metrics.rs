@@ -286,6 +286,8 @@ label! {
     /// What reconciling a key did (`xpsync_objects_total{result}`).
     Outcome {
         Copied => "copied",
+        /// The bytes matched; the description or tags were brought up to date in place.
+        MetadataUpdated => "metadata_updated",
         Unchanged => "unchanged",
         Deleted => "deleted",
         /// The source key does not exist, and the target needs nothing.

@@ -257,7 +257,14 @@ impl Reconciler {
     /// Makes the target's copy of `key` match the source's, and says what it did.
     pub async fn reconcile(&self, key: &str) -> Report {
         let span = tracing::info_span!("reconcile", key);
-        self.run(key, None).instrument(span).await
+        self.run(key, None, false).instrument(span).await
+    }
+
+    /// As [`Reconciler::reconcile`], comparing the tags too (a HEAD does not show
+    /// them): for tag events, and for `xpsync sync`.
+    pub async fn reconcile_with_tags(&self, key: &str) -> Report {
+        let span = tracing::info_span!("reconcile", key);
+        self.run(key, None, true).instrument(span).await
     }
 
     /// As [`Reconciler::reconcile`], for a key a listing has just shown missing
@@ -268,15 +275,15 @@ impl Reconciler {
     pub async fn reconcile_listed(&self, listed: SourceObject) -> Report {
         let key = listed.key.clone();
         let span = tracing::info_span!("reconcile", key);
-        self.run(&key, Some(listed)).instrument(span).await
+        self.run(&key, Some(listed), false).instrument(span).await
     }
 
-    async fn run(&self, key: &str, listed: Option<SourceObject>) -> Report {
+    async fn run(&self, key: &str, listed: Option<SourceObject>, tags: bool) -> Report {
         let started = Instant::now();
         let _only_one = self.in_progress.lock(key).await;
         let _in_flight = metrics::hold(&metrics::OBJECTS_IN_FLIGHT, 1);
         let result = if self.config.is_replicated(key) {
-            self.attempts(key, listed).await
+            self.attempts(key, listed, tags).await
         } else {
             Ok(Done::nothing(Outcome::Filtered))
         };
@@ -294,12 +301,13 @@ impl Reconciler {
         &self,
         key: &str,
         mut listed: Option<SourceObject>,
+        tags: bool,
     ) -> Result<Done, ReconcileError> {
         let mut source_changes = 0;
         let mut keys_reread = false;
         let mut transient_retries = 0;
         loop {
-            let error = match self.attempt(key, listed.take()).await {
+            let error = match self.attempt(key, listed.take(), tags).await {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
@@ -336,6 +344,7 @@ impl Reconciler {
         &self,
         key: &str,
         listed: Option<SourceObject>,
+        tags: bool,
     ) -> Result<Done, ReconcileError> {
         let target_key = self.target_key(key);
 
@@ -364,18 +373,26 @@ impl Reconciler {
             let target_exists = target.map(|t| t.is_some());
             return self.source_gone(key, target_exists).await;
         };
+        let options = self.write_options(&source);
         if let Some(Some(target)) = &target {
             if target.holds(&source) {
+                let updated = self
+                    .update_in_place(&source, target, &target_key, &options, tags)
+                    .await?;
+                let outcome = if updated {
+                    Outcome::MetadataUpdated
+                } else {
+                    Outcome::Unchanged
+                };
                 return Ok(Done {
                     bytes: source.size,
                     etag: target.etag.clone(),
-                    ..Done::nothing(Outcome::Unchanged)
+                    ..Done::nothing(outcome)
                 });
             }
         }
 
         // Copy.
-        let options = self.write_options(&source);
         let _bytes = metrics::hold(&metrics::BYTES_IN_FLIGHT, source.size as i64);
         let started = Instant::now();
         let copied = self
@@ -383,6 +400,34 @@ impl Reconciler {
             .copy(&source, &target_key, &options, open)
             .await?;
         Ok(Done::copied(source.size, copied, started))
+    }
+
+    /// The target holds the source's bytes: bring its description (and, when
+    /// `tags`, its tags) up to the source's within the target's partition. True if
+    /// anything changed.
+    async fn update_in_place(
+        &self,
+        source: &SourceObject,
+        target: &TargetObject,
+        target_key: &str,
+        options: &WriteOptions,
+        tags: bool,
+    ) -> Result<bool, ReconcileError> {
+        let mut updated = false;
+        let described = source.description.as_ref();
+        let stale =
+            self.config.replicate.metadata && described.is_some_and(|d| *d != target.description);
+        if stale {
+            tracing::info!("the bytes match but the description does not; updating it in place");
+            self.copier
+                .update_description(source, target, target_key, options)
+                .await?;
+            updated = true;
+        }
+        if tags && self.config.replicate.tags {
+            updated |= self.copier.sync_tags(&source.key, target_key).await?;
+        }
+        Ok(updated)
     }
 
     /// The source key is gone: delete the target copy if `replicate.deletes` and it

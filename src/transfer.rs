@@ -36,6 +36,7 @@
 //! re-cut layout) a later reconcile still knows which version the target holds.
 
 pub mod budget;
+mod describe;
 mod multipart;
 mod part;
 pub mod plan;

@@ -79,7 +79,12 @@ impl Daemon {
         let work = async {
             let mut reports = Vec::with_capacity(keys.len());
             for key in keys {
-                reports.push(self.reconciler.reconcile(&key.key).await);
+                let report = if key.tags {
+                    self.reconciler.reconcile_with_tags(&key.key).await
+                } else {
+                    self.reconciler.reconcile(&key.key).await
+                };
+                reports.push(report);
             }
             reports
         };
@@ -149,7 +154,10 @@ impl Daemon {
 }
 
 fn observe_latency(key: &KeyEvent, report: &Report, message: &Received) {
-    if !matches!(report.outcome(), Outcome::Copied | Outcome::Deleted) {
+    if !matches!(
+        report.outcome(),
+        Outcome::Copied | Outcome::Deleted | Outcome::MetadataUpdated
+    ) {
         return;
     }
     if let Some(at) = key.time.or(message.sent_at) {

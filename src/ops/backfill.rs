@@ -44,6 +44,8 @@ pub struct Summary {
     pub enqueued: u64,
     pub copied: u64,
     pub deleted: u64,
+    /// Keys whose bytes matched but whose description was updated in place.
+    pub metadata_updated: u64,
     /// Keys found in order by the time they were reconciled.
     pub unchanged: u64,
     pub bytes_copied: u64,
@@ -143,6 +145,7 @@ pub async fn backfill(
                     summary.bytes_copied += r.bytes();
                 }
                 Outcome::Deleted => summary.deleted += 1,
+                Outcome::MetadataUpdated => summary.metadata_updated += 1,
                 Outcome::Failed => {
                     summary.failed += 1;
                     report(&r.to_json());
