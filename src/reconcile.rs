@@ -466,6 +466,7 @@ impl Reconciler {
         let mut options = WriteOptions::default();
         if replicate.metadata {
             options.description = source.description.clone().unwrap_or_default();
+            options.copy_description = true;
         }
         options.copy_tags = replicate.tags;
         if !target.storage_class.is_empty() {

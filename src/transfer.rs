@@ -67,6 +67,8 @@ pub use plan::PartPlan;
 pub struct WriteOptions {
     /// Headers and user metadata; empty when metadata is not replicated.
     pub description: Description,
+    /// Whether the description is replicated (`replicate.metadata`).
+    pub copy_description: bool,
     /// Copy the source's tags (read by the copy, only if the object has any).
     pub copy_tags: bool,
     pub storage_class: Option<StorageClass>,

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{bytes_of, Partitions, MIB, TARGET_BUCKET};
+use common::{bytes_of, Partitions, MIB, SOURCE_BUCKET, TARGET_BUCKET};
 
 /// Starts an upload of `key` on the target, as an interrupted xpsync would have
 /// left it, with the given parts.
@@ -182,4 +182,84 @@ async fn a_source_overwritten_mid_copy_ends_as_the_new_version() {
         p.target_uploads().await.is_empty(),
         "the old version's upload is aborted"
     );
+}
+
+#[tokio::test]
+async fn a_resumed_upload_begun_for_another_version_ends_with_the_new_description() {
+    let p = Partitions::start().await;
+    let key = "recut/report.bin";
+    let put = |body: Vec<u8>, content_type: &'static str| {
+        p.source_s3
+            .put_object()
+            .bucket(SOURCE_BUCKET)
+            .key(key)
+            .content_type(content_type)
+            .metadata("version", content_type)
+            .body(body.into())
+            .send()
+    };
+    // V1 was being copied (re-cut into 5 MiB parts) when the worker died: its upload
+    // carries V1's description and recorded ETag, and its first two parts.
+    let v1 = bytes_of(12 * MIB, 31);
+    let v1_etag = put(v1.clone(), "text/plain")
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_owned();
+    let upload = p
+        .target_s3
+        .create_multipart_upload()
+        .bucket(TARGET_BUCKET)
+        .key(key)
+        .content_type("text/plain")
+        .metadata("version", "text/plain")
+        .metadata("xpsync-source-etag", v1_etag.trim_matches('"'))
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap();
+    for (number, range) in [(1, 0..5 * MIB), (2, 5 * MIB..10 * MIB)] {
+        p.target_s3
+            .upload_part()
+            .bucket(TARGET_BUCKET)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .body(ByteStream::from(v1[range].to_vec()))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Then V2, of the same size, other bytes and another description.
+    let v2 = bytes_of(12 * MIB, 32);
+    let v2_etag = put(v2.clone(), "text/html")
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_owned();
+    let env = [
+        ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
+        ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
+    ];
+
+    let line = p.sync_one(key, &env).await;
+
+    assert_eq!(line["outcome"], "copied", "{line}");
+    assert_eq!(p.target_bytes(key).await, Some(v2));
+    let head = p
+        .target_s3
+        .head_object()
+        .bucket(TARGET_BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("text/html"));
+    let metadata = head.metadata().unwrap();
+    assert_eq!(metadata["version"], "text/html");
+    assert_eq!(metadata["xpsync-source-etag"], v2_etag.trim_matches('"'));
+    assert_eq!(p.sync_one(key, &env).await["outcome"], "unchanged");
+    assert!(p.target_uploads().await.is_empty());
 }

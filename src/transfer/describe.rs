@@ -124,6 +124,41 @@ impl Copier {
         Ok(())
     }
 
+    /// Checks what a write left on the target (`xpsync-source-etag`, and the
+    /// description when replicated) against `source`, and brings it up to date in
+    /// place where it differs: an upload begun for an older version of the same
+    /// layout carries that version's description.
+    pub async fn ensure_described(
+        &self,
+        source: &SourceObject,
+        target_key: &str,
+        options: &WriteOptions,
+    ) -> Result<(), TransferError> {
+        let request = self
+            .target
+            .client
+            .head_object()
+            .bucket(&self.target.bucket)
+            .key(target_key);
+        let head = self.target.observe("HeadObject", request.send().await)?;
+        let target = TargetObject::from_head(&head);
+        let stale = !target.holds(source)
+            || target
+                .recorded_source_etag
+                .as_ref()
+                .is_some_and(|recorded| Some(recorded) != source.etag.as_ref())
+            || options.copy_description && target.description != options.description;
+        if stale {
+            tracing::info!(
+                recorded = ?target.recorded_source_etag,
+                "the resumed upload was begun for another version; correcting its description"
+            );
+            self.update_description(source, &target, target_key, options)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Sets the target's tags to the source's; true if they differed.
     pub async fn sync_tags(&self, source_key: &str, target_key: &str) -> Result<bool, S3Error> {
         let (source, target) = tokio::join!(

@@ -69,6 +69,12 @@ pub(super) async fn copy(
             Err(TransferError::Verification(reason)) if trust_composite => {
                 tracing::warn!(key = %source.key, %reason, "the interrupted upload held parts of another version; starting afresh");
             }
+            // The upload fixed its description when it began, maybe for another
+            // version of the same size: check what it left before acknowledging.
+            Ok(copied) => {
+                copier.ensure_described(source, target_key, options).await?;
+                return Ok(copied);
+            }
             result => return result,
         }
     }
