@@ -48,6 +48,10 @@ pub enum Command {
         /// Only keys under this source prefix.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Report incomplete uploads on the target begun longer ago than this (they
+        /// cost storage until aborted; see the README's lifecycle rule).
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        stale_uploads_after: std::time::Duration,
     },
     /// List the source, compare with the target, and enqueue or copy the keys that differ.
     Backfill {
@@ -147,7 +151,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             concurrency,
         } => run_backfill(config, &prefix, mode, dry_run, concurrency).await,
         Command::Dlq { command } => dlq(config, command).await,
-        Command::Verify { prefix } => verify(config, &prefix).await,
+        Command::Verify {
+            prefix,
+            stale_uploads_after,
+        } => verify(config, &prefix, stale_uploads_after).await,
         Command::Healthcheck { .. } => {
             unreachable!("handled before the configuration is validated")
         }
@@ -177,14 +184,24 @@ async fn sync(config: Config, keys: Vec<String>) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn verify(config: Config, prefix: &str) -> anyhow::Result<ExitCode> {
+async fn verify(
+    config: Config,
+    prefix: &str,
+    stale_uploads_after: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
     let (source, target) = aws::connect(&config).await?;
     let mut stdout = std::io::stdout().lock();
-    let summary = verify::verify(&source, &target, &config, prefix, |difference| {
+    let mut summary = verify::verify(&source, &target, &config, prefix, |difference| {
         // A closed stdout must not stop the comparison; the summary still decides the exit code.
         let _ = writeln!(stdout, "{}", json!(difference));
     })
     .await?;
+    let target_prefix = format!("{}{prefix}", config.target.key_prefix);
+    let stale = verify::stale_uploads(&target, &target_prefix, stale_uploads_after).await?;
+    for upload in &stale {
+        writeln!(stdout, "{}", json!({ "stale_upload": upload })).context("writing to stdout")?;
+    }
+    summary.stale_uploads = stale.len() as u64;
     writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
     Ok(if summary.clean() {
         ExitCode::SUCCESS

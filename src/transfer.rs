@@ -48,14 +48,14 @@ use std::sync::Arc;
 
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 
 use crate::aws::S3Side;
 use crate::config::{Config, TransferConfig};
 use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
-use crate::object::{Description, Encryption, SourceObject};
+use crate::object::{Description, Encryption, SourceObject, SOURCE_ETAG_METADATA};
 use crate::retry;
 
 pub use crate::metrics::Method;
@@ -69,6 +69,9 @@ pub struct WriteOptions {
     pub description: Description,
     /// Whether the description is replicated (`replicate.metadata`).
     pub copy_description: bool,
+    /// Whether the source's ETag is recorded in the metadata (`xpsync-source-etag`);
+    /// dropped only where it would not fit and the ETags will be equal anyway.
+    pub skip_source_etag: bool,
     /// Copy the source's tags (read by the copy, only if the object has any).
     pub copy_tags: bool,
     pub storage_class: Option<StorageClass>,
@@ -209,8 +212,11 @@ impl Copier {
         {
             if source.size > 0 && source.content_md5().is_some() {
                 Way::StreamedPut
-            } else {
+            } else if self.budget.fits(source.size) {
                 Way::BufferedPut
+            } else {
+                // Held whole it would not fit the budget: in parts, it does.
+                Way::Multipart
             }
         } else {
             Way::Multipart
@@ -277,12 +283,46 @@ impl Copier {
                 "the source names no ETag for the object: a copy could not be verified".into(),
             ));
         }
-        match self.way(source) {
+        let way = self.way(source);
+        let options = &self.fit_metadata(source, options, way)?;
+        match way {
             Way::StreamedPut => put::streamed(self, source, target_key, options, open).await,
             Way::BufferedPut => put::buffered(self, source, target_key, options, open).await,
             // Parts are read by ranged GETs of their own.
             Way::Multipart => multipart::copy(self, source, target_key, options).await,
         }
+    }
+
+    /// Keeps the user metadata within S3's 2 KiB (keys and values, UTF-8 bytes)
+    /// with `xpsync-source-etag` added: where it would not fit, the recorded ETag is
+    /// left out if the target's ETag will equal the source's anyway, and otherwise
+    /// the copy fails for good, saying why, rather than on every attempt.
+    fn fit_metadata<'a>(
+        &self,
+        source: &SourceObject,
+        options: &'a WriteOptions,
+        way: Way,
+    ) -> Result<std::borrow::Cow<'a, WriteOptions>, TransferError> {
+        let size: usize = (options.description.metadata.iter())
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        let recorded =
+            SOURCE_ETAG_METADATA.len() + source.etag.as_ref().map_or(0, |e| e.as_str().len());
+        if size + recorded <= USER_METADATA_LIMIT {
+            return Ok(std::borrow::Cow::Borrowed(options));
+        }
+        let etags_equal =
+            way != Way::Multipart && source.content_md5().is_some() && !self.target_is_kms(options);
+        if etags_equal {
+            let mut options = options.clone();
+            options.skip_source_etag = true;
+            return Ok(std::borrow::Cow::Owned(options));
+        }
+        Err(TransferError::Unsupported(format!(
+            "the object's user metadata takes {size} bytes, and with {SOURCE_ETAG_METADATA} ({recorded} bytes) \
+             it would exceed S3's limit of {USER_METADATA_LIMIT}; the target's ETag cannot equal the source's \
+             here (parts, or SSE-KMS), so without it the copy could not be recognised later"
+        )))
     }
 
     /// GETs `range` (or the whole object) of the source version `source.etag`:
@@ -312,23 +352,36 @@ impl Copier {
         expected: u64,
         part: usize,
     ) -> Result<Bytes, TransferError> {
-        let body = output.body.collect().await.map_err(|e| {
-            S3Error::new(
-                self.source.side,
-                "GetObject",
-                ErrorKind::Transient,
-                format!("reading the body: {e}"),
-            )
-        })?;
-        let bytes = body.into_bytes();
-        if bytes.len() as u64 != expected {
+        // One buffer of the size reserved: collecting the chunks and joining them
+        // would briefly hold the bytes twice.
+        let mut buffer = BytesMut::with_capacity(expected as usize);
+        let mut body = output.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                S3Error::new(
+                    self.source.side,
+                    "GetObject",
+                    ErrorKind::Transient,
+                    format!("reading the body: {e}"),
+                )
+            })?;
+            if (buffer.len() + chunk.len()) as u64 > expected {
+                return Err(TransferError::ShortRead {
+                    part,
+                    got: (buffer.len() + chunk.len()) as u64,
+                    expected,
+                });
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        if buffer.len() as u64 != expected {
             return Err(TransferError::ShortRead {
                 part,
-                got: bytes.len() as u64,
+                got: buffer.len() as u64,
                 expected,
             });
         }
-        Ok(bytes)
+        Ok(buffer.freeze())
     }
 
     /// The source's tags, URL-encoded as the `x-amz-tagging` header wants; None if
@@ -400,6 +453,9 @@ impl Copier {
     }
 }
 
+/// S3's limit on user metadata: the UTF-8 bytes of every key and value together.
+const USER_METADATA_LIMIT: usize = 2048;
+
 /// Base64 of the MD5 of `bytes` (for Content-MD5) and the ETag it makes.
 fn md5_of(bytes: &[u8]) -> (String, ETag) {
     let etag = ETag::of_bytes(bytes);
@@ -414,7 +470,7 @@ macro_rules! with_write_options {
         let o = $options;
         let d = &o.description;
         let mut metadata = d.metadata.clone();
-        if let Some(etag) = $source_etag {
+        if let (Some(etag), false) = ($source_etag, o.skip_source_etag) {
             metadata.insert(
                 $crate::object::SOURCE_ETAG_METADATA.to_owned(),
                 etag.as_str().to_owned(),

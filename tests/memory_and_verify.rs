@@ -176,3 +176,137 @@ async fn verify_honours_the_target_key_prefix_and_recorded_source_etags() {
         "the re-cut copy has another ETag but records the source's: {run}"
     );
 }
+
+#[tokio::test]
+async fn source_parts_larger_than_the_memory_budget_are_streamed_and_keep_their_layout() {
+    let p = Partitions::start().await;
+    // A 20 MiB part, more than the 16 MiB budget: streamed, it holds a window only.
+    let body = p
+        .put_source_multipart("wide-parts", &[20 * MIB, 5 * MIB], 5)
+        .await;
+    let reconciler = reconciler(&p, true).await;
+
+    let report = reconciler.reconcile("wide-parts").await;
+
+    assert_eq!(report.outcome(), Outcome::Copied, "{:?}", report.error());
+    assert_eq!(
+        p.target_etag("wide-parts").await,
+        Some(p.source_etag("wide-parts").await),
+        "the source's layout is kept, not re-cut"
+    );
+    assert!(reconciler.copier().budget().peak() <= 16 * MIB as u64);
+    assert_eq!(p.target_bytes("wide-parts").await, Some(body));
+}
+
+#[tokio::test]
+async fn many_streamed_puts_at_once_stay_within_the_memory_budget() {
+    let p = Partitions::start().await;
+    let keys: Vec<String> = (0..60).map(|i| format!("small/{i:03}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        p.put_source(key, bytes_of(3 * MIB, 100 + i as u64)).await;
+    }
+    let reconciler = reconciler(&p, true).await;
+
+    let reports: Vec<_> = futures::stream::iter(&keys)
+        .map(|key| reconciler.reconcile(key))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+
+    for report in &reports {
+        assert_eq!(report.outcome(), Outcome::Copied, "{:?}", report.error());
+    }
+    let budget = reconciler.copier().budget();
+    // 32 at once, each holding a 2 MiB window: only 8 fit in 16 MiB.
+    assert_eq!(budget.peak(), 16 * MIB as u64, "peak {}", budget.peak());
+    assert_eq!(budget.reserved(), 0);
+}
+
+#[tokio::test]
+async fn user_metadata_near_s3s_limit_is_copied_without_the_recorded_etag_where_etags_match() {
+    let p = Partitions::start().await;
+    let pad = "m".repeat(2000);
+    p.source_s3
+        .put_object()
+        .bucket(SOURCE_BUCKET)
+        .key("near-limit/single")
+        .metadata("pad", &pad)
+        .body(bytes_of(MIB, 7).into())
+        .send()
+        .await
+        .unwrap();
+    common::put_multipart_with(
+        &p.source_s3,
+        SOURCE_BUCKET,
+        "near-limit/parts",
+        &[5 * MIB, MIB],
+        8,
+        &[("pad", &pad)],
+    )
+    .await;
+    // The target refuses user metadata over 2 KiB, as S3 does.
+    let strict = common::faults::FaultProxy::start(
+        &p.target.endpoint,
+        common::faults::Faults {
+            check_metadata_size: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let env = [
+        ("XPSYNC_TARGET__ENDPOINT_URL", strict.endpoint.as_str()),
+        ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
+        ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
+    ];
+
+    let (lines, run) = p
+        .sync(&["near-limit/single", "near-limit/parts"], &env)
+        .await;
+
+    assert_eq!(lines[0]["outcome"], "copied", "{run}");
+    let head = p
+        .target_s3
+        .head_object()
+        .bucket(TARGET_BUCKET)
+        .key("near-limit/single")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.metadata().unwrap()["pad"], pad);
+    assert!(!head.metadata().unwrap().contains_key("xpsync-source-etag"));
+    assert_eq!(lines[1]["outcome"], "failed", "{run}");
+    let error = lines[1]["error"].as_str().unwrap();
+    assert!(error.contains("exceed S3's limit of 2048"), "{error}");
+    assert_eq!(
+        p.sync_one("near-limit/single", &env).await["outcome"],
+        "unchanged"
+    );
+}
+
+#[tokio::test]
+async fn verify_reports_incomplete_uploads_older_than_asked() {
+    let p = Partitions::start().await;
+    let upload = p
+        .target_s3
+        .create_multipart_upload()
+        .bucket(TARGET_BUCKET)
+        .key("forgotten")
+        .send()
+        .await
+        .unwrap();
+
+    let recent = Run::of(&mut p.xpsync(&["verify", "--stale-uploads-after", "36500d"])).await;
+    let all = Run::of(&mut p.xpsync(&["verify", "--stale-uploads-after", "0s"])).await;
+
+    assert!(recent.success(), "{recent}");
+    assert_eq!(
+        lines(&recent).last().unwrap()["summary"]["stale_uploads"],
+        0
+    );
+    assert!(all.success(), "stale uploads are not differences: {all}");
+    let reported = lines(&all);
+    let stale = &reported[0]["stale_upload"];
+    assert_eq!(stale["key"], "forgotten", "{all}");
+    assert_eq!(stale["upload_id"], upload.upload_id().unwrap());
+    assert_eq!(reported.last().unwrap()["summary"]["stale_uploads"], 1);
+}

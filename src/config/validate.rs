@@ -77,14 +77,6 @@ impl Config {
                 t.part_size.display().iec()
             ));
         }
-        if t.memory_limit < t.multipart_threshold {
-            problems.push(format!(
-                "transfer.memory_limit ({}) is smaller than transfer.multipart_threshold ({}), \
-                 the largest object sent in one PUT",
-                t.memory_limit.display().iec(),
-                t.multipart_threshold.display().iec()
-            ));
-        }
 
         match self.target.sse.as_str() {
             "" | "AES256" | "aws:kms" => {}

@@ -1,4 +1,7 @@
-//! `xpsync verify`: list both sides and report keys missing, extra, or different.
+//! `xpsync verify`: list both sides and report keys missing, extra, or different;
+//! and incomplete uploads left on the target long enough to be forgotten (a hard
+//! stop, a message dead-lettered mid-copy, a source deleted), which cost storage
+//! until the bucket's lifecycle rule or an operator aborts them.
 
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -17,6 +20,62 @@ pub struct Summary {
     pub missing: u64,
     pub different: u64,
     pub extra: u64,
+    /// Incomplete uploads on the target older than the threshold (not differences:
+    /// they do not change the exit code).
+    pub stale_uploads: u64,
+}
+
+/// An incomplete upload on the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaleUpload {
+    pub key: String,
+    pub upload_id: String,
+    /// When it was begun, as the target says (RFC 3339).
+    pub initiated: String,
+    pub age_seconds: u64,
+}
+
+/// Incomplete uploads under `prefix` on the target begun more than `older_than` ago.
+pub async fn stale_uploads(
+    target: &S3Side,
+    prefix: &str,
+    older_than: std::time::Duration,
+) -> Result<Vec<StaleUpload>, S3Error> {
+    let now = std::time::SystemTime::now();
+    let mut stale = Vec::new();
+    let (mut key_marker, mut upload_id_marker) = (None, None);
+    loop {
+        let request = target
+            .client
+            .list_multipart_uploads()
+            .bucket(&target.bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker.take())
+            .set_upload_id_marker(upload_id_marker.take());
+        let page = target.observe("ListMultipartUploads", request.send().await)?;
+        for upload in page.uploads() {
+            let Some(initiated) = upload.initiated() else {
+                continue;
+            };
+            let age = std::time::SystemTime::try_from(*initiated)
+                .ok()
+                .and_then(|at| now.duration_since(at).ok())
+                .unwrap_or_default();
+            if age > older_than {
+                stale.push(StaleUpload {
+                    key: upload.key().unwrap_or_default().to_owned(),
+                    upload_id: upload.upload_id().unwrap_or_default().to_owned(),
+                    initiated: initiated.to_string(),
+                    age_seconds: age.as_secs(),
+                });
+            }
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
+        if page.is_truncated() != Some(true) || key_marker.is_none() {
+            return Ok(stale);
+        }
+    }
 }
 
 impl Summary {

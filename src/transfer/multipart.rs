@@ -38,20 +38,14 @@ pub(super) async fn copy(
     target_key: &str,
     options: &WriteOptions,
 ) -> Result<Copied, TransferError> {
-    let plan = plan_for(copier, source).await?;
-    if !copier.budget.fits(plan.largest_part()) {
-        return Err(TransferError::Unsupported(format!(
-            "the object needs parts of {} bytes, more than transfer.memory_limit ({} bytes)",
-            plan.largest_part(),
-            copier.budget.limit()
-        )));
-    }
+    let target_kms = copier.target_is_kms(options);
+    let stream = copier.settings.stream_parts && !target_kms;
+    let plan = plan_for(copier, source, stream).await?;
     // With the source's own layout and an MD5-based ETag, the composite ETag checks
     // every part before completion, earlier parts included: but only where the
     // earlier parts' ETags are MD5s, which a KMS target's are not. Otherwise each
     // earlier part is re-read from the source and checked against its MD5 before
     // it is kept (under KMS it never matches, and the part is sent again).
-    let target_kms = copier.target_is_kms(options);
     let trust_composite = plan.preserved && source.etag_is_content_hash() && !target_kms;
     let mut upload = Upload {
         copier,
@@ -60,7 +54,7 @@ pub(super) async fn copy(
         options,
         plan: &plan,
         trust_composite,
-        stream: copier.settings.stream_parts && !target_kms,
+        stream,
     };
 
     if let Some((upload_id, earlier)) = find_resumable(copier, target_key, &plan).await? {
@@ -218,10 +212,17 @@ impl Upload<'_> {
 }
 
 /// The source's own layout if it is to be and can be kept, else a uniform cut.
-async fn plan_for(copier: &Copier, source: &SourceObject) -> Result<PartPlan, TransferError> {
+/// Parts that are to be buffered (`stream` false) must each fit the memory budget;
+/// a streamed part holds only a window of it, whatever its size.
+async fn plan_for(
+    copier: &Copier,
+    source: &SourceObject,
+    stream: bool,
+) -> Result<PartPlan, TransferError> {
+    let fits = |size: u64| stream || copier.budget.fits(size);
     if let (Some(count), true) = (source.part_count(), copier.settings.preserve_part_layout) {
         match discover_layout(copier, source, count).await? {
-            Some(sizes) if sizes.iter().all(|&s| copier.budget.fits(s)) => {
+            Some(sizes) if sizes.iter().all(|&s| fits(s)) => {
                 return Ok(PartPlan::from_layout(sizes))
             }
             Some(_) => tracing::info!(
@@ -234,8 +235,21 @@ async fn plan_for(copier: &Copier, source: &SourceObject) -> Result<PartPlan, Tr
             ),
         }
     }
-    PartPlan::uniform(source.size, copier.settings.part_size.as_u64())
-        .map_err(TransferError::Unsupported)
+    let plan = PartPlan::uniform(source.size, copier.settings.part_size.as_u64())
+        .map_err(TransferError::Unsupported)?;
+    if !fits(plan.largest_part()) {
+        return Err(too_large_to_buffer(copier, plan.largest_part()));
+    }
+    Ok(plan)
+}
+
+/// Parts that must be buffered (a KMS target) but would not fit the budget.
+pub(super) fn too_large_to_buffer(copier: &Copier, part: u64) -> TransferError {
+    TransferError::Unsupported(format!(
+        "the object needs parts of {part} bytes held whole (the target's ETags are opaque, so each part \
+         is sent with Content-MD5), more than transfer.memory_limit ({} bytes): raise transfer.memory_limit",
+        copier.budget.limit()
+    ))
 }
 
 /// Each part's size, from `HeadObject?partNumber=n`; None when the server does not

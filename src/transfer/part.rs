@@ -58,7 +58,12 @@ pub(super) async fn copy_part(
         .acquire()
         .await
         .expect("the part semaphore is never closed");
-    let held = if stream {
+    // A part found to need buffering (a target answering with KMS) must fit whole.
+    let may_buffer = !stream || copier.target_kms_seen();
+    if may_buffer && !copier.budget.fits(length) {
+        return Err(super::multipart::too_large_to_buffer(copier, length));
+    }
+    let held = if stream && !copier.target_kms_seen() {
         length.min(super::stream::STREAM_WINDOW)
     } else {
         length

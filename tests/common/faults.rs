@@ -41,6 +41,9 @@ pub struct Faults {
     pub check_content_md5: bool,
     /// Listings come without ETags, as from some S3-compatible servers.
     pub list_without_etags: bool,
+    /// Writes whose user metadata (keys and values) exceeds 2 KiB are refused
+    /// (400 MetadataTooLarge), as by S3.
+    pub check_metadata_size: bool,
 }
 
 /// Listens on a free loopback port; stops when dropped.
@@ -199,6 +202,21 @@ async fn handle(
     }
 
     let (mut parts, body) = request.into_parts();
+    let writes_metadata =
+        method == "PUT" || (method == "POST" && parts.uri.query() == Some("uploads"));
+    if faults.check_metadata_size && writes_metadata {
+        let size: usize = parts
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let key = name.as_str().strip_prefix("x-amz-meta-")?;
+                Some(key.len() + value.as_bytes().len())
+            })
+            .sum();
+        if size > 2048 {
+            return fault(StatusCode::BAD_REQUEST, "MetadataTooLarge");
+        }
+    }
     let body = if is_object && method == "PUT" && faults.check_content_md5 {
         match parts.headers.get("content-md5").cloned() {
             Some(claimed) => {

@@ -566,12 +566,29 @@ pub async fn put_multipart(
     part_sizes: &[usize],
     seed: u64,
 ) -> Vec<u8> {
+    put_multipart_with(s3, bucket, key, part_sizes, seed, &[]).await
+}
+
+/// As [`put_multipart`], with this user metadata.
+pub async fn put_multipart_with(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    part_sizes: &[usize],
+    seed: u64,
+    metadata: &[(&str, &str)],
+) -> Vec<u8> {
     let total: usize = part_sizes.iter().sum();
     let body = bytes_of(total, seed);
+    let metadata = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let upload = s3
         .create_multipart_upload()
         .bucket(bucket)
         .key(key)
+        .set_metadata(Some(metadata))
         .send()
         .await
         .expect("create a source upload");
