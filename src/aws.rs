@@ -26,7 +26,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::config::{Config, CredentialsConfig, SideView};
+use crate::config::{Config, CredentialsConfig, SideView, TimeoutsConfig};
 pub use crate::error::Side;
 use crate::error::{ErrorKind, S3Error};
 use crate::metrics::{self, RefreshResult};
@@ -91,8 +91,9 @@ pub enum AwsError {
 /// or malformed secret is reported before any work starts.
 pub async fn connect(config: &Config) -> Result<(S3Side, S3Side), AwsError> {
     let secret_region = &config.source.region;
-    let source = s3_side(Side::Source, config.source.view(), secret_region).await?;
-    let target = s3_side(Side::Target, config.target.view(), secret_region).await?;
+    let timeouts = &config.timeouts;
+    let source = s3_side(Side::Source, config.source.view(), secret_region, timeouts).await?;
+    let target = s3_side(Side::Target, config.target.view(), secret_region, timeouts).await?;
     Ok((source, target))
 }
 
@@ -100,6 +101,7 @@ async fn s3_side(
     side: Side,
     view: SideView<'_>,
     default_secret_region: &str,
+    timeouts: &TimeoutsConfig,
 ) -> Result<S3Side, AwsError> {
     let SideView {
         region,
@@ -108,12 +110,14 @@ async fn s3_side(
         credentials,
         ..
     } = view;
-    let mut loader =
-        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_owned()));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .timeout_config(timeouts.sdk())
+        .stalled_stream_protection(timeouts.stalled_streams());
     let mut secret = None;
     if let Some(c) = credentials {
         if let Some(secret_id) = &c.secret_id {
-            let provider = SecretCredentials::new(side, c, default_secret_region).await;
+            let provider = SecretCredentials::new(side, c, default_secret_region, timeouts).await;
             provider.load().await.map_err(|e| AwsError::Secret {
                 side,
                 secret_id: secret_id.clone(),
@@ -186,13 +190,19 @@ impl fmt::Debug for SecretCredentials {
 }
 
 impl SecretCredentials {
-    async fn new(side: Side, c: &CredentialsConfig, default_region: &str) -> Self {
+    async fn new(
+        side: Side,
+        c: &CredentialsConfig,
+        default_region: &str,
+        timeouts: &TimeoutsConfig,
+    ) -> Self {
         let region = c
             .secret_region
             .clone()
             .unwrap_or_else(|| default_region.to_owned());
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .timeout_config(timeouts.sdk());
         if let Some(url) = &c.secret_endpoint_url {
             loader = loader.endpoint_url(url);
         }

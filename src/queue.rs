@@ -69,8 +69,14 @@ pub struct Queue {
 impl Queue {
     pub async fn connect(config: &Config) -> Result<Self, SqsError> {
         let region = region_of(&config.queue.url).unwrap_or_else(|| config.source.region.clone());
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+        // A long poll is answered only after up to `wait_time`: its first byte may
+        // take that long on top of the usual.
+        let timeouts = &config.timeouts;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .timeout_config(
+                timeouts.sdk_with_first_byte(timeouts.first_byte + config.queue.wait_time),
+            );
         if let Some(url) = &config.queue.endpoint_url {
             loader = loader.endpoint_url(url);
         }

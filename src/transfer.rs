@@ -52,7 +52,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 
 use crate::aws::S3Side;
-use crate::config::{Config, TransferConfig};
+use crate::config::{Config, TimeoutsConfig, TransferConfig};
 use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
 use crate::object::{Description, Encryption, SourceObject, SOURCE_ETAG_METADATA};
@@ -163,6 +163,8 @@ pub struct Copier {
     /// Part transfers at once across all objects (`transfer.max_parts`); taken
     /// before a part's GET is sent.
     part_slots: Arc<Semaphore>,
+    /// How long a request may go unanswered (`[timeouts]`).
+    timeouts: TimeoutsConfig,
     /// Set once the target has answered a write as encrypted with KMS (a bucket's
     /// default encryption): its ETags are opaque from then on.
     target_kms_seen: Arc<AtomicBool>,
@@ -177,7 +179,16 @@ impl Copier {
             budget: MemoryBudget::new(config.transfer.memory_limit.as_u64()),
             part_slots: Arc::new(Semaphore::new(config.transfer.max_parts)),
             target_kms_seen: Arc::new(AtomicBool::new(false)),
+            timeouts: config.timeouts.clone(),
         }
+    }
+
+    /// The timeouts of an upload of `length` bytes: its answer comes only once the
+    /// whole body is sent, so its time to first byte grows with its length.
+    fn upload_timeouts(&self, length: u64) -> aws_sdk_s3::config::Builder {
+        let first_byte = self.timeouts.upload_first_byte(length);
+        aws_sdk_s3::config::Builder::default()
+            .timeout_config(self.timeouts.sdk_with_first_byte(first_byte))
     }
 
     /// Whether the target's ETags for a write with `options` are known to be opaque:

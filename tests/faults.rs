@@ -18,6 +18,11 @@ const SMALL_PARTS: [(&str, &str); 2] = [
 /// Copies a mix of objects through a faulty link to `side` ("SOURCE" or "TARGET")
 /// and checks every byte on the target.
 async fn copy_through(faults: Faults, side: &str) {
+    copy_through_with(faults, side, &[]).await
+}
+
+/// As [`copy_through`], with more settings in `extra`.
+async fn copy_through_with(faults: Faults, side: &str, extra: &[(&str, &str)]) {
     let p = Partitions::start().await;
     let upstream = if side == "SOURCE" {
         &p.source.endpoint
@@ -37,6 +42,7 @@ async fn copy_through(faults: Faults, side: &str) {
     let endpoint_var = format!("XPSYNC_{side}__ENDPOINT_URL");
     let mut env = SMALL_PARTS.to_vec();
     env.push((endpoint_var.as_str(), proxy.endpoint.as_str()));
+    env.extend_from_slice(extra);
 
     let (lines, run) = p.sync(&keys, &env).await;
 
@@ -114,6 +120,20 @@ async fn stalled_requests_only_slow_the_copy() {
         "TARGET",
     )
     .await;
+}
+
+#[tokio::test]
+async fn requests_never_answered_cost_a_retry_not_a_held_copy() {
+    // Every 3rd object GET from the source is accepted and never answered (an
+    // hour is forever here): with a 2 s time to first byte, each costs a retry.
+    let faults = Faults {
+        stall: Some((3, Duration::from_secs(3600))),
+        ..Faults::default()
+    };
+    let copy = copy_through_with(faults, "SOURCE", &[("XPSYNC_TIMEOUTS__FIRST_BYTE", "2s")]);
+    tokio::time::timeout(Duration::from_secs(180), copy)
+        .await
+        .expect("a request that is never answered held the copy");
 }
 
 #[tokio::test]

@@ -121,6 +121,18 @@ impl Config {
                 self.server.listen
             ));
         }
+        for (name, value) in [
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.first_byte", self.timeouts.first_byte),
+            ("timeouts.between_reads", self.timeouts.between_reads),
+        ] {
+            if value < Duration::from_secs(1) {
+                problems.push(format!(
+                    "{name} is {}, but must be at least 1s",
+                    humantime::format_duration(value)
+                ));
+            }
+        }
         if self.shutdown.grace_period > Duration::from_secs(115) {
             problems.push(format!(
                 "shutdown.grace_period is {}, but ECS kills a task at most 120s after SIGTERM",

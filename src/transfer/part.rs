@@ -131,7 +131,8 @@ async fn buffer_part(
         .content_md5(content_md5)
         .body(ByteStream::from(bytes))
         .customize()
-        .disable_payload_signing();
+        .disable_payload_signing()
+        .config_override(copier.upload_timeouts(length));
     let output = copier.target.observe("UploadPart", request.send().await)?;
     metrics::BYTES_SENT.inc_by(length);
     let etag = ETag::new(output.e_tag().unwrap_or_default());
@@ -165,7 +166,8 @@ async fn stream_part(
     let request = upload_part_request(copier, target_key, part, length)
         .body(body)
         .customize()
-        .disable_payload_signing();
+        .disable_payload_signing()
+        .config_override(copier.upload_timeouts(length));
     let uploaded = request.send().await;
     let read = reader
         .await

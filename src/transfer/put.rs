@@ -174,7 +174,8 @@ async fn send(
     // Content-MD5 guards the body; a SHA-256 payload signature would only cost CPU.
     let request = with_write_options!(request, options, source.etag.as_ref(), tagging)
         .customize()
-        .disable_payload_signing();
+        .disable_payload_signing()
+        .config_override(copier.upload_timeouts(source.size));
     let output = copier.target.observe("PutObject", request.send().await)?;
     metrics::BYTES_SENT.inc_by(source.size);
     let etag = copier
