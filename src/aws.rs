@@ -52,7 +52,18 @@ impl S3Side {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let result = result.map_err(|e| S3Error::from_sdk(self.side, operation, e));
+        let mut result = result.map_err(|e| S3Error::from_sdk(self.side, operation, e));
+        if let (Err(e), Some(secret)) = (&mut result, &self.secret) {
+            // No keys could be had: the request was never signed. That concerns every
+            // object of this side, whatever the SDK made of it.
+            if let Some(outage) = secret.outage() {
+                e.kind = ErrorKind::Auth;
+                e.message = format!(
+                    "cannot read secret {:?} for new keys: {outage}",
+                    secret.inner.secret_id
+                );
+            }
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
@@ -61,7 +72,7 @@ impl S3Side {
             .with_label_values(&[self.side.as_str(), operation, outcome])
             .inc();
         if let Err(e) = &result {
-            if e.kind == ErrorKind::Auth {
+            if e.keys_rejected() {
                 self.credentials_rejected();
             }
         }
@@ -176,9 +187,17 @@ struct SecretInner {
     client: aws_sdk_secretsmanager::Client,
     secret_id: String,
     refresh_interval: Duration,
+    /// The keys last read and when; the lock makes reads single-flight.
     cached: Mutex<Option<(Credentials, Instant)>>,
+    /// S3 rejected the cached keys: they are not to be used again.
     stale: AtomicBool,
+    /// The last read's failure and when, while no usable keys are held: reads are
+    /// not retried more often than [`SECRET_RETRY`], and requests say why.
+    failed: std::sync::Mutex<Option<(Instant, String)>>,
 }
+
+/// How soon a secret that could not be read is read again.
+const SECRET_RETRY: Duration = Duration::from_secs(5);
 
 impl fmt::Debug for SecretCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -215,6 +234,7 @@ impl SecretCredentials {
                 refresh_interval: c.refresh_interval,
                 cached: Mutex::new(None),
                 stale: AtomicBool::new(false),
+                failed: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -224,13 +244,35 @@ impl SecretCredentials {
         self.inner.stale.store(true, Ordering::SeqCst);
     }
 
+    /// Why no keys can be had now, while that is so.
+    pub fn outage(&self) -> Option<String> {
+        let failed = self.inner.failed.lock().expect("never poisoned");
+        failed.as_ref().map(|(_, why)| why.clone())
+    }
+
+    /// The keys to sign with. One read of the secret at a time (the lock); keys
+    /// past `refresh_interval` are re-read, but kept in use while the secret cannot
+    /// be read and S3 has not rejected them; a failed read is retried no more
+    /// often than every [`SECRET_RETRY`].
     async fn load(&self) -> Result<Credentials, String> {
         let inner = &self.inner;
         let mut cached = inner.cached.lock().await;
+        let stale = inner.stale.load(Ordering::SeqCst);
+        let usable = cached.as_ref().filter(|_| !stale).map(|(c, _)| c.clone());
         if let Some((credentials, read_at)) = cached.as_ref() {
-            if !inner.stale.load(Ordering::SeqCst) && read_at.elapsed() < inner.refresh_interval {
+            if !stale && read_at.elapsed() < inner.refresh_interval {
                 return Ok(credentials.clone());
             }
+        }
+        let recent_failure = {
+            let failed = inner.failed.lock().expect("never poisoned");
+            failed
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < SECRET_RETRY)
+                .map(|(_, why)| why.clone())
+        };
+        if let Some(why) = recent_failure {
+            return usable.ok_or(why);
         }
         // Clear the flag before reading, so a rejection seen while we read
         // forces yet another read.
@@ -239,12 +281,33 @@ impl SecretCredentials {
             Ok(credentials) => {
                 RefreshResult::Ok.count();
                 *cached = Some((credentials.clone(), Instant::now()));
+                *inner.failed.lock().expect("never poisoned") = None;
                 Ok(credentials)
             }
             Err(message) => {
                 RefreshResult::Error.count();
-                tracing::warn!(side = %inner.side, secret_id = %inner.secret_id, error = %message, "could not read the credentials secret");
-                Err(message)
+                match usable {
+                    Some(credentials) => {
+                        tracing::warn!(side = %inner.side, secret_id = %inner.secret_id, error = %message, "could not re-read the credentials secret; the keys read before stay in use until they are rejected");
+                        // Not an outage yet: keys are at hand. Try again later.
+                        *inner.failed.lock().expect("never poisoned") = None;
+                        if let Some((_, read_at)) = cached.as_mut() {
+                            *read_at = Instant::now()
+                                .checked_sub(inner.refresh_interval.saturating_sub(SECRET_RETRY))
+                                .unwrap_or_else(Instant::now);
+                        }
+                        Ok(credentials)
+                    }
+                    None => {
+                        tracing::error!(side = %inner.side, secret_id = %inner.secret_id, error = %message, "cannot read the credentials secret, and no usable keys are held");
+                        *inner.failed.lock().expect("never poisoned") =
+                            Some((Instant::now(), message.clone()));
+                        if stale {
+                            inner.stale.store(true, Ordering::SeqCst);
+                        }
+                        Err(message)
+                    }
+                }
             }
         }
     }

@@ -102,6 +102,8 @@ pub struct S3Error {
     pub operation: &'static str,
     pub kind: ErrorKind,
     pub message: String,
+    /// S3's error code, when its answer had a body naming one.
+    pub code: Option<String>,
 }
 
 impl S3Error {
@@ -117,7 +119,18 @@ impl S3Error {
             operation,
             kind,
             message: message.into(),
+            code: None,
         }
+    }
+
+    /// Whether S3 said the keys themselves are wrong (unknown, badly signed,
+    /// expired), rather than that they may not do this: only then is a secret
+    /// worth re-reading. A HEAD's 403 names no code, so it does not say.
+    pub fn keys_rejected(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken")
+        )
     }
 
     /// Classifies an SDK error by its code and HTTP status.
@@ -132,7 +145,8 @@ impl S3Error {
             side,
             operation,
             kind,
-            message: describe(&err, code, status),
+            message: describe(&err, code.clone(), status),
+            code,
         }
     }
 }

@@ -65,6 +65,14 @@ impl From<S3Error> for ReconcileError {
 }
 
 impl ReconcileError {
+    /// The S3 error behind it, if one is.
+    pub fn s3(&self) -> Option<&S3Error> {
+        match self {
+            ReconcileError::Transfer(TransferError::S3(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             ReconcileError::Transfer(e) => e.kind(),
@@ -322,8 +330,14 @@ impl Reconciler {
                         return Err(ReconcileError::SourceUnstable);
                     }
                 }
-                // observe() has marked the secret stale: one more try with keys re-read.
-                ErrorKind::Auth if !keys_reread => keys_reread = true,
+                // Keys S3 named as rejected have marked the secret stale; a HEAD's 403
+                // names nothing, so it is confirmed first. Then one more try.
+                ErrorKind::Auth if !keys_reread => {
+                    keys_reread = true;
+                    if let Some(e) = error.s3().filter(|e| e.code.is_none()) {
+                        self.confirm_rejection(e.side, key).await;
+                    }
+                }
                 ErrorKind::Transient if transient_retries < TRANSIENT_RETRIES => {
                     transient_retries += 1;
                     let pause = retry::backoff(
@@ -400,6 +414,25 @@ impl Reconciler {
             .copy(&source, &target_key, &options, open)
             .await?;
         Ok(Done::copied(source.size, copied, started))
+    }
+
+    /// A HEAD's 403 names no code: a one-byte GET of the same key on the same side
+    /// does, and [`S3Side::observe`] re-reads the secret only if it says the keys
+    /// themselves were rejected (not merely refused this object).
+    async fn confirm_rejection(&self, side: crate::error::Side, key: &str) {
+        let (side, key) = match side {
+            crate::error::Side::Source => (&self.source, key.to_owned()),
+            crate::error::Side::Target => (&self.target, self.target_key(key)),
+        };
+        let request = side
+            .client
+            .get_object()
+            .bucket(&side.bucket)
+            .key(key)
+            .range("bytes=0-0");
+        if let Err(e) = side.observe("GetObject", request.send().await) {
+            tracing::debug!(error = %e, "confirming an authorisation failure");
+        }
     }
 
     /// The target holds the source's bytes: bring its description (and, when

@@ -51,6 +51,8 @@ pub struct FaultProxy {
     pub endpoint: String,
     /// Faults injected so far.
     pub injected: Arc<AtomicU64>,
+    /// While set, every request of any kind is answered 503: the service is down.
+    down: Arc<std::sync::atomic::AtomicBool>,
     counts: Arc<Counts>,
     task: JoinHandle<()>,
 }
@@ -67,23 +69,30 @@ impl FaultProxy {
         let counts = Arc::clone(&seen);
         let injected = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&injected);
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let switch = Arc::clone(&down);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (client, upstream, seen, injected) = (
+                let (client, upstream, seen, injected, down) = (
                     client.clone(),
                     upstream.clone(),
                     Arc::clone(&seen),
                     Arc::clone(&counter),
+                    Arc::clone(&switch),
                 );
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                        let (client, upstream, seen, injected) = (
+                        let (client, upstream, seen, injected, down) = (
                             client.clone(),
                             upstream.clone(),
                             Arc::clone(&seen),
                             Arc::clone(&injected),
+                            Arc::clone(&down),
                         );
                         async move {
+                            if down.load(Ordering::SeqCst) {
+                                return Ok::<_, Infallible>(unavailable());
+                            }
                             Ok::<_, Infallible>(
                                 handle(request, client, &upstream, faults, &seen, &injected).await,
                             )
@@ -98,9 +107,15 @@ impl FaultProxy {
         Self {
             endpoint,
             injected,
+            down,
             counts,
             task,
         }
+    }
+
+    /// Takes the service down (every request answered 503) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
     pub fn injected(&self) -> u64 {
@@ -135,6 +150,17 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+fn unavailable() -> Response<ProxyBody> {
+    Response::builder()
+        .status(StatusCode::SERVICE_UNAVAILABLE)
+        .body(
+            Full::new(Bytes::from_static(b"service down"))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("a response")
 }
 
 fn hits(every: Option<u64>, n: u64) -> bool {
