@@ -208,6 +208,16 @@ pub static BREAKER_TRIPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Reconciles started over, by why: the source changed mid-copy, or after the
+/// write or delete (another writer).
+pub static RESTARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_reconcile_restarts_total",
+        "Reconciles of a key started over, by reason",
+        &["reason"],
+    )
+});
+
 /// Always 1, labelled with the version.
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     let g = register(
@@ -235,6 +245,9 @@ pub fn init() {
     }
     for result in PartResult::ALL {
         PARTS.with_label_values(&[result.as_str()]);
+    }
+    for reason in RestartReason::ALL {
+        RESTARTS.with_label_values(&[reason.as_str()]);
     }
     for result in RefreshResult::ALL {
         CREDENTIALS_REFRESHES.with_label_values(&[result.as_str()]);
@@ -328,6 +341,24 @@ label! {
     RefreshResult {
         Ok => "ok",
         Error => "error",
+    }
+}
+
+label! {
+    /// Why a reconcile started over (`xpsync_reconcile_restarts_total{reason}`).
+    RestartReason {
+        /// A GET's `If-Match` failed: the source changed mid-copy.
+        SourceChanged => "source_changed",
+        /// After the write, the source held another version than the one written.
+        ChangedAfterWrite => "changed_after_write",
+        /// After the delete, the source key existed again.
+        ReappearedAfterDelete => "reappeared_after_delete",
+    }
+}
+
+impl RestartReason {
+    pub fn count(self) {
+        RESTARTS.with_label_values(&[self.as_str()]).inc();
     }
 }
 

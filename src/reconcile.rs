@@ -40,6 +40,7 @@ use crate::object::{SourceObject, TargetObject};
 use crate::retry;
 use crate::transfer::{Copied, Copier, TransferError, WriteOptions};
 
+use crate::metrics::RestartReason;
 pub use crate::metrics::{Method, Outcome};
 
 /// How many times a key is started over because its source changed mid-copy.
@@ -56,6 +57,9 @@ pub enum ReconcileError {
     Transfer(#[from] TransferError),
     #[error("the source object changed {SOURCE_CHANGES_TOLERATED} times during its copy; giving up for now")]
     SourceUnstable,
+    /// Another writer came between: the key is to be reconciled again.
+    #[error("the source changed under the write ({})", .0.as_str())]
+    Superseded(RestartReason),
 }
 
 impl From<S3Error> for ReconcileError {
@@ -77,6 +81,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Transfer(e) => e.kind(),
             ReconcileError::SourceUnstable => ErrorKind::Transient,
+            ReconcileError::Superseded(_) => ErrorKind::PreconditionFailed,
         }
     }
 
@@ -322,9 +327,15 @@ impl Reconciler {
             match error.kind() {
                 ErrorKind::PreconditionFailed => {
                     source_changes += 1;
+                    let reason = match &error {
+                        ReconcileError::Superseded(reason) => *reason,
+                        _ => RestartReason::SourceChanged,
+                    };
+                    reason.count();
                     tracing::info!(
                         attempt = source_changes,
-                        "the source changed during the copy; starting over"
+                        reason = reason.as_str(),
+                        "the source changed; starting over"
                     );
                     if source_changes >= SOURCE_CHANGES_TOLERATED {
                         return Err(ReconcileError::SourceUnstable);
@@ -413,6 +424,12 @@ impl Reconciler {
             .copier
             .copy(&source, &target_key, &options, open)
             .await?;
+        // The last writer makes sure the source still holds what it wrote: another
+        // worker may have copied a newer version meanwhile, which this write undid.
+        let now = head_source(&self.source, key).await?;
+        if now.and_then(|now| now.etag) != source.etag {
+            return Err(ReconcileError::Superseded(RestartReason::ChangedAfterWrite));
+        }
         Ok(Done::copied(source.size, copied, started))
     }
 
@@ -488,6 +505,13 @@ impl Reconciler {
             .bucket(&self.target.bucket)
             .key(&target_key);
         self.target.observe("DeleteObject", request.send().await)?;
+        // Another worker may have copied a re-created object meanwhile, which this
+        // delete undid: the key is then reconciled again.
+        if head_source(&self.source, key).await?.is_some() {
+            return Err(ReconcileError::Superseded(
+                RestartReason::ReappearedAfterDelete,
+            ));
+        }
         Ok(Done::nothing(Outcome::Deleted))
     }
 

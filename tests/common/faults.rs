@@ -44,6 +44,9 @@ pub struct Faults {
     /// Writes whose user metadata (keys and values) exceeds 2 KiB are refused
     /// (400 MetadataTooLarge), as by S3.
     pub check_metadata_size: bool,
+    /// The first object request of this method ("PUT" or "DELETE") is read whole
+    /// and then held back until [`FaultProxy::release`]: a second writer, delayed.
+    pub hold_first: Option<&'static str>,
 }
 
 /// Listens on a free loopback port; stops when dropped.
@@ -113,6 +116,16 @@ impl FaultProxy {
         }
     }
 
+    /// Requests held back so far ([`Faults::hold_first`]).
+    pub fn held(&self) -> u64 {
+        self.counts.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets the held request go on to the server.
+    pub fn release(&self) {
+        self.counts.gate.add_permits(1);
+    }
+
     /// Takes the service down (every request answered 503) or brings it back.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
@@ -135,8 +148,11 @@ impl FaultProxy {
 }
 
 /// Requests seen, by kind.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counts {
+    /// Requests held back, and the gate they wait at.
+    held: AtomicU64,
+    gate: tokio::sync::Semaphore,
     /// Object GETs and PUTs (the faults' clock).
     objects: AtomicU64,
     /// Object GETs alone.
@@ -144,6 +160,20 @@ struct Counts {
     get: AtomicU64,
     put: AtomicU64,
     head: AtomicU64,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Self {
+            held: AtomicU64::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+            objects: AtomicU64::new(0),
+            object_gets: AtomicU64::new(0),
+            get: AtomicU64::new(0),
+            put: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Drop for FaultProxy {
@@ -228,6 +258,31 @@ async fn handle(
     }
 
     let (mut parts, body) = request.into_parts();
+    let names_a_key = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(_, key)| !key.is_empty());
+    // The SDK names the operation in the query (`x-id=PutObject`); a part's upload
+    // or a tagging request carries more.
+    let plain_object_request = names_a_key
+        && parts
+            .uri
+            .query()
+            .is_none_or(|q| q.starts_with("x-id=") && !q.contains('&'));
+    let body: ProxyBody = if faults.hold_first == Some(method.as_str())
+        && plain_object_request
+        && seen.held.load(Ordering::SeqCst) == 0
+    {
+        let bytes = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return fault(StatusCode::BAD_REQUEST, "IncompleteBody"),
+        };
+        seen.held.fetch_add(1, Ordering::SeqCst);
+        let _go = seen.gate.acquire().await.expect("never closed");
+        Full::new(bytes).map_err(|never| match never {}).boxed()
+    } else {
+        body.map_err(std::io::Error::other).boxed()
+    };
     let writes_metadata =
         method == "PUT" || (method == "POST" && parts.uri.query() == Some("uploads"));
     if faults.check_metadata_size && writes_metadata {

@@ -1,0 +1,135 @@
+//! Several workers on one key. Duplicate events and a fleet of tasks mean two
+//! workers may reconcile one key at once; whichever writes last must leave the
+//! target holding the source's current version. A proxy holds one worker's write
+//! back until the other has finished, so the race is the same every run.
+
+mod common;
+
+use std::time::Duration;
+
+use common::faults::{FaultProxy, Faults};
+use common::pipeline::{eventually, Daemon, Pipeline};
+use common::{bytes_of, Partitions};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const KEY: &str = "contested/object.bin";
+
+/// Waits until the queue holds nothing, visible or in flight.
+async fn drained(pipeline: &Pipeline) {
+    eventually(2 * MINUTE, "the queue is drained", || async {
+        pipeline.depth(&pipeline.queue_url).await == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_older_version_written_last_is_replaced_by_the_current_one() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let hold = FaultProxy::start(
+        &p.target.endpoint,
+        Faults {
+            hold_first: Some("PUT"),
+            ..Faults::default()
+        },
+    )
+    .await;
+    // Worker A takes one message at a time, and its first write is held back.
+    let a = Daemon::start(
+        &p,
+        "worker-a",
+        &[
+            ("XPSYNC_TARGET__ENDPOINT_URL", hold.endpoint.as_str()),
+            ("XPSYNC_TRANSFER__MAX_OBJECTS", "1"),
+        ],
+    )
+    .await;
+    p.put_source(KEY, bytes_of(256 * 1024, 1)).await;
+    eventually(MINUTE, "A's write of V1 is held", || async {
+        hold.held() == 1
+    })
+    .await;
+
+    // V2 overwrites the source; worker B copies it while A is still writing V1.
+    let v2 = bytes_of(256 * 1024, 2);
+    p.put_source(KEY, v2.clone()).await;
+    let v2_etag = p.source_etag(KEY).await;
+    let _b = Daemon::start(&p, "worker-b", &[]).await;
+    eventually(MINUTE, "B has copied V2", || async {
+        p.target_etag(KEY).await.as_deref() == Some(v2_etag.as_str())
+    })
+    .await;
+
+    // Now A's write of V1 lands, last.
+    hold.release();
+    drained(&pipeline).await;
+
+    assert_eq!(
+        p.target_bytes(KEY).await,
+        Some(v2),
+        "the target kept an older version than the source's:\n{}",
+        a.logs()
+    );
+    assert!(a.metric("xpsync_reconcile_restarts_total{reason=\"changed_after_write\"}") >= 1.0);
+}
+
+#[tokio::test]
+async fn a_delete_that_lands_after_a_re_created_object_was_copied_is_undone() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let hold = FaultProxy::start(
+        &p.target.endpoint,
+        Faults {
+            hold_first: Some("DELETE"),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let deletes = ("XPSYNC_REPLICATE__DELETES", "true");
+    let b = Daemon::start(
+        &p,
+        "worker-b",
+        &[
+            ("XPSYNC_TARGET__ENDPOINT_URL", hold.endpoint.as_str()),
+            ("XPSYNC_TRANSFER__MAX_OBJECTS", "1"),
+            deletes,
+        ],
+    )
+    .await;
+    p.put_source(KEY, bytes_of(1000, 3)).await;
+    eventually(MINUTE, "V1 is copied", || async {
+        p.target_etag(KEY).await.is_some()
+    })
+    .await;
+
+    // The source key is deleted: B sees it gone and the target present; its
+    // delete is held back.
+    p.source_s3
+        .delete_object()
+        .bucket(common::SOURCE_BUCKET)
+        .key(KEY)
+        .send()
+        .await
+        .unwrap();
+    eventually(MINUTE, "B's delete is held", || async { hold.held() == 1 }).await;
+
+    // The key is re-created, and worker A copies it before B's delete lands.
+    let v2 = bytes_of(1000, 4);
+    p.put_source(KEY, v2.clone()).await;
+    let v2_etag = p.source_etag(KEY).await;
+    let _a = Daemon::start(&p, "worker-a", &[deletes]).await;
+    eventually(MINUTE, "A has copied the re-created object", || async {
+        p.target_etag(KEY).await.as_deref() == Some(v2_etag.as_str())
+    })
+    .await;
+    hold.release();
+    drained(&pipeline).await;
+
+    assert_eq!(
+        p.target_bytes(KEY).await,
+        Some(v2),
+        "a late delete removed the source's current object from the target:\n{}",
+        b.logs()
+    );
+    assert!(b.metric("xpsync_reconcile_restarts_total{reason=\"reappeared_after_delete\"}") >= 1.0);
+}
