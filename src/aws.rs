@@ -23,7 +23,6 @@ use aws_credential_types::provider::{error::CredentialsError, future, ProvideCre
 use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{IdentityCache, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::config::{Config, CredentialsConfig, SideView, TimeoutsConfig};
@@ -166,13 +165,50 @@ async fn s3_side(
     })
 }
 
-/// The JSON a credentials secret holds (the Data Transfer Hub's field names).
-#[derive(Deserialize)]
-struct SecretKeys {
-    access_key_id: String,
-    secret_access_key: String,
-    #[serde(default)]
-    session_token: Option<String>,
+/// The spellings in use for a credentials secret's fields: the Data Transfer Hub's
+/// (DESIGN §2), the CloudFormation-built Lambda stack's, and the AWS CLI's.
+const ACCESS_KEY_ID_FIELDS: [&str; 3] = ["access_key_id", "AccessKeyId", "aws_access_key_id"];
+const SECRET_ACCESS_KEY_FIELDS: [&str; 3] = [
+    "secret_access_key",
+    "SecretAccessKey",
+    "aws_secret_access_key",
+];
+const SESSION_TOKEN_FIELDS: [&str; 3] = ["session_token", "SessionToken", "aws_session_token"];
+
+/// The keys a secret's JSON holds, under any spelling in use. An error names the
+/// fields the secret has, never their values.
+fn secret_keys(text: &str) -> Result<Credentials, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| {
+        "the secret is not a JSON object with \"access_key_id\" and \"secret_access_key\" strings"
+            .to_owned()
+    })?;
+    let fields = value.as_object().ok_or(
+        "the secret is not a JSON object with \"access_key_id\" and \"secret_access_key\" strings",
+    )?;
+    let pick = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|name| fields.get(*name).and_then(serde_json::Value::as_str))
+            .filter(|value| !value.is_empty())
+    };
+    match (pick(&ACCESS_KEY_ID_FIELDS), pick(&SECRET_ACCESS_KEY_FIELDS)) {
+        (Some(id), Some(secret)) => Ok(Credentials::new(
+            id,
+            secret,
+            pick(&SESSION_TOKEN_FIELDS).map(str::to_owned),
+            None,
+            "xpsync-secret",
+        )),
+        _ => {
+            let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+            Err(format!(
+                "the secret is not a JSON object with \"access_key_id\" and \"secret_access_key\" strings \
+                 (or AccessKeyId/SecretAccessKey, or aws_access_key_id/aws_secret_access_key), not empty; \
+                 its fields are: {}",
+                names.join(", ")
+            ))
+        }
+    }
 }
 
 /// Credentials read from a Secrets Manager secret, cached for `refresh_interval`
@@ -329,20 +365,7 @@ impl SecretCredentials {
             .secret_string()
             .ok_or("the secret has no SecretString (a binary secret is not supported)")?;
         // Never echo the secret's text: a parse error may quote it.
-        let keys: SecretKeys = serde_json::from_str(text).map_err(|_| {
-            "the secret is not a JSON object with \"access_key_id\" and \"secret_access_key\" strings"
-                .to_owned()
-        })?;
-        if keys.access_key_id.is_empty() || keys.secret_access_key.is_empty() {
-            return Err("the secret's access_key_id or secret_access_key is empty".into());
-        }
-        Ok(Credentials::new(
-            keys.access_key_id,
-            keys.secret_access_key,
-            keys.session_token.filter(|t| !t.is_empty()),
-            None,
-            "xpsync-secret",
-        ))
+        secret_keys(text)
     }
 }
 
@@ -359,5 +382,36 @@ impl ProvideCredentials for SecretCredentials {
                 ))
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_in_use_is_read() {
+        for text in [
+            r#"{"access_key_id": "AKIA1", "secret_access_key": "s1"}"#,
+            r#"{"AccessKeyId": "AKIA1", "SecretAccessKey": "s1"}"#,
+            r#"{"aws_access_key_id": "AKIA1", "aws_secret_access_key": "s1"}"#,
+        ] {
+            let keys = secret_keys(text).unwrap();
+            assert_eq!(
+                (keys.access_key_id(), keys.secret_access_key()),
+                ("AKIA1", "s1")
+            );
+        }
+        let with_token = r#"{"AccessKeyId": "A", "SecretAccessKey": "s", "SessionToken": "t"}"#;
+        assert_eq!(secret_keys(with_token).unwrap().session_token(), Some("t"));
+    }
+
+    #[test]
+    fn a_secret_of_other_fields_is_named_by_its_fields_not_its_values() {
+        let error = secret_keys(r#"{"user": "x", "password": "hunter2"}"#).unwrap_err();
+        assert!(error.contains("its fields are: password, user"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+        let empty = secret_keys(r#"{"access_key_id": "", "secret_access_key": "s"}"#);
+        assert!(empty.is_err());
     }
 }

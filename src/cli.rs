@@ -2,8 +2,9 @@
 //! does the work.
 //!
 //! Exit codes: 0 when everything asked for was done; 1 when the command ran but
-//! something failed or differs (a key not reconciled, `verify` found differences);
-//! 2 for bad input (configuration, credentials, arguments).
+//! something failed or differs (a key not reconciled, `verify` found differences,
+//! a listing or a queue failing mid-run); 2 for bad input (configuration,
+//! credentials, arguments). [`exit_code`] decides it for an error, by its type.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,10 +25,10 @@ use crate::{aws, daemon, metrics};
 
 /// Keeps an S3 bucket in one AWS partition in sync with a bucket in another.
 #[derive(Debug, Parser)]
-#[command(name = "xpsync", version, about)]
+#[command(name = "xpsync", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// TOML configuration file; every setting can also come from XPSYNC_<TABLE>__<KEY>.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "XPSYNC_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -68,6 +69,14 @@ pub enum Command {
         /// Default: transfer.max_objects.
         #[arg(long)]
         concurrency: Option<usize>,
+        /// Leave out source objects written less than this long ago (e.g. 15m):
+        /// their events are still on the way, so they are not drift.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        min_age: Option<std::time::Duration>,
+        /// Also print the summary in CloudWatch's embedded metric format (namespace
+        /// xpsync/sweep): DifferingKeys, DifferingBytes, Enqueued, Failed.
+        #[arg(long)]
+        emf: bool,
     },
     /// The dead-letter queue.
     Dlq {
@@ -107,6 +116,55 @@ pub enum DlqCommand {
         #[arg(long)]
         prefix: Option<String>,
     },
+}
+
+const EXIT_CODES: &str = "Exit codes:
+  0  everything asked for was done
+  1  the command ran, but something failed or differs (a key not reconciled, verify
+     found differences, a listing or the queue failed mid-run)
+  2  bad input: configuration, credentials, arguments
+
+Logs: log.level, or RUST_LOG when set.";
+
+/// Input the command cannot run with: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// The exit code for a command that ended in `error`: 2 for bad input, 1 for a
+/// failure while running.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let bad_input = error.chain().any(|cause| {
+        cause.is::<crate::config::ConfigError>()
+            || cause.is::<aws::AwsError>()
+            || cause.is::<BadInput>()
+    });
+    if bad_input {
+        2
+    } else {
+        1
+    }
+}
+
+/// Whether fatal errors are printed as JSON (`log.format = "json"`, once the
+/// configuration has been read).
+static JSON_ERRORS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Prints the error that ended the command on stderr, as JSON where logs are.
+pub fn print_fatal(error: &anyhow::Error, code: u8) {
+    if JSON_ERRORS.get() == Some(&true) {
+        let line = json!({
+            "timestamp": aws_sdk_s3::primitives::DateTime::from(std::time::SystemTime::now())
+                .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
+                .unwrap_or_default(),
+            "level": "ERROR",
+            "message": format!("{error:#}"),
+            "exit_code": code,
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("xpsync: {error:#}");
+    }
 }
 
 /// Runs one command to completion.
@@ -149,7 +207,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mode,
             dry_run,
             concurrency,
-        } => run_backfill(config, &prefix, mode, dry_run, concurrency).await,
+            min_age,
+            emf,
+        } => {
+            let options = BackfillOptions {
+                mode,
+                dry_run,
+                concurrency,
+                min_age,
+                emf,
+            };
+            run_backfill(config, &prefix, options).await
+        }
         Command::Dlq { command } => dlq(config, command).await,
         Command::Verify {
             prefix,
@@ -210,13 +279,27 @@ async fn verify(
     })
 }
 
-async fn run_backfill(
-    config: Config,
-    prefix: &str,
+/// `xpsync backfill`'s flags beyond the prefix.
+struct BackfillOptions {
     mode: backfill::Mode,
     dry_run: bool,
     concurrency: Option<usize>,
+    min_age: Option<std::time::Duration>,
+    emf: bool,
+}
+
+async fn run_backfill(
+    config: Config,
+    prefix: &str,
+    options: BackfillOptions,
 ) -> anyhow::Result<ExitCode> {
+    let BackfillOptions {
+        mode,
+        dry_run,
+        concurrency,
+        min_age,
+        emf,
+    } = options;
     let config = Arc::new(config);
     let concurrency = concurrency.unwrap_or(config.transfer.max_objects).max(1);
     let (source, target) = aws::connect(&config).await?;
@@ -231,19 +314,21 @@ async fn run_backfill(
         (None, false) => backfill::Action::Copy(&reconciler),
     };
     let mut stdout = std::io::stdout().lock();
-    let summary = backfill::backfill(
-        &source,
-        &target,
-        &config,
+    let scope = backfill::Scope {
         prefix,
         action,
         concurrency,
-        |line| {
-            let _ = writeln!(stdout, "{line}");
-        },
-    )
+        min_age,
+    };
+    let summary = backfill::backfill(&source, &target, &config, scope, |line| {
+        let _ = writeln!(stdout, "{line}");
+    })
     .await?;
     writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
+    if emf {
+        writeln!(stdout, "{}", summary.to_emf(&config.source.bucket))
+            .context("writing to stdout")?;
+    }
     Ok(if summary.failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -253,9 +338,12 @@ async fn run_backfill(
 
 async fn dlq(config: Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
     let main = Queue::connect(&config).await?;
-    let dead_letters = main.dead_letter_queue().context(
-        "the queue has no dead-letter queue: set queue.dead_letter_url, or give the queue a RedrivePolicy",
-    )?;
+    let dead_letters = main.dead_letter_queue().ok_or_else(|| {
+        BadInput(
+            "the queue has no dead-letter queue: set queue.dead_letter_url, or give the queue a RedrivePolicy"
+                .into(),
+        )
+    })?;
     let bucket = config.source.bucket.as_str();
     let mut stdout = std::io::stdout().lock();
     match command {
@@ -378,10 +466,17 @@ fn healthcheck(
     }
 }
 
-/// Logs go to stderr (stdout carries command output), as JSON or text.
+/// Logs go to stderr (stdout carries command output), as JSON or text, filtered by
+/// `RUST_LOG` when it is set, else by `log.level`.
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = JSON_ERRORS.set(config.log.format == "json");
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(directives)
+        }
+        _ => tracing_subscriber::EnvFilter::try_new(&config.log.level),
+    }
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -470,7 +470,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("XPSYNC_").split("__"));
+        // XPSYNC_CONFIG names the file (`--config`); it is no setting.
+        figment = figment.merge(Env::prefixed("XPSYNC_").ignore(&["config"]).split("__"));
         figment
             .extract()
             .map_err(|e| ConfigError::Parse(describe_figment_error(e)))

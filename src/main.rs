@@ -19,8 +19,9 @@ fn main() -> ExitCode {
     match runtime.block_on(xpsync::cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("xpsync: {e:#}");
-            ExitCode::from(2)
+            let code = xpsync::cli::exit_code(&e);
+            xpsync::cli::print_fatal(&e, code);
+            ExitCode::from(code)
         }
     }
 }

@@ -50,6 +50,40 @@ pub struct Summary {
     pub unchanged: u64,
     pub bytes_copied: u64,
     pub failed: u64,
+    /// Differing keys left out because they were written less than `--min-age` ago.
+    pub recent: u64,
+}
+
+impl Summary {
+    /// The summary in CloudWatch's embedded metric format: one JSON line that
+    /// CloudWatch Logs turns into metrics (namespace `xpsync/sweep`, dimension
+    /// `Bucket`), so a scheduled sweep needs no Pushgateway.
+    pub fn to_emf(&self, bucket: &str) -> Value {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        json!({
+            "_aws": {
+                "Timestamp": millis,
+                "CloudWatchMetrics": [{
+                    "Namespace": "xpsync/sweep",
+                    "Dimensions": [["Bucket"]],
+                    "Metrics": [
+                        {"Name": "DifferingKeys", "Unit": "Count"},
+                        {"Name": "DifferingBytes", "Unit": "Bytes"},
+                        {"Name": "Enqueued", "Unit": "Count"},
+                        {"Name": "Failed", "Unit": "Count"},
+                    ],
+                }],
+            },
+            "Bucket": bucket,
+            "DifferingKeys": self.differing,
+            "DifferingBytes": self.differing_bytes,
+            "Enqueued": self.enqueued,
+            "Failed": self.failed,
+        })
+    }
 }
 
 /// Where the differing keys go.
@@ -68,17 +102,38 @@ enum Done {
     },
 }
 
+/// What one backfill covers and does.
+pub struct Scope<'a> {
+    /// Only keys under this source prefix.
+    pub prefix: &'a str,
+    pub action: Action<'a>,
+    /// Copies or message batches at once.
+    pub concurrency: usize,
+    /// Leave out source objects written less than this long ago: they are in
+    /// flight (their events are on the way), not drift.
+    pub min_age: Option<std::time::Duration>,
+}
+
 /// Runs the backfill; `report` gets a JSON line per differing key on a dry run, and
 /// per failure otherwise.
 pub async fn backfill(
     source: &S3Side,
     target: &S3Side,
     config: &Config,
-    prefix: &str,
-    action: Action<'_>,
-    concurrency: usize,
+    scope: Scope<'_>,
     mut report: impl FnMut(&Value),
 ) -> Result<Summary, S3Error> {
+    let Scope {
+        prefix,
+        action,
+        concurrency,
+        min_age,
+    } = scope;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let newer_than = min_age.map(|age| now - age.as_secs() as i64);
     let comparisons = compare(source, target, config, prefix);
     futures::pin_mut!(comparisons);
     let mut summary = Summary::default();
@@ -97,6 +152,12 @@ pub async fn backfill(
             summary.target_keys += u64::from(c.target_size.is_some());
             if !acts_on(&c, config) {
                 continue;
+            }
+            if let (Some(limit), Some(modified)) = (newer_than, c.source_modified) {
+                if modified > limit {
+                    summary.recent += 1;
+                    continue;
+                }
             }
             summary.differing += 1;
             summary.differing_bytes += c.source_size.unwrap_or(0);
@@ -179,7 +240,7 @@ pub async fn backfill(
 /// Whether a reconcile of this key would do something.
 fn acts_on(c: &Comparison, config: &Config) -> bool {
     match c.status {
-        Status::Missing | Status::Different => true,
+        Status::Missing | Status::Different | Status::Unknown => true,
         Status::Extra => config.replicate.deletes,
         Status::Same | Status::Filtered => false,
     }

@@ -27,8 +27,11 @@ pub enum Status {
     Different,
     /// On the target, not on the source.
     Extra,
-    /// On the source, but not replicated (`replicate.include_prefixes` / `exclude_prefixes`).
+    /// Not replicated (`replicate.include_prefixes` / `exclude_prefixes`), on
+    /// either side.
     Filtered,
+    /// On both, but the HEAD that would tell failed (`error` says why).
+    Unknown,
 }
 
 /// One key, compared.
@@ -44,6 +47,12 @@ pub struct Comparison {
     pub source_etag: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_etag: Option<String>,
+    /// When the source object was last written (seconds since the epoch).
+    #[serde(skip)]
+    pub source_modified: Option<i64>,
+    /// Why the comparison could not be made ([`Status::Unknown`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Every key under `prefix` on either side, in key order, compared.
@@ -59,13 +68,25 @@ pub fn compare<'a>(
         listing::list(target, key_prefix, prefix),
     )
     .and_then(move |pair| async move {
+        let mut error = None;
         let status = match &pair {
             Pair::SourceOnly(s) if !config.is_replicated(&s.key) => Status::Filtered,
             Pair::SourceOnly(_) => Status::Missing,
+            Pair::TargetOnly(t) if !config.is_replicated(&t.key) => Status::Filtered,
             Pair::TargetOnly(_) => Status::Extra,
             Pair::Both(s, _) if !config.is_replicated(&s.key) => Status::Filtered,
-            Pair::Both(s, t) if same(target, key_prefix, s, t).await? => Status::Same,
-            Pair::Both(..) => Status::Different,
+            // One key's HEAD failing (deleted since it was listed, refused) is that
+            // key's: the comparison goes on.
+            Pair::Both(s, t) => match same(target, key_prefix, s, t).await {
+                Ok(true) => Status::Same,
+                Ok(false) => Status::Different,
+                Err(e) if e.kind == crate::error::ErrorKind::NotFound => Status::Missing,
+                Err(e) if e.kind.is_systemic() => return Err(e),
+                Err(e) => {
+                    error = Some(e.to_string());
+                    Status::Unknown
+                }
+            },
         };
         let (s, t) = match pair {
             Pair::SourceOnly(s) => (Some(s), None),
@@ -81,8 +102,10 @@ pub fn compare<'a>(
             status,
             source_size: s.as_ref().map(|e| e.size),
             target_size: t.as_ref().map(|e| e.size),
+            source_modified: s.as_ref().and_then(|e| e.modified),
             source_etag: s.map(|e| e.etag),
             target_etag: t.map(|e| e.etag),
+            error,
         })
     })
 }

@@ -20,6 +20,8 @@ pub struct Entry {
     pub size: u64,
     /// Unquoted.
     pub etag: String,
+    /// When it was last written, in seconds since the epoch, if listed.
+    pub modified: Option<i64>,
 }
 
 /// A key as found on the two sides.
@@ -60,6 +62,7 @@ pub fn list<'a>(
                     etag: ETag::new(object.e_tag().unwrap_or_default())
                         .as_str()
                         .to_owned(),
+                    modified: object.last_modified().map(|t| t.secs()),
                 }))
             })
             .collect();
@@ -119,6 +122,7 @@ mod tests {
             key: key.into(),
             size: 1,
             etag: "e".into(),
+            modified: None,
         })
     }
 

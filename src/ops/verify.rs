@@ -20,6 +20,8 @@ pub struct Summary {
     pub missing: u64,
     pub different: u64,
     pub extra: u64,
+    /// Keys whose comparison failed (a HEAD refused, say): not known to be the same.
+    pub unknown: u64,
     /// Incomplete uploads on the target older than the threshold (not differences:
     /// they do not change the exit code).
     pub stale_uploads: u64,
@@ -80,7 +82,7 @@ pub async fn stale_uploads(
 
 impl Summary {
     pub fn clean(&self) -> bool {
-        self.missing == 0 && self.different == 0 && self.extra == 0
+        self.missing == 0 && self.different == 0 && self.extra == 0 && self.unknown == 0
     }
 }
 
@@ -104,6 +106,7 @@ pub async fn verify(
             Status::Missing => summary.missing += 1,
             Status::Different => summary.different += 1,
             Status::Extra => summary.extra += 1,
+            Status::Unknown => summary.unknown += 1,
         }
         if !matches!(c.status, Status::Same | Status::Filtered) {
             report(&c);
