@@ -35,8 +35,8 @@ use crate::reconcile::Reconciler;
 use crate::{aws, http, metrics, retry};
 
 use ack::Deleter;
-use breaker::Breaker;
 pub use breaker::BREAKER_THRESHOLD;
+use breaker::{Breaker, Gate};
 pub use message::retry_delay;
 
 /// How often the queues' depths are read.
@@ -156,36 +156,72 @@ impl Daemon {
     async fn receive_loop(self: Arc<Self>, shutdown: &CancellationToken) {
         let mut receive_failures = 0u32;
         loop {
-            if self.breaker.is_open() {
-                self.recover(shutdown).await;
-                if shutdown.is_cancelled() {
-                    return;
+            let most = match self.breaker.gate() {
+                Gate::Receive => MAX_BATCH,
+                Gate::Trial => 1,
+                Gate::Probe(pause) => {
+                    self.probe_after(pause, shutdown).await;
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    continue;
                 }
-            }
+                Gate::Wait => {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    continue;
+                }
+            };
+            let trial = most == 1 && self.breaker.cause().is_some();
             let first = tokio::select! {
                 permit = Arc::clone(&self.slots).acquire_owned() => permit.expect("never closed"),
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    if trial {
+                        self.breaker.trial_over();
+                    }
+                    return;
+                }
             };
             let mut permits = vec![first];
-            while permits.len() < MAX_BATCH {
+            while permits.len() < most {
                 match Arc::clone(&self.slots).try_acquire_owned() {
                     Ok(permit) => permits.push(permit),
                     Err(_) => break,
                 }
             }
+            let receive = self.queue.receive(permits.len());
+            tokio::pin!(receive);
             let received = tokio::select! {
-                received = self.queue.receive(permits.len()) => received,
-                () = shutdown.cancelled() => return,
+                received = &mut receive => received,
+                () = shutdown.cancelled() => {
+                    // SQS may already have handed this batch out: wait for it, and
+                    // give what came back at once, rather than leave it hidden for
+                    // the whole visibility timeout.
+                    if let Ok(messages) = receive.await {
+                        for message in &messages {
+                            self.release(message, Duration::ZERO).await;
+                        }
+                    }
+                    return;
+                }
             };
             match received {
                 Ok(messages) => {
                     receive_failures = 0;
+                    if trial && messages.is_empty() {
+                        self.breaker.trial_over();
+                    }
                     for (message, permit) in messages.into_iter().zip(permits) {
                         self.tracker
-                            .spawn(Arc::clone(&self).handle(message, permit));
+                            .spawn(Arc::clone(&self).handle(message, permit, trial));
                     }
                 }
                 Err(e) => {
+                    if trial {
+                        self.breaker.trial_over();
+                    }
                     receive_failures += 1;
                     let pause = retry::backoff(
                         receive_failures,
@@ -202,25 +238,17 @@ impl Daemon {
         }
     }
 
-    /// Probes with backoff until the systemic failure is gone (or shutdown).
-    async fn recover(&self, shutdown: &CancellationToken) {
-        let mut attempt = 0;
-        while let Some(cause) = self.breaker.cause() {
-            attempt += 1;
-            let pause = retry::backoff(attempt, Duration::from_secs(1), Duration::from_secs(30));
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = shutdown.cancelled() => return,
-            }
-            match self.reconciler.probe().await {
-                Ok(()) => {
-                    tracing::info!(%cause, "the systemic failure is gone; receiving again");
-                    self.breaker.close();
-                    self.health.set(Readiness::Ready);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?pause, "still failing systemically; receiving stays paused")
-                }
+    /// Waits `pause`, then probes both buckets: passing, the breaker half-opens.
+    async fn probe_after(&self, pause: Duration, shutdown: &CancellationToken) {
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match self.reconciler.probe().await {
+            Ok(()) => self.breaker.probe_passed(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the probe failed; receiving stays paused");
+                self.breaker.probe_failed();
             }
         }
     }

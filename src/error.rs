@@ -151,6 +151,17 @@ impl S3Error {
     }
 }
 
+/// S3 error codes that concern one object and will not change on a retry: a
+/// message whose key fails with one of them is dead-lettered at once, with why.
+pub const PER_OBJECT_PERMANENT: [&str; 6] = [
+    "KeyTooLongError",
+    "MetadataTooLarge",
+    "EntityTooLarge",
+    "InvalidObjectState",
+    "InvalidStorageClass",
+    "InvalidTag",
+];
+
 fn s3_kind<E>(err: &SdkError<E>, code: Option<&str>, status: Option<u16>) -> ErrorKind {
     match (err, code, status) {
         (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
@@ -167,8 +178,12 @@ fn s3_kind<E>(err: &SdkError<E>, code: Option<&str>, status: Option<u16>) -> Err
             ErrorKind::Transient
         }
         (_, _, Some(408 | 429 | 500..=599)) => ErrorKind::Transient,
-        (SdkError::ServiceError(_), _, _) => ErrorKind::Permanent,
+        // What is wrong with this one object, and will be wrong every time.
+        (_, Some(code), _) if PER_OBJECT_PERMANENT.contains(&code) => ErrorKind::Permanent,
         (SdkError::ConstructionFailure(_), _, _) => ErrorKind::Permanent,
+        // Any other answer of S3's, known or not, may be passing, or may be a
+        // systemic fault not foreseen here: retried, and dead-lettered only by SQS's
+        // maxReceiveCount, never at once.
         // Timeouts, dispatch failures, unreadable responses: the network.
         _ => ErrorKind::Transient,
     }

@@ -232,8 +232,10 @@ pub fn form_decode(encoded: &str) -> Result<String, String> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
+                // Two hex digits exactly: from_str_radix alone would take "+5".
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| format!("a malformed escape at byte {i}"))?;
@@ -376,6 +378,10 @@ mod tests {
             (
                 &json!({"Records": [record(BUCKET, "%FF%FE")]}).to_string(),
                 "not UTF-8",
+            ),
+            (
+                &json!({"Records": [record(BUCKET, "a%+5b")]}).to_string(),
+                "malformed escape",
             ),
             (&json!({"Records": []}).to_string(), "Records is empty"),
             (

@@ -116,7 +116,8 @@ pub struct Done {
 }
 
 impl Done {
-    fn nothing(outcome: Outcome) -> Self {
+    /// An outcome that moved nothing.
+    pub fn of(outcome: Outcome) -> Self {
         Self {
             outcome,
             bytes: 0,
@@ -298,7 +299,7 @@ impl Reconciler {
         let result = if self.config.is_replicated(key) {
             self.attempts(key, listed, tags).await
         } else {
-            Ok(Done::nothing(Outcome::Filtered))
+            Ok(Done::of(Outcome::Filtered))
         };
         let report = Report {
             key: key.to_owned(),
@@ -332,10 +333,15 @@ impl Reconciler {
                         _ => RestartReason::SourceChanged,
                     };
                     reason.count();
+                    let when = match reason {
+                        RestartReason::SourceChanged => "during the copy",
+                        RestartReason::ChangedAfterWrite => "under the write",
+                        RestartReason::ReappearedAfterDelete => "under the delete",
+                    };
                     tracing::info!(
                         attempt = source_changes,
                         reason = reason.as_str(),
-                        "the source changed; starting over"
+                        "the source changed {when}; starting over"
                     );
                     if source_changes >= SOURCE_CHANGES_TOLERATED {
                         return Err(ReconcileError::SourceUnstable);
@@ -412,7 +418,7 @@ impl Reconciler {
                 return Ok(Done {
                     bytes: source.size,
                     etag: target.etag.clone(),
-                    ..Done::nothing(outcome)
+                    ..Done::of(outcome)
                 });
             }
         }
@@ -488,7 +494,7 @@ impl Reconciler {
         target_exists: Option<bool>,
     ) -> Result<Done, ReconcileError> {
         if !self.config.replicate.deletes {
-            return Ok(Done::nothing(Outcome::Absent));
+            return Ok(Done::of(Outcome::Absent));
         }
         let target_key = self.target_key(key);
         let exists = match target_exists {
@@ -496,7 +502,7 @@ impl Reconciler {
             None => head(&self.target, &target_key).await?.is_some(),
         };
         if !exists {
-            return Ok(Done::nothing(Outcome::Absent));
+            return Ok(Done::of(Outcome::Absent));
         }
         let request = self
             .target
@@ -512,7 +518,7 @@ impl Reconciler {
                 RestartReason::ReappearedAfterDelete,
             ));
         }
-        Ok(Done::nothing(Outcome::Deleted))
+        Ok(Done::of(Outcome::Deleted))
     }
 
     /// Metadata, tags, storage class and encryption for the target copy (the tags

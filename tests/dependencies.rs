@@ -102,3 +102,59 @@ async fn a_secrets_manager_outage_pauses_the_daemon_instead_of_draining_the_queu
         daemon.logs()
     );
 }
+
+#[tokio::test]
+async fn a_target_refusing_writes_but_not_listings_gets_one_message_per_probe() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let target = FaultProxy::start(&p.target.endpoint, Faults::default()).await;
+    target.set_refuse_writes(true);
+    let keys: Vec<String> = (0..8).map(|i| format!("refused/{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        p.put_source(key, bytes_of(100, i as u64)).await;
+    }
+    let daemon = Daemon::start(
+        &p,
+        "daemon",
+        &[("XPSYNC_TARGET__ENDPOINT_URL", target.endpoint.as_str())],
+    )
+    .await;
+    eventually(MINUTE, "the daemon pauses, saying why", || async {
+        let (status, body) = daemon.get("/readyz");
+        status == 503 && body.contains("AccessDenied")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let retried_at_pause = daemon.metric("xpsync_messages_total{result=\"retried\"}");
+
+    // Listings pass, so every probe passes; writes keep failing.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    let logs = daemon.logs();
+    let trials = logs.matches("taking one message").count() as f64;
+    let retried = daemon.metric("xpsync_messages_total{result=\"retried\"}") - retried_at_pause;
+    assert!(trials >= 1.0, "no probe passed:\n{logs}");
+    assert!(
+        retried <= trials,
+        "{retried} messages taken for {trials} passing probes:\n{logs}"
+    );
+    assert!(
+        !logs.contains("receive_count=3"),
+        "a message came back a third time:\n{logs}"
+    );
+    assert!(pipeline.dead_letters().await.is_empty());
+    let (status, body) = daemon.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+
+    target.set_refuse_writes(false);
+    for key in &keys {
+        let key = key.clone();
+        eventually(3 * MINUTE, "the backlog is copied", || {
+            let (p, key) = (&p, key.clone());
+            async move { p.target_etag(&key).await.is_some() }
+        })
+        .await;
+    }
+    assert_eq!(daemon.get("/readyz").0, 200);
+    assert!(pipeline.dead_letters().await.is_empty());
+}

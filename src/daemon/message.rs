@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use super::Daemon;
 use crate::config::MAX_VISIBILITY;
+use crate::error::ErrorKind;
 use crate::event::{self, KeyEvent, Parsed};
 use crate::metrics::{self, MessageResult};
 use crate::queue::Received;
@@ -30,7 +31,13 @@ use crate::reconcile::{Outcome, Report};
 use crate::retry;
 
 impl Daemon {
-    pub(super) async fn handle(self: Arc<Self>, message: Received, _slot: OwnedSemaphorePermit) {
+    /// Handles one message; `trial` when it is the breaker's half-open trial.
+    pub(super) async fn handle(
+        self: Arc<Self>,
+        message: Received,
+        _slot: OwnedSemaphorePermit,
+        trial: bool,
+    ) {
         let span = tracing::info_span!(
             "message",
             message_id = %message.id,
@@ -44,6 +51,11 @@ impl Daemon {
                 }
                 Parsed::Poison(reason) => self.dead_letter(&message, &reason).await,
                 Parsed::Keys(keys) => self.reconcile(&message, &keys).await,
+            }
+            if trial {
+                // Whatever it came to has been recorded; if nothing was, another
+                // message may be tried.
+                self.breaker.trial_over();
             }
         }
         .instrument(span)
@@ -64,13 +76,13 @@ impl Daemon {
         match self.queue.dead_letter(message, reason).await {
             Ok(()) => self.finish(
                 MessageResult::DeadLettered,
-                &format!("poison message moved to the dead-letter queue: {reason}"),
+                &format!("moved to the dead-letter queue: {reason}"),
             ),
             Err(e) => {
-                tracing::error!(%reason, error = %e, "could not dead-letter a poison message; it will come back");
+                tracing::error!(%reason, error = %e, "could not dead-letter a message; it will come back");
                 self.release(message, retry_delay(message.receive_count))
                     .await;
-                self.finish(MessageResult::Retried, "poison message left to come back");
+                self.finish(MessageResult::Retried, "left to come back");
             }
         }
     }
@@ -102,12 +114,21 @@ impl Daemon {
         for report in &reports {
             self.breaker.record(report, &self.health);
         }
-        if reports.iter().all(|r| r.error().is_none()) {
+        let errors: Vec<_> = reports.iter().filter_map(Report::error).collect();
+        if errors.is_empty() {
             for (key, report) in keys.iter().zip(&reports) {
                 observe_latency(key, report, message);
             }
             self.deleter.delete(&message.id, &message.receipt);
             self.finish(MessageResult::Deleted, "every key reconciled; deleted");
+        } else if errors.iter().all(|e| e.kind() == ErrorKind::Permanent) {
+            // Wrong with these objects, and wrong every time: no use retrying.
+            let reason = reports
+                .iter()
+                .filter_map(|r| Some(format!("{}: {}", r.key, r.error()?)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.dead_letter(message, &reason).await;
         } else {
             let delay = retry_delay(message.receive_count);
             self.release(message, delay).await;
@@ -146,7 +167,7 @@ impl Daemon {
         }
     }
 
-    async fn release(&self, message: &Received, delay: Duration) {
+    pub(super) async fn release(&self, message: &Received, delay: Duration) {
         if let Err(e) = self.queue.change_visibility(&message.receipt, delay).await {
             tracing::warn!(error = %e, "could not release the message; it reappears when its visibility ends");
         }

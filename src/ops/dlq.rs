@@ -54,6 +54,9 @@ pub struct ReplaySummary {
 }
 
 /// Moves up to `max` messages from the dead-letter queue to `main`; only those
+/// Batches of only re-received messages after which a replay stops.
+const STALE_BATCHES_TOLERATED: u32 = 5;
+
 /// naming a key under `prefix`, if given. `report` gets a line per message.
 pub async fn replay(
     main: &Queue,
@@ -71,17 +74,28 @@ pub async fn replay(
     let mut seen = HashSet::new();
     let mut keep = Vec::new();
     let mut handled = 0;
+    // Batches in a row that held only messages seen before: SQS samples its hosts,
+    // so one such batch does not mean the queue is done.
+    let mut stale_batches = 0;
     while handled < max {
         let batch = dlq
             .receive_for((max - handled).min(MAX_BATCH), WAIT, HOLD)
             .await?;
+        if batch.is_empty() {
+            break;
+        }
         let fresh: Vec<Received> = batch
             .into_iter()
             .filter(|m| seen.insert(m.id.clone()))
             .collect();
         if fresh.is_empty() {
-            break;
+            stale_batches += 1;
+            if stale_batches >= STALE_BATCHES_TOLERATED {
+                break;
+            }
+            continue;
         }
+        stale_batches = 0;
         handled += fresh.len();
         let mut to_move = Vec::new();
         for message in fresh {

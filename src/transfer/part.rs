@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use aws_sdk_s3::primitives::ByteStream;
 
+use super::stream::ReadFailure;
 use super::{md5_of, Copier, TransferError};
 use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
@@ -171,15 +172,22 @@ async fn stream_part(
     let uploaded = request.send().await;
     let read = reader
         .await
-        .map_err(|e| TransferError::Verification(format!("the reading task failed: {e}")))?
-        .map_err(|message| {
-            S3Error::new(
-                copier.source.side,
-                "GetObject",
-                ErrorKind::Transient,
-                message,
-            )
-        })?;
+        .map_err(|e| TransferError::Verification(format!("the reading task failed: {e}")))?;
+    // Whichever side failed first is the one blamed: a source body that broke makes
+    // the upload fail too, and an upload refused stops the reading.
+    let read = match read {
+        Ok(read) => read,
+        Err(ReadFailure::Source(message)) => {
+            let side = copier.source.side;
+            return Err(S3Error::new(side, "GetObject", ErrorKind::Transient, message).into());
+        }
+        Err(ReadFailure::UploadStopped) => {
+            copier.target.observe("UploadPart", uploaded)?;
+            return Err(TransferError::Verification(
+                "the upload ended before the part's body was sent".into(),
+            ));
+        }
+    };
     let output = copier.target.observe("UploadPart", uploaded)?;
     metrics::BYTES_SENT.inc_by(read.length);
     if read.length != length {

@@ -38,11 +38,19 @@ pub struct ReadSummary {
     pub length: u64,
 }
 
+/// Why the reading side stopped early.
+pub enum ReadFailure {
+    /// The upload stopped taking the body: the upload's own error says why.
+    UploadStopped,
+    /// The source's body failed.
+    Source(String),
+}
+
 /// Starts reading `source` into a body for an upload of exactly `length` bytes.
 pub fn tee(
     source: ByteStream,
     length: u64,
-) -> (ByteStream, JoinHandle<Result<ReadSummary, String>>) {
+) -> (ByteStream, JoinHandle<Result<ReadSummary, ReadFailure>>) {
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
     let reader = tokio::spawn(async move {
         let mut source = source;
@@ -54,7 +62,7 @@ pub fn tee(
                     md5.update(&chunk);
                     read += chunk.len() as u64;
                     if sender.send(Ok(chunk)).await.is_err() {
-                        return Err("the upload stopped taking the body".to_owned());
+                        return Err(ReadFailure::UploadStopped);
                     }
                 }
                 Err(e) => {
@@ -62,7 +70,7 @@ pub fn tee(
                     let _ = sender
                         .send(Err(std::io::Error::other(message.clone())))
                         .await;
-                    return Err(message);
+                    return Err(ReadFailure::Source(message));
                 }
             }
         }

@@ -47,6 +47,9 @@ pub struct Faults {
     /// The first object request of this method ("PUT" or "DELETE") is read whole
     /// and then held back until [`FaultProxy::release`]: a second writer, delayed.
     pub hold_first: Option<&'static str>,
+    /// Every object GET whose key contains this text is answered with this status
+    /// and S3 error code.
+    pub get_error: Option<(&'static str, u16, &'static str)>,
 }
 
 /// Listens on a free loopback port; stops when dropped.
@@ -121,6 +124,18 @@ impl FaultProxy {
         self.counts.held.load(Ordering::SeqCst)
     }
 
+    /// While set, object writes (PutObject, UploadPart, CreateMultipartUpload)
+    /// are refused 403 AccessDenied and everything else passes: a bucket policy
+    /// that lets listings through but not writes.
+    pub fn set_refuse_writes(&self, refuse: bool) {
+        self.counts.refuse_writes.store(refuse, Ordering::SeqCst);
+    }
+
+    /// While set, HEADs are answered 400 (with no body to name a code, as HEADs).
+    pub fn set_refuse_heads(&self, refuse: bool) {
+        self.counts.refuse_heads.store(refuse, Ordering::SeqCst);
+    }
+
     /// Lets the held request go on to the server.
     pub fn release(&self) {
         self.counts.gate.add_permits(1);
@@ -153,6 +168,8 @@ struct Counts {
     /// Requests held back, and the gate they wait at.
     held: AtomicU64,
     gate: tokio::sync::Semaphore,
+    refuse_writes: std::sync::atomic::AtomicBool,
+    refuse_heads: std::sync::atomic::AtomicBool,
     /// Object GETs and PUTs (the faults' clock).
     objects: AtomicU64,
     /// Object GETs alone.
@@ -167,6 +184,8 @@ impl Default for Counts {
         Self {
             held: AtomicU64::new(0),
             gate: tokio::sync::Semaphore::new(0),
+            refuse_writes: std::sync::atomic::AtomicBool::new(false),
+            refuse_heads: std::sync::atomic::AtomicBool::new(false),
             objects: AtomicU64::new(0),
             object_gets: AtomicU64::new(0),
             get: AtomicU64::new(0),
@@ -241,6 +260,11 @@ async fn handle(
             )
             .expect("a response")
     };
+    if let Some((needle, status, code)) = faults.get_error {
+        if object_get > 0 && path.contains(needle) {
+            return fault(StatusCode::from_u16(status).expect("a status"), code);
+        }
+    }
     if is_object && hits(faults.slow_down, n) {
         return fault(StatusCode::SERVICE_UNAVAILABLE, "SlowDown");
     }
@@ -257,7 +281,16 @@ async fn handle(
         }
     }
 
+    if method == "HEAD" && seen.refuse_heads.load(Ordering::SeqCst) {
+        return fault(StatusCode::BAD_REQUEST, "InvalidRequest");
+    }
     let (mut parts, body) = request.into_parts();
+    let upload_start =
+        method == "POST" && parts.uri.query().is_some_and(|q| q.starts_with("uploads"));
+    if seen.refuse_writes.load(Ordering::SeqCst) && ((is_object && method == "PUT") || upload_start)
+    {
+        return fault(StatusCode::FORBIDDEN, "AccessDenied");
+    }
     let names_a_key = path
         .trim_start_matches('/')
         .split_once('/')
@@ -283,8 +316,8 @@ async fn handle(
     } else {
         body.map_err(std::io::Error::other).boxed()
     };
-    let writes_metadata =
-        method == "PUT" || (method == "POST" && parts.uri.query() == Some("uploads"));
+    let writes_metadata = method == "PUT"
+        || (method == "POST" && parts.uri.query().is_some_and(|q| q.starts_with("uploads")));
     if faults.check_metadata_size && writes_metadata {
         let size: usize = parts
             .headers
