@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Needs};
-use crate::ops::{backfill, dlq, verify};
+use crate::ops::{adopt, backfill, dlq, verify};
 use crate::queue::Queue;
 use crate::reconcile::{Outcome, Reconciler};
 use crate::{aws, daemon, metrics};
@@ -53,6 +53,11 @@ pub enum Command {
         /// cost storage until aborted; see the README's lifecycle rule).
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         stale_uploads_after: std::time::Duration,
+        /// Compare keys of equal size whose ETags differ by their bytes, along the
+        /// target's part layout (reads the source; no bytes cross the border): a copy
+        /// cut with another part size then counts as the same.
+        #[arg(long)]
+        deep: bool,
     },
     /// List the source, compare with the target, and enqueue or copy the keys that differ.
     Backfill {
@@ -77,6 +82,18 @@ pub enum Command {
         /// xpsync/sweep): DifferingKeys, DifferingBytes, Enqueued, Failed.
         #[arg(long)]
         emf: bool,
+        /// Instead of copying, adopt copies made by another tool in another part
+        /// layout: each target copy of equal size whose ETag differs is checked by
+        /// reading the source along the target's layout, and where the bytes match,
+        /// the source's ETag and description are recorded on it (a copy within the
+        /// target partition). No object bytes cross the border.
+        #[arg(long, conflicts_with_all = ["dry_run", "min_age", "emf"])]
+        adopt: bool,
+        /// With --adopt: target copies under SSE-KMS have no ETag to check against;
+        /// adopt them when their size is equal and they were written no earlier
+        /// than the source object.
+        #[arg(long, requires = "adopt")]
+        trust_kms_size_and_time: bool,
     },
     /// The dead-letter queue.
     Dlq {
@@ -172,8 +189,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let needs = match cli.command {
         Command::Healthcheck { url } => return healthcheck(cli.config.as_deref(), url),
         Command::Run => Needs::BucketsAndQueue,
-        Command::Backfill { mode, dry_run, .. } => {
-            if mode == backfill::Mode::Enqueue && !dry_run {
+        Command::Backfill {
+            mode,
+            dry_run,
+            adopt,
+            ..
+        } => {
+            if mode == backfill::Mode::Enqueue && !dry_run && !adopt {
                 Needs::BucketsAndQueue
             } else {
                 Needs::Buckets
@@ -209,7 +231,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             concurrency,
             min_age,
             emf,
+            adopt,
+            trust_kms_size_and_time,
         } => {
+            if adopt {
+                let concurrency = concurrency.unwrap_or(config.transfer.max_objects);
+                return run_adopt(config, &prefix, concurrency, trust_kms_size_and_time).await;
+            }
             let options = BackfillOptions {
                 mode,
                 dry_run,
@@ -223,7 +251,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify {
             prefix,
             stale_uploads_after,
-        } => verify(config, &prefix, stale_uploads_after).await,
+            deep,
+        } => verify(config, &prefix, stale_uploads_after, deep).await,
         Command::Healthcheck { .. } => {
             unreachable!("handled before the configuration is validated")
         }
@@ -257,10 +286,11 @@ async fn verify(
     config: Config,
     prefix: &str,
     stale_uploads_after: std::time::Duration,
+    deep: bool,
 ) -> anyhow::Result<ExitCode> {
     let (source, target) = aws::connect(&config).await?;
     let mut stdout = std::io::stdout().lock();
-    let mut summary = verify::verify(&source, &target, &config, prefix, |difference| {
+    let mut summary = verify::verify(&source, &target, &config, prefix, deep, |difference| {
         // A closed stdout must not stop the comparison; the summary still decides the exit code.
         let _ = writeln!(stdout, "{}", json!(difference));
     })
@@ -273,6 +303,35 @@ async fn verify(
     summary.stale_uploads = stale.len() as u64;
     writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
     Ok(if summary.clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn run_adopt(
+    config: Config,
+    prefix: &str,
+    concurrency: usize,
+    trust_kms: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(config);
+    let (source, target) = aws::connect(&config).await?;
+    let reconciler = Reconciler::new(source.clone(), target.clone(), Arc::clone(&config));
+    let mut stdout = std::io::stdout().lock();
+    let summary = adopt::adopt(
+        &reconciler,
+        (&source, &target),
+        &config,
+        prefix,
+        (concurrency, trust_kms),
+        |line| {
+            let _ = writeln!(stdout, "{line}");
+        },
+    )
+    .await?;
+    writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
+    Ok(if summary.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::health::{Health, Readiness};
+use crate::protection::Protection;
 use crate::queue::{Queue, MAX_BATCH};
 use crate::reconcile::Reconciler;
 use crate::{aws, http, metrics, retry};
@@ -89,6 +90,7 @@ pub async fn run(
         hard_stop: CancellationToken::new(),
         handled: AtomicU64::new(0),
         released: AtomicU64::new(0),
+        protection: Protection::from_env(http_stop.clone()),
         config: Arc::clone(&config),
     });
     if !shutdown.is_cancelled() {
@@ -150,6 +152,8 @@ struct Daemon {
     handled: AtomicU64,
     /// Messages released unfinished at shutdown.
     released: AtomicU64,
+    /// ECS scale-in protection, held while a copy outlasts the grace period.
+    protection: Protection,
 }
 
 impl Daemon {

@@ -14,6 +14,7 @@ pub mod keylocks;
 pub mod metrics;
 pub mod object;
 pub mod ops;
+pub mod protection;
 pub mod queue;
 pub mod reconcile;
 pub mod retry;

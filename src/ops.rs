@@ -1,7 +1,9 @@
 //! Operator commands over the same machinery as the daemon: streamed listings of
 //! both sides ([`listing`]) compared key by key ([`compare`]), reported by
-//! [`verify`] and acted on by [`backfill`]; and the dead-letter queue ([`dlq`]).
+//! [`verify`] and acted on by [`backfill`]; copies made in another part layout
+//! recognised by their bytes ([`adopt`]); and the dead-letter queue ([`dlq`]).
 
+pub mod adopt;
 pub mod backfill;
 pub mod compare;
 pub mod dlq;

@@ -458,6 +458,30 @@ impl Reconciler {
         }
     }
 
+    /// Records on the target copy of `key`, found to hold the source's bytes in
+    /// another layout (`backfill --adopt`), the source's ETag, description and tags,
+    /// inside the target's partition: no bytes cross the border.
+    pub async fn record_adopted(&self, key: &str) -> Result<(), ReconcileError> {
+        let target_key = self.target_key(key);
+        let (source, target) = tokio::join!(
+            head_source(&self.source, key),
+            head(&self.target, &target_key)
+        );
+        let (Some(source), Some(target)) = (source?, target?) else {
+            // Gone meanwhile: what to do is a backfill's to decide.
+            return Ok(());
+        };
+        let target = TargetObject::from_head(&target);
+        let options = self.write_options(&source);
+        self.copier
+            .update_description(&source, &target, &target_key, &options)
+            .await?;
+        if self.config.replicate.tags {
+            self.copier.sync_tags(key, &target_key).await?;
+        }
+        Ok(())
+    }
+
     /// The target holds the source's bytes: bring its description (and, when
     /// `tags`, its tags) up to the source's within the target's partition. True if
     /// anything changed.

@@ -103,6 +103,7 @@ impl Daemon {
         let reports = tokio::select! {
             reports = work => reports,
             never = self.heartbeat(&message.receipt) => match never {},
+            never = self.protect_after_grace() => match never {},
             () = self.hard_stop.cancelled() => {
                 tracing::info!("shutting down: releasing the message for another worker");
                 self.release(message, Duration::ZERO).await;
@@ -140,6 +141,15 @@ impl Daemon {
                 ),
             );
         }
+    }
+
+    /// Once the work has run longer than the shutdown grace period, so that a stop
+    /// would lose it, holds the task's scale-in protection until dropped (when the
+    /// work ends). Never returns.
+    async fn protect_after_grace(&self) -> std::convert::Infallible {
+        tokio::time::sleep(self.config.shutdown.grace_period).await;
+        let _held = self.protection.hold();
+        std::future::pending().await
     }
 
     /// Keeps the message hidden while its keys are worked on. Never returns.

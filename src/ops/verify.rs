@@ -86,18 +86,37 @@ impl Summary {
     }
 }
 
-/// Compares the sides under `prefix`, handing each difference to `report` as it is found.
+/// Compares the sides under `prefix`, handing each difference to `report` as it is
+/// found. `deep`: keys of equal size whose ETags differ are compared by their bytes
+/// along the target's part layout ([`super::adopt::content_matches`]), so a copy
+/// cut with another part size counts as the same.
 pub async fn verify(
     source: &S3Side,
     target: &S3Side,
     config: &Config,
     prefix: &str,
+    deep: bool,
     mut report: impl FnMut(&Comparison),
 ) -> Result<Summary, S3Error> {
     let mut summary = Summary::default();
     let comparisons = compare(source, target, config, prefix);
     futures::pin_mut!(comparisons);
-    while let Some(c) = comparisons.try_next().await? {
+    while let Some(mut c) = comparisons.try_next().await? {
+        if deep && c.status == Status::Different && c.source_size == c.target_size {
+            if let Some(etag) = crate::etag::ETag::parse(c.source_etag.as_deref()) {
+                let target_key = format!("{}{}", config.target.key_prefix, c.key);
+                match super::adopt::content_matches(source, target, &c.key, &target_key, &etag)
+                    .await
+                {
+                    Ok(super::adopt::Match::Same) => c.status = Status::Same,
+                    Ok(_) => {}
+                    Err(e) => {
+                        c.status = Status::Unknown;
+                        c.error = Some(e.to_string());
+                    }
+                }
+            }
+        }
         summary.source_keys += u64::from(c.source_size.is_some());
         summary.target_keys += u64::from(c.target_size.is_some());
         match c.status {

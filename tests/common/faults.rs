@@ -131,6 +131,12 @@ impl FaultProxy {
         self.counts.refuse_writes.store(refuse, Ordering::SeqCst);
     }
 
+    /// Object bytes sent: PUTs of an object or a part that are not copies
+    /// (`x-amz-copy-source`), so carry a body.
+    pub fn uploads(&self) -> u64 {
+        self.counts.uploads.load(Ordering::SeqCst)
+    }
+
     /// While set, HEADs are answered 400 (with no body to name a code, as HEADs).
     pub fn set_refuse_heads(&self, refuse: bool) {
         self.counts.refuse_heads.store(refuse, Ordering::SeqCst);
@@ -170,6 +176,7 @@ struct Counts {
     gate: tokio::sync::Semaphore,
     refuse_writes: std::sync::atomic::AtomicBool,
     refuse_heads: std::sync::atomic::AtomicBool,
+    uploads: AtomicU64,
     /// Object GETs and PUTs (the faults' clock).
     objects: AtomicU64,
     /// Object GETs alone.
@@ -186,6 +193,7 @@ impl Default for Counts {
             gate: tokio::sync::Semaphore::new(0),
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
             refuse_heads: std::sync::atomic::AtomicBool::new(false),
+            uploads: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             object_gets: AtomicU64::new(0),
             get: AtomicU64::new(0),
@@ -281,6 +289,9 @@ async fn handle(
         }
     }
 
+    if is_object && method == "PUT" && !request.headers().contains_key("x-amz-copy-source") {
+        seen.uploads.fetch_add(1, Ordering::SeqCst);
+    }
     if method == "HEAD" && seen.refuse_heads.load(Ordering::SeqCst) {
         return fault(StatusCode::BAD_REQUEST, "InvalidRequest");
     }

@@ -312,6 +312,19 @@ level = "info"
         put_multipart(&self.source_s3, SOURCE_BUCKET, key, part_sizes, seed).await
     }
 
+    /// The source object's bytes.
+    pub async fn source_bytes(&self, key: &str) -> Vec<u8> {
+        let output = self
+            .source_s3
+            .get_object()
+            .bucket(SOURCE_BUCKET)
+            .key(key)
+            .send()
+            .await
+            .expect("get a source object");
+        output.body.collect().await.expect("its body").to_vec()
+    }
+
     pub async fn source_etag(&self, key: &str) -> String {
         etag_of(&self.source_s3, SOURCE_BUCKET, key)
             .await
@@ -580,6 +593,20 @@ pub async fn put_multipart_with(
 ) -> Vec<u8> {
     let total: usize = part_sizes.iter().sum();
     let body = bytes_of(total, seed);
+    put_parts(s3, bucket, key, &body, part_sizes, metadata).await;
+    body
+}
+
+/// Stores `body` in `bucket` as `key`, a multipart object with parts of these
+/// sizes and this user metadata.
+pub async fn put_parts(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: &[u8],
+    part_sizes: &[usize],
+    metadata: &[(&str, &str)],
+) {
     let metadata = metadata
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -591,7 +618,7 @@ pub async fn put_multipart_with(
         .set_metadata(Some(metadata))
         .send()
         .await
-        .expect("create a source upload");
+        .expect("create an upload");
     let id = upload.upload_id().expect("an upload id");
     let mut parts = Vec::new();
     let mut start = 0;
@@ -606,7 +633,7 @@ pub async fn put_multipart_with(
             .body(ByteStream::from(body[start..start + size].to_vec()))
             .send()
             .await
-            .expect("upload a source part");
+            .expect("upload a part");
         start += size;
         parts.push(
             CompletedPart::builder()
@@ -626,6 +653,5 @@ pub async fn put_multipart_with(
         )
         .send()
         .await
-        .expect("complete a source upload");
-    body
+        .expect("complete an upload");
 }

@@ -127,6 +127,16 @@ impl Pipeline {
     }
 
     /// Approximate (visible + in flight) messages of a queue.
+    /// Empties the main queue.
+    pub async fn purge(&self) {
+        self.sqs
+            .purge_queue()
+            .queue_url(&self.queue_url)
+            .send()
+            .await
+            .expect("purge the queue");
+    }
+
     pub async fn depth(&self, url: &str) -> u64 {
         let out = self
             .sqs
