@@ -24,6 +24,11 @@ What cfn-lint cannot know:
 - The sweep: scheduled, running `backfill --mode enqueue --min-age <N>m --emf` of the
   same image, its drift alarm on xpsync/sweep DifferingKeys by Bucket, twice in a row,
   and its failure rule on its own task definition.
+- ReplicateDeletes and ReplicateTags ("true"/"false"): for each of the four
+  combinations, the conditions resolved as CloudFormation would, the source bucket's
+  rule routes exactly Object Created, plus Object Deleted with deletes, plus Object
+  Tags Added/Deleted with tags; and the workers' and the sweep's
+  XPSYNC_REPLICATE__DELETES / XPSYNC_REPLICATE__TAGS are the parameters' values.
 
 Usage: scripts/deploy_template_checks.py   (from anywhere; needs PyYAML)
 Exit 1 with one line per problem.
@@ -72,6 +77,9 @@ SWEEP_RESOURCES = [
     "SweepTaskRole", "SweepTaskDefinition", "SweepSchedulerRole", "SweepScheduleGroup",
     "ConsistencySweepSchedule", "SweepDriftAlarm", "SweepNotStartedAlarm", "SweepFailedRule",
 ]
+
+# The switches of [replicate] the stack exposes, with their defaults.
+REPLICATE_SWITCHES = {"ReplicateDeletes": "false", "ReplicateTags": "true"}
 
 MIB = 1024 * 1024
 MULTIPART_THRESHOLD = 64 * MIB
@@ -240,25 +248,54 @@ class Unknown(Exception):
     """A rule function this script cannot evaluate without AWS (Fn::ValueOf...)."""
 
 
-def evaluate(node, values):
+def evaluate(node, values, conditions=None):
+    """A Rules or Conditions function; !Condition names one of `conditions`."""
     if isinstance(node, Tagged):
         f, v = node.tag, node.value
         if f == "Ref":
             return values[v]
+        if f == "Condition" and conditions is not None:
+            return evaluate(conditions[v], values, conditions)
         if f == "Equals":
-            return evaluate(v[0], values) == evaluate(v[1], values)
+            return evaluate(v[0], values, conditions) == evaluate(v[1], values, conditions)
         if f == "Not":
-            return not evaluate(v[0], values)
+            return not evaluate(v[0], values, conditions)
         if f == "And":
-            return all(evaluate(x, values) for x in v)
+            return all(evaluate(x, values, conditions) for x in v)
         if f == "Or":
-            return any(evaluate(x, values) for x in v)
+            return any(evaluate(x, values, conditions) for x in v)
         if f == "Contains":
-            return evaluate(v[1], values) in evaluate(v[0], values)
+            return evaluate(v[1], values, conditions) in evaluate(v[0], values, conditions)
         raise Unknown(f)
     if isinstance(node, list):
-        return [evaluate(x, values) for x in node]
+        return [evaluate(x, values, conditions) for x in node]
     return node
+
+
+def resolve(node, values, conditions):
+    """A resource property with its !If resolved and its !Ref of parameters replaced by
+    their values, as CloudFormation would with these parameter values; the rest as written."""
+    if isinstance(node, Tagged):
+        if node.tag == "If":
+            name, when_true, when_false = node.value
+            chosen = when_true if evaluate(conditions[name], values, conditions) else when_false
+            return resolve(chosen, values, conditions)
+        if node.tag == "Ref" and isinstance(node.value, str) and node.value in values:
+            return values[node.value]
+        return node
+    if isinstance(node, list):
+        return [resolve(x, values, conditions) for x in node]
+    if isinstance(node, dict):
+        return {k: resolve(x, values, conditions) for k, x in node.items()}
+    return node
+
+
+def default_values(template):
+    """Every parameter at its default, with the required ones given plausible values."""
+    values = {n: str(p.get("Default", "")) for n, p in template["Parameters"].items()}
+    values.update(XPSYNC_REQUIRED)
+    values.update(SourceBucketName="source-bucket", TargetBucketName="target-bucket")
+    return values
 
 
 def check_value(problems, name, spec, value):
@@ -413,6 +450,57 @@ def check_sweep(problems, resources):
         problems.append("SweepFailedRule must match the sweep's task definition")
 
 
+def check_replicate_switches(problems, template):
+    """ReplicateDeletes x ReplicateTags: the detail types the rule routes, and the
+    workers' (and the sweep's) replicate.deletes / replicate.tags."""
+    parameters, resources = template["Parameters"], template["Resources"]
+    before = len(problems)
+    for name, default in REPLICATE_SWITCHES.items():
+        spec = parameters.get(name, {})
+        if [str(v) for v in spec.get("AllowedValues", [])] != ["true", "false"] or \
+                str(spec.get("Default")) != default:
+            problems.append(f'parameter {name}: AllowedValues ["true", "false"], Default "{default}"')
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    if not any({"ReplicateDeletes", "ReplicateTags"} <= set(g["Parameters"]) for g in groups):
+        problems.append("parameters ReplicateDeletes and ReplicateTags: in the same ParameterGroup")
+    if len(problems) > before:
+        return 0
+    conditions = template["Conditions"]
+    pattern = resources["SourceBucketEventRule"]["Properties"]["EventPattern"]
+    combinations = 0
+    for deletes in ("true", "false"):
+        for tags in ("true", "false"):
+            combinations += 1
+            values = {**default_values(template), "ReplicateDeletes": deletes, "ReplicateTags": tags}
+            where = f"ReplicateDeletes={deletes} ReplicateTags={tags}"
+            expected = ["Object Created"]
+            expected += ["Object Deleted"] if deletes == "true" else []
+            expected += ["Object Tags Added", "Object Tags Deleted"] if tags == "true" else []
+            try:
+                routed = resolve(pattern, values, conditions)
+            except (Unknown, KeyError, TypeError, ValueError) as error:
+                problems.append(f"{where}: cannot resolve SourceBucketEventRule's EventPattern ({error!r}); "
+                                "teach scripts/deploy_template_checks.py about it")
+                continue
+            if routed.get("source") != ["aws.s3"]:
+                problems.append(f"{where}: SourceBucketEventRule must match source aws.s3")
+            types = routed.get("detail-type")
+            if not isinstance(types, list) or sorted(types) != sorted(expected) or len(set(types)) != len(types):
+                problems.append(f"{where}: SourceBucketEventRule routes {types!r}; expected {sorted(expected)}")
+            for definition in ("TaskDefinition", "SweepTaskDefinition"):
+                container = resources[definition]["Properties"]["ContainerDefinitions"][0]
+                environment = {}
+                for variable in container.get("Environment", []):
+                    environment.setdefault(variable["Name"], []).append(variable["Value"])
+                for variable, parameter in (("XPSYNC_REPLICATE__DELETES", "ReplicateDeletes"),
+                                            ("XPSYNC_REPLICATE__TAGS", "ReplicateTags")):
+                    given = [resolve(v, values, conditions) for v in environment.get(variable, [])]
+                    if given != [values[parameter]]:
+                        problems.append(f"{where}: {definition} sets {variable} to {given!r}; "
+                                        f"expected once, {parameter}'s value {values[parameter]!r}")
+    return combinations
+
+
 def main():
     problems = []
     text = TEMPLATE.read_text()
@@ -436,6 +524,7 @@ def main():
     alarms = check_alarms(problems, resources)
     check_secret(problems, resources)
     check_sweep(problems, resources)
+    combinations = check_replicate_switches(problems, template)
     if problems:
         return report(problems)
     print(f"template: ARNs through AWS::Partition; the seed's and the Lambda stack's parameters kept, "
@@ -443,7 +532,8 @@ def main():
           f"configuration keys; TaskRole matches {TASK_POLICY.relative_to(ROOT)} ({task_statements} "
           f"statements) and OperatorPolicy {OPERATOR_POLICY.relative_to(ROOT)} ({operator_statements}); "
           f"MemoryLimit covers every Memory; {alarms} alarms and the failed-sweep rule notify the topic; "
-          "the sweep is wired")
+          f"the sweep is wired; the event rule and XPSYNC_REPLICATE__* follow ReplicateDeletes and "
+          f"ReplicateTags in all {combinations} combinations")
     return 0
 
 
