@@ -29,11 +29,19 @@ What cfn-lint cannot know:
   rule routes exactly Object Created, plus Object Deleted with deletes, plus Object
   Tags Added/Deleted with tags; and the workers' and the sweep's
   XPSYNC_REPLICATE__DELETES / XPSYNC_REPLICATE__TAGS are the parameters' values.
+- Auto scaling tracks the backlog per task from visible messages only: every SQS
+  metric of BacklogPerTaskScalingPolicy is the event queue's
+  ApproximateNumberOfMessagesVisible (never ...NotVisible nor ...Delayed), and its
+  metric math, evaluated on a queue of delayed messages only, stays below the target
+  (delayed checks never hold the service scaled out), while visible messages beyond
+  the target per task take it above (work scales the service out), also with no task
+  running.
 
 Usage: scripts/deploy_template_checks.py   (from anywhere; needs PyYAML)
 Exit 1 with one line per problem.
 """
 
+import ast
 import json
 import pathlib
 import re
@@ -80,6 +88,8 @@ SWEEP_RESOURCES = [
 
 # The switches of [replicate] the stack exposes, with their defaults.
 REPLICATE_SWITCHES = {"ReplicateDeletes": "false", "ReplicateTags": "true"}
+# The only SQS metric the backlog per task may read.
+VISIBLE = "ApproximateNumberOfMessagesVisible"
 
 MIB = 1024 * 1024
 MULTIPART_THRESHOLD = 64 * MIB
@@ -501,6 +511,126 @@ def check_replicate_switches(problems, template):
     return combinations
 
 
+class MetricMath:
+    """The part of CloudWatch metric math the scaling policy may use: + - * /,
+    comparisons, IF(condition, then, else); ids of other metrics of the query."""
+
+    def __init__(self, query, value_of):
+        self.query, self.value_of, self.seen = query, value_of, set()
+
+    def metric(self, metric_id):
+        if metric_id not in self.query:
+            raise ValueError(f"no metric {metric_id!r} in the query")
+        if metric_id in self.seen:
+            raise ValueError(f"{metric_id!r} refers to itself")
+        self.seen.add(metric_id)
+        try:
+            entry = self.query[metric_id]
+            if "Expression" in entry:
+                return self.expression(entry["Expression"])
+            return self.value_of(entry["MetricStat"]["Metric"])
+        finally:
+            self.seen.discard(metric_id)
+
+    def expression(self, text):
+        return self.node(ast.parse(text, mode="eval").body)
+
+    def node(self, node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return self.metric(node.id)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -self.node(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
+            left, right = self.node(node.left), self.node(node.right)
+            if isinstance(node.op, ast.Div) and right == 0:
+                raise ZeroDivisionError("a division by zero (no data point)")
+            return BINARY[type(node.op)](left, right)
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in COMPARE:
+            return float(COMPARE[type(node.ops[0])](self.node(node.left), self.node(node.comparators[0])))
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "IF"
+                and len(node.args) == 3):
+            condition, when_true, when_false = node.args
+            return self.node(when_true if self.node(condition) != 0 else when_false)
+        raise ValueError(f"{ast.dump(node)} is beyond what this script evaluates")
+
+
+BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+          ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
+COMPARE = {ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b, ast.Lt: lambda a, b: a < b,
+           ast.LtE: lambda a, b: a <= b, ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b}
+
+
+def check_scaling(problems, template):
+    """The backlog per task counts visible messages only: delayed checks do not hold
+    the service scaled out; visible work scales it out."""
+    before = len(problems)
+    policy = template["Resources"]["BacklogPerTaskScalingPolicy"]["Properties"]
+    tracking = policy.get("TargetTrackingScalingPolicyConfiguration", {})
+    if (policy.get("PolicyType"), policy.get("ScalingTargetId"), tracking.get("TargetValue")) != (
+            "TargetTrackingScaling", Tagged("Ref", "ScalableTarget"), Tagged("Ref", "BacklogPerTaskTarget")):
+        problems.append("BacklogPerTaskScalingPolicy: target tracking of ScalableTarget at BacklogPerTaskTarget")
+        return 0
+    spec = tracking.get("CustomizedMetricSpecification", {})
+    # A single metric (MetricName at the top) or metric math (Metrics).
+    entries = spec.get("Metrics") or [{"Id": "single", "ReturnData": True, "MetricStat": {"Metric": spec}}]
+    query = {e.get("Id"): e for e in entries}
+    queue = [{"Name": "QueueName", "Value": Tagged("GetAtt", "EventQueue.QueueName")}]
+    sqs = [e["MetricStat"]["Metric"] for e in entries
+           if "MetricStat" in e and e["MetricStat"]["Metric"].get("Namespace") == "AWS/SQS"]
+    for metric in sqs:
+        if metric.get("MetricName") != VISIBLE or metric.get("Dimensions") != queue:
+            problems.append(f"BacklogPerTaskScalingPolicy: {metric.get('MetricName')} of "
+                            f"{metric.get('Dimensions')}; the backlog is the event queue's {VISIBLE} only "
+                            "(delayed check messages must not hold the service scaled out)")
+    if not sqs:
+        problems.append(f"BacklogPerTaskScalingPolicy: no AWS/SQS {VISIBLE} of the event queue")
+    returned = [i for i, e in query.items() if e.get("ReturnData", True)]
+    if len(returned) != 1:
+        problems.append(f"BacklogPerTaskScalingPolicy: {len(returned)} metrics return data; exactly one must")
+    if len(problems) > before:
+        return 0
+
+    target = float(default_values(template)["BacklogPerTaskTarget"])
+    most = float(default_values(template)["MaxTasks"])
+
+    def backlog_per_task(visible, delayed, in_flight, running):
+        queue_state = {VISIBLE: visible, "ApproximateNumberOfMessagesDelayed": delayed,
+                       "ApproximateNumberOfMessagesNotVisible": in_flight}
+
+        def value_of(metric):
+            name, namespace = metric.get("MetricName"), metric.get("Namespace")
+            if namespace == "AWS/SQS" and name in queue_state:
+                return queue_state[name]
+            if namespace == "ECS/ContainerInsights" and name == "RunningTaskCount":
+                return running
+            raise ValueError(f"{namespace} {name}: teach scripts/deploy_template_checks.py about it")
+
+        return MetricMath(query, value_of).metric(returned[0])
+
+    scenarios = [
+        # (what, visible, delayed, in flight, running tasks, must scale out)
+        ("only delayed check messages, the fleet at MaxTasks", 0, 100 * target * most, 0, most, False),
+        ("only delayed check messages, one task", 0, 100 * target * most, 0, 1, False),
+        ("only messages in flight, the fleet at MaxTasks", 0, 0, 100 * target * most, most, False),
+        ("visible work beyond the target per task, MaxTasks running", 2 * target * most, 0, 0, most, True),
+        ("visible work beyond the target, one task", 2 * target, 0, 0, 1, True),
+        ("visible work beyond the target, no task running", 2 * target, 0, 0, 0, True),
+        ("visible work beyond the target and delayed checks", 2 * target, 100 * target, 0, 1, True),
+    ]
+    for what, visible, delayed, in_flight, running, scales_out in scenarios:
+        try:
+            value = backlog_per_task(visible, delayed, in_flight, running)
+        except (ValueError, ZeroDivisionError, SyntaxError, KeyError) as error:
+            problems.append(f"BacklogPerTaskScalingPolicy with {what}: cannot evaluate its metric ({error})")
+            break
+        if (value > target) != scales_out:
+            problems.append(f"BacklogPerTaskScalingPolicy with {what}: backlog per task {value:g} against "
+                            f"the target {target:g}; it must {'' if scales_out else 'not '}scale out")
+    return len(scenarios)
+
+
 def main():
     problems = []
     text = TEMPLATE.read_text()
@@ -525,6 +655,7 @@ def main():
     check_secret(problems, resources)
     check_sweep(problems, resources)
     combinations = check_replicate_switches(problems, template)
+    scenarios = check_scaling(problems, template)
     if problems:
         return report(problems)
     print(f"template: ARNs through AWS::Partition; the seed's and the Lambda stack's parameters kept, "
@@ -533,7 +664,8 @@ def main():
           f"statements) and OperatorPolicy {OPERATOR_POLICY.relative_to(ROOT)} ({operator_statements}); "
           f"MemoryLimit covers every Memory; {alarms} alarms and the failed-sweep rule notify the topic; "
           f"the sweep is wired; the event rule and XPSYNC_REPLICATE__* follow ReplicateDeletes and "
-          f"ReplicateTags in all {combinations} combinations")
+          f"ReplicateTags in all {combinations} combinations; the backlog per task counts visible "
+          f"messages only ({scenarios} queue states)")
     return 0
 
 
