@@ -219,6 +219,15 @@ pub struct TransferConfig {
     /// ETag, instead of buffering it whole to send it with Content-MD5. Turn off
     /// for a target whose part ETags are not MD5s. Default: true.
     pub stream_parts: bool,
+    /// Objects at least this large are copied by the whole fleet, in ranges of
+    /// parts (`xpsync run` only; DESIGN §10); 0: never. Default: 2GiB.
+    pub split_threshold: ByteSize,
+    /// The bytes one range message covers (whole parts, at least one). Default: 256MiB.
+    pub split_range_size: ByteSize,
+    /// How long after a split (and after each look) its upload is looked at, to
+    /// complete it or send missing ranges again; at most 15m. Default: 2m.
+    #[serde(with = "humantime_serde")]
+    pub split_check_delay: Duration,
 }
 
 /// What is replicated besides the bytes.
@@ -370,6 +379,9 @@ impl Default for TransferConfig {
             part_size: ByteSize::mib(16),
             preserve_part_layout: true,
             stream_parts: true,
+            split_threshold: ByteSize::gib(2),
+            split_range_size: ByteSize::mib(256),
+            split_check_delay: Duration::from_secs(120),
         }
     }
 }

@@ -16,6 +16,7 @@
 
 mod ack;
 mod breaker;
+mod fleet;
 mod message;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,7 +81,7 @@ pub async fn run(
     let (deleter, deleter_task) = Deleter::spawn(queue.clone());
 
     let daemon = Arc::new(Daemon {
-        reconciler: Reconciler::new(source, target, Arc::clone(&config)),
+        reconciler: Reconciler::new(source, target, Arc::clone(&config)).splitting(),
         queue,
         deleter,
         health: Arc::clone(&health),

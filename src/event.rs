@@ -16,6 +16,8 @@
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use serde_json::Value;
 
+use crate::fleet::{CheckWork, RangeWork};
+
 /// One key to reconcile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyEvent {
@@ -36,6 +38,10 @@ pub enum Parsed {
     Test,
     /// Not a message xpsync can act on; the reason says why.
     Poison(String),
+    /// Copy a range of parts of a split object ([`crate::fleet`]).
+    Range { key: String, work: RangeWork },
+    /// Look at a split object's upload ([`crate::fleet`]).
+    Check { key: String, work: CheckWork },
 }
 
 /// Reads a message body; `bucket` is the configured source bucket.
@@ -191,6 +197,31 @@ fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parse
         .and_then(Value::as_str)
         .ok_or("an xpsync message without a key string")?;
     check_key(key)?;
+    if let Some(range) = object.get("range") {
+        let work: RangeWork = serde_json::from_value(range.clone())
+            .map_err(|e| format!("an xpsync range message that does not read: {e}"))?;
+        if work.first_part == 0
+            || work.last_part < work.first_part
+            || work.part_sizes.len() as u32 != work.last_part - work.first_part + 1
+        {
+            return Err("an xpsync range message whose parts do not add up".into());
+        }
+        return Ok(Parsed::Range {
+            key: key.to_owned(),
+            work,
+        });
+    }
+    if let Some(check) = object.get("check") {
+        let work: CheckWork = serde_json::from_value(check.clone())
+            .map_err(|e| format!("an xpsync check message that does not read: {e}"))?;
+        if work.part_sizes.is_empty() {
+            return Err("an xpsync check message without parts".into());
+        }
+        return Ok(Parsed::Check {
+            key: key.to_owned(),
+            work,
+        });
+    }
     Ok(Parsed::Keys(vec![KeyEvent {
         key: key.to_owned(),
         time: None,

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod error;
 pub mod etag;
 pub mod event;
+pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod keylocks;

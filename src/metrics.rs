@@ -218,6 +218,24 @@ pub static RESTARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Range messages of split objects handled, by result.
+pub static RANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_ranges_total",
+        "Ranges of split objects handled, by result",
+        &["result"],
+    )
+});
+
+/// Split objects, by what happened: split, completed, ranges sent again, restarted.
+pub static SPLITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_splits_total",
+        "Objects copied by the whole fleet, by event",
+        &["result"],
+    )
+});
+
 /// Always 1, labelled with the version.
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     let g = register(
@@ -245,6 +263,12 @@ pub fn init() {
     }
     for result in PartResult::ALL {
         PARTS.with_label_values(&[result.as_str()]);
+    }
+    for result in RangeResult::ALL {
+        RANGES.with_label_values(&[result.as_str()]);
+    }
+    for result in SplitResult::ALL {
+        SPLITS.with_label_values(&[result.as_str()]);
     }
     for reason in RestartReason::ALL {
         RESTARTS.with_label_values(&[reason.as_str()]);
@@ -299,6 +323,8 @@ label! {
     /// What reconciling a key did (`xpsync_objects_total{result}`).
     Outcome {
         Copied => "copied",
+        /// Too large for one worker: split into ranges for the fleet (DESIGN §10).
+        Split => "split",
         /// The bytes matched; the description or tags were brought up to date in place.
         MetadataUpdated => "metadata_updated",
         Unchanged => "unchanged",
@@ -341,6 +367,42 @@ label! {
     RefreshResult {
         Ok => "ok",
         Error => "error",
+    }
+}
+
+label! {
+    /// What a range message came to (`xpsync_ranges_total{result}`).
+    RangeResult {
+        Copied => "copied",
+        /// The upload was gone: completed or given up.
+        UploadGone => "upload_gone",
+        SourceChanged => "source_changed",
+        Failed => "failed",
+    }
+}
+
+label! {
+    /// What happened to a split object (`xpsync_splits_total{result}`).
+    SplitResult {
+        Split => "split",
+        Completed => "completed",
+        /// A check found parts missing and no progress: their ranges sent again.
+        Resent => "resent",
+        /// The upload was given up (the source changed, another layout) and the
+        /// key sent again.
+        Restarted => "restarted",
+    }
+}
+
+impl RangeResult {
+    pub fn count(self) {
+        RANGES.with_label_values(&[self.as_str()]).inc();
+    }
+}
+
+impl SplitResult {
+    pub fn count(self) {
+        SPLITS.with_label_values(&[self.as_str()]).inc();
     }
 }
 

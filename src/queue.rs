@@ -50,10 +50,12 @@ pub struct Received {
 }
 
 /// A message to send.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Outgoing {
     pub body: String,
     pub attributes: Vec<(String, String)>,
+    /// Hidden this long after it is sent (at most 15 minutes).
+    pub delay: Option<Duration>,
 }
 
 /// The main queue and its dead-letter queue.
@@ -308,6 +310,7 @@ impl Queue {
                     .id(i.to_string())
                     .message_body(&m.body)
                     .set_message_attributes(Some(string_attributes(&m.attributes)))
+                    .set_delay_seconds(m.delay.map(|d| d.as_secs().min(900) as i32))
                     .build()
                     .expect("id and body are set")
             })
@@ -342,6 +345,7 @@ impl Queue {
                         .queue_url(&self.url)
                         .message_body(&m.body)
                         .set_message_attributes(Some(string_attributes(&m.attributes)))
+                        .set_delay_seconds(m.delay.map(|d| d.as_secs().min(900) as i32))
                         .send()
                         .await;
                     if let Err(e) = sent {

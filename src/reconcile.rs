@@ -34,6 +34,7 @@ use crate::aws::S3Side;
 use crate::config::Config;
 use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
+use crate::fleet::CheckWork;
 use crate::keylocks::KeyLocks;
 use crate::metrics::{self, Stage};
 use crate::object::{SourceObject, TargetObject};
@@ -113,6 +114,10 @@ pub struct Done {
     /// How long the copy itself took, when there was one.
     #[serde(skip)]
     pub copy_duration: Option<Duration>,
+    /// The fleet's first look at the object's upload, when it was split: the
+    /// daemon sends its ranges and this check.
+    #[serde(skip)]
+    pub split: Option<CheckWork>,
 }
 
 impl Done {
@@ -126,6 +131,7 @@ impl Done {
             method: None,
             etag: None,
             copy_duration: None,
+            split: None,
         }
     }
 
@@ -138,6 +144,7 @@ impl Done {
             method: Some(copied.method),
             etag: Some(copied.etag),
             copy_duration: Some(started.elapsed()),
+            split: None,
         }
     }
 }
@@ -228,6 +235,9 @@ pub struct Reconciler {
     config: std::sync::Arc<Config>,
     /// Keys being reconciled now, one reconcile of a key at a time.
     in_progress: KeyLocks,
+    /// Objects of at least `transfer.split_threshold` are split for the fleet
+    /// rather than copied here (the daemon, which has a queue to send ranges to).
+    splits: bool,
 }
 
 impl Reconciler {
@@ -239,7 +249,20 @@ impl Reconciler {
             copier,
             config,
             in_progress: KeyLocks::default(),
+            splits: false,
         }
+    }
+
+    /// The same, splitting objects of at least `transfer.split_threshold` for the
+    /// fleet instead of copying them here.
+    pub fn splitting(mut self) -> Self {
+        self.splits = true;
+        self
+    }
+
+    /// Whether the target is asked to encrypt with SSE-KMS.
+    pub fn target_asks_kms(&self) -> bool {
+        self.config.target.sse == "aws:kms"
     }
 
     pub fn copier(&self) -> &Copier {
@@ -423,7 +446,15 @@ impl Reconciler {
             }
         }
 
-        // Copy.
+        // Copy, or split for the fleet.
+        if self.splits && self.copier.splits(source.size) {
+            let check = self.copier.split(&source, &target_key, &options).await?;
+            return Ok(Done {
+                bytes: source.size,
+                split: Some(check),
+                ..Done::of(Outcome::Split)
+            });
+        }
         let _bytes = metrics::hold(&metrics::BYTES_IN_FLIGHT, source.size as i64);
         let started = Instant::now();
         let copied = self
@@ -456,6 +487,11 @@ impl Reconciler {
         if let Err(e) = side.observe("GetObject", request.send().await) {
             tracing::debug!(error = %e, "confirming an authorisation failure");
         }
+    }
+
+    /// The source's `key` as a HEAD describes it now; None if it is gone.
+    pub async fn head_source(&self, key: &str) -> Result<Option<SourceObject>, S3Error> {
+        head_source(&self.source, key).await
     }
 
     /// Records on the target copy of `key`, found to hold the source's bytes in
@@ -547,7 +583,7 @@ impl Reconciler {
 
     /// Metadata, tags, storage class and encryption for the target copy (the tags
     /// themselves are read by the copy, and only if the object has any).
-    fn write_options(&self, source: &SourceObject) -> WriteOptions {
+    pub fn write_options(&self, source: &SourceObject) -> WriteOptions {
         let replicate = &self.config.replicate;
         let target = &self.config.target;
         let mut options = WriteOptions::default();

@@ -41,6 +41,7 @@ mod multipart;
 mod part;
 pub mod plan;
 mod put;
+mod split;
 mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +62,7 @@ use crate::retry;
 pub use crate::metrics::Method;
 pub use budget::MemoryBudget;
 pub use plan::PartPlan;
+pub use split::{CheckOutcome, RangeOutcome};
 
 /// What is written along with the bytes.
 #[derive(Debug, Clone, Default)]

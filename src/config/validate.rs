@@ -78,6 +78,21 @@ impl Config {
             ));
         }
 
+        if t.split_check_delay < Duration::from_secs(1)
+            || t.split_check_delay > Duration::from_secs(900)
+        {
+            problems.push(format!(
+                "transfer.split_check_delay is {}, but SQS delays a message by 1s to 15m",
+                humantime::format_duration(t.split_check_delay)
+            ));
+        }
+        if t.split_threshold.as_u64() != 0 && t.split_threshold < t.multipart_threshold {
+            problems.push(format!(
+                "transfer.split_threshold ({}) is below transfer.multipart_threshold ({}): split objects are copied in parts",
+                t.split_threshold.display().iec(),
+                t.multipart_threshold.display().iec()
+            ));
+        }
         match self.target.sse.as_str() {
             "" | "AES256" | "aws:kms" => {}
             other => problems.push(format!(

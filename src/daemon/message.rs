@@ -51,6 +51,18 @@ impl Daemon {
                 }
                 Parsed::Poison(reason) => self.dead_letter(&message, &reason).await,
                 Parsed::Keys(keys) => self.reconcile(&message, &keys).await,
+                Parsed::Range { key, work } => {
+                    let span = tracing::info_span!("range", key, first_part = work.first_part);
+                    self.copy_range(&message, &key, &work)
+                        .instrument(span)
+                        .await
+                }
+                Parsed::Check { key, work } => {
+                    let span = tracing::info_span!("check", key);
+                    self.check_split(&message, &key, &work)
+                        .instrument(span)
+                        .await
+                }
             }
             if trial {
                 // Whatever it came to has been recorded; if nothing was, another
@@ -63,7 +75,7 @@ impl Daemon {
     }
 
     /// Logs and counts what became of a message.
-    fn finish(&self, result: MessageResult, what: &str) {
+    pub(super) fn finish(&self, result: MessageResult, what: &str) {
         match result {
             MessageResult::DeadLettered => tracing::warn!(result = result.as_str(), "{what}"),
             _ => tracing::info!(result = result.as_str(), "{what}"),
@@ -87,6 +99,27 @@ impl Daemon {
         }
     }
 
+    /// Runs `work` for `message`, its visibility extended by a heartbeat and the
+    /// task protected once it outlasts the grace period. None if the grace period
+    /// ended first: the message is then released for another worker.
+    pub(super) async fn work_on<T>(
+        &self,
+        message: &Received,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::select! {
+            done = work => Some(done),
+            never = self.heartbeat(&message.receipt) => match never {},
+            never = self.protect_after_grace() => match never {},
+            () = self.hard_stop.cancelled() => {
+                tracing::info!("shutting down: releasing the message for another worker");
+                self.release(message, Duration::ZERO).await;
+                self.released.fetch_add(1, Ordering::SeqCst);
+                None
+            }
+        }
+    }
+
     async fn reconcile(&self, message: &Received, keys: &[KeyEvent]) {
         let work = async {
             let mut reports = Vec::with_capacity(keys.len());
@@ -100,16 +133,8 @@ impl Daemon {
             }
             reports
         };
-        let reports = tokio::select! {
-            reports = work => reports,
-            never = self.heartbeat(&message.receipt) => match never {},
-            never = self.protect_after_grace() => match never {},
-            () = self.hard_stop.cancelled() => {
-                tracing::info!("shutting down: releasing the message for another worker");
-                self.release(message, Duration::ZERO).await;
-                self.released.fetch_add(1, Ordering::SeqCst);
-                return;
-            }
+        let Some(reports) = self.work_on(message, work).await else {
+            return;
         };
 
         for report in &reports {
@@ -119,6 +144,25 @@ impl Daemon {
         if errors.is_empty() {
             for (key, report) in keys.iter().zip(&reports) {
                 observe_latency(key, report, message);
+            }
+            // Split objects: their ranges and check must be sent before the key's
+            // message goes.
+            for report in &reports {
+                if let Ok(crate::reconcile::Done {
+                    split: Some(check), ..
+                }) = &report.result
+                {
+                    crate::metrics::SplitResult::Split.count();
+                    if !self.send_split(&report.key, check).await {
+                        let delay = retry_delay(message.receive_count);
+                        self.release(message, delay).await;
+                        self.finish(
+                            MessageResult::Retried,
+                            "a split's messages could not be sent; the message comes back",
+                        );
+                        return;
+                    }
+                }
             }
             self.deleter.delete(&message.id, &message.receipt);
             self.finish(MessageResult::Deleted, "every key reconciled; deleted");

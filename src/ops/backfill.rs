@@ -207,6 +207,8 @@ pub async fn backfill(
                 }
                 Outcome::Deleted => summary.deleted += 1,
                 Outcome::MetadataUpdated => summary.metadata_updated += 1,
+                // Backfill's reconciler copies whole; it never splits.
+                Outcome::Split => {}
                 Outcome::Failed => {
                     summary.failed += 1;
                     report(&r.to_json());
@@ -253,6 +255,7 @@ async fn send(queue: &Queue, config: &Config, keys: Vec<String>) -> Done {
         .map(|key| Outgoing {
             body: json!({"xpsync": 1, "bucket": config.source.bucket, "key": key}).to_string(),
             attributes: vec![("xpsync-origin".to_owned(), "backfill".to_owned())],
+            delay: None,
         })
         .collect();
     let failed = queue

@@ -176,6 +176,7 @@ fn describe(message: &Received, bucket: &str) -> Peeked {
         Parsed::Keys(keys) => (keys.into_iter().map(|k| k.key).collect(), None),
         Parsed::Test => (Vec::new(), None),
         Parsed::Poison(why) => (Vec::new(), Some(why)),
+        Parsed::Range { key, .. } | Parsed::Check { key, .. } => (vec![key], None),
     };
     let reason = match (message.attributes.get("xpsync-reason"), unreadable) {
         (Some(reason), _) => reason.clone(),
@@ -232,5 +233,6 @@ fn replayed(message: &Received) -> Outgoing {
     Outgoing {
         body: message.body.clone(),
         attributes,
+        delay: None,
     }
 }

@@ -214,7 +214,7 @@ impl Upload<'_> {
 /// The source's own layout if it is to be and can be kept, else a uniform cut.
 /// Parts that are to be buffered (`stream` false) must each fit the memory budget;
 /// a streamed part holds only a window of it, whatever its size.
-async fn plan_for(
+pub(super) async fn plan_for(
     copier: &Copier,
     source: &SourceObject,
     stream: bool,
@@ -330,7 +330,10 @@ async fn find_resumable(
 }
 
 /// Uploads of exactly `target_key`.
-async fn list_uploads(copier: &Copier, target_key: &str) -> Result<Vec<String>, TransferError> {
+pub(super) async fn list_uploads(
+    copier: &Copier,
+    target_key: &str,
+) -> Result<Vec<String>, TransferError> {
     let target = &copier.target;
     let mut found = Vec::new();
     let (mut key_marker, mut upload_id_marker) = (None, None);
@@ -362,7 +365,7 @@ async fn list_uploads(copier: &Copier, target_key: &str) -> Result<Vec<String>, 
 }
 
 /// The parts of an upload: number → (size, ETag).
-async fn list_parts(
+pub(super) async fn list_parts(
     copier: &Copier,
     target_key: &str,
     upload_id: &str,
@@ -390,7 +393,7 @@ async fn list_parts(
 }
 
 /// Starts an upload; returns its id and the encryption the target applies.
-async fn create(
+pub(super) async fn create(
     copier: &Copier,
     source: &SourceObject,
     target_key: &str,
@@ -413,7 +416,8 @@ async fn create(
     Ok((upload_id, output.server_side_encryption().cloned()))
 }
 
-async fn abort(copier: &Copier, target_key: &str, upload_id: &str) {
+/// Aborts an upload; true if this call did (not gone already, no error).
+pub(super) async fn abort(copier: &Copier, target_key: &str, upload_id: &str) -> bool {
     let request = copier
         .target
         .client
@@ -425,10 +429,14 @@ async fn abort(copier: &Copier, target_key: &str, upload_id: &str) {
         .target
         .observe("AbortMultipartUpload", request.send().await)
     {
-        Ok(_) => tracing::debug!(key = target_key, upload_id, "aborted an upload"),
-        Err(e) if e.kind == ErrorKind::NotFound => {}
+        Ok(_) => {
+            tracing::debug!(key = target_key, upload_id, "aborted an upload");
+            true
+        }
+        Err(e) if e.kind == ErrorKind::NotFound => false,
         Err(e) => {
-            tracing::warn!(key = target_key, upload_id, error = %e, "could not abort an upload")
+            tracing::warn!(key = target_key, upload_id, error = %e, "could not abort an upload");
+            false
         }
     }
 }

@@ -42,6 +42,11 @@ impl PartPlan {
         })
     }
 
+    /// Every part's size, in order.
+    pub fn sizes(&self) -> &[u64] {
+        &self.sizes
+    }
+
     pub fn len(&self) -> usize {
         self.sizes.len()
     }

@@ -1,14 +1,21 @@
-"""moto's server, as released, but for one reply that S3 words differently.
+"""moto's server, as released, but for two replies that S3 gives otherwise.
 
-moto 5.2.5 names the root element of its S3 ListParts reply `ListPartsResponse`;
-S3 itself answers `ListPartsResult` (as the API reference shows), and aws-sdk-rust
-refuses any other root. This launcher renames that one element and changes nothing
-else, so the tests see S3's wire format. Arguments are moto_server's own.
+- moto 5.2.5 names the root element of its S3 ListParts reply `ListPartsResponse`;
+  S3 itself answers `ListPartsResult` (as the API reference shows), and aws-sdk-rust
+  refuses any other root. This launcher renames that one element.
+- moto answers an UploadPart to an upload that was aborted or completed with a
+  500 (a KeyError inside); S3 answers 404 NoSuchUpload. This launcher raises S3's
+  error there.
+
+It changes nothing else, so the tests see S3's wire format. Arguments are
+moto_server's own.
 """
 
 import sys
 
 from moto.core.serialize import S3Serializer
+from moto.s3.exceptions import NoSuchUpload
+from moto.s3.models import S3Backend
 from moto.server import main
 
 _serialize = S3Serializer._serialized_result_to_response
@@ -27,6 +34,17 @@ def _serialize_as_s3_does(self, resp, result, shape, serialized_result):
 
 
 S3Serializer._serialized_result_to_response = _serialize_as_s3_does
+
+_upload_part = S3Backend.upload_part
+
+
+def _upload_part_as_s3_does(self, bucket_name, multipart_id, part_id, value):
+    if multipart_id not in self.get_bucket(bucket_name).multiparts:
+        raise NoSuchUpload(upload_id=multipart_id)
+    return _upload_part(self, bucket_name, multipart_id, part_id, value)
+
+
+S3Backend.upload_part = _upload_part_as_s3_does
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,230 @@
+//! The daemon's side of a fleet copy (DESIGN §10, [`crate::fleet`]): sending a
+//! split's ranges and check, copying a range, looking at an upload.
+//!
+//! Each step ends in messages sent before the one in hand is deleted, so a worker
+//! killed at any point loses at most the range it held: its message comes back.
+
+use super::Daemon;
+use crate::fleet::{self, CheckWork, RangeWork};
+use crate::metrics::{self, MessageResult, Outcome, RangeResult, SplitResult};
+use crate::object::SourceObject;
+use crate::queue::{Outgoing, Received, MAX_BATCH};
+use crate::transfer::{CheckOutcome, RangeOutcome};
+
+impl Daemon {
+    /// Sends a split's ranges and its first, delayed check. True if all were sent.
+    pub(super) async fn send_split(&self, key: &str, check: &CheckWork) -> bool {
+        let ranges = check.ranges();
+        let sent = self.send_ranges(key, check, &ranges).await && self.send_check(key, check).await;
+        if sent {
+            tracing::info!(ranges = ranges.len(), upload_id = %check.upload_id, "split for the fleet");
+        }
+        sent
+    }
+
+    async fn send_ranges(&self, key: &str, check: &CheckWork, ranges: &[(u32, u32)]) -> bool {
+        let bucket = &self.config.source.bucket;
+        let messages: Vec<Outgoing> = ranges
+            .iter()
+            .map(|&(first, last)| Outgoing {
+                body: fleet::message(bucket, key, "range", &check.range(first, last)),
+                ..Outgoing::default()
+            })
+            .collect();
+        self.send_all(&messages).await
+    }
+
+    async fn send_check(&self, key: &str, check: &CheckWork) -> bool {
+        let message = Outgoing {
+            body: fleet::message(&self.config.source.bucket, key, "check", check),
+            delay: Some(self.config.transfer.split_check_delay),
+            ..Outgoing::default()
+        };
+        self.send_all(&[message]).await
+    }
+
+    /// Sends `key` again as a key message: reconciled from the start.
+    async fn send_key(&self, key: &str) -> bool {
+        let body =
+            serde_json::json!({"xpsync": 1, "bucket": self.config.source.bucket, "key": key});
+        let message = Outgoing {
+            body: body.to_string(),
+            ..Outgoing::default()
+        };
+        self.send_all(&[message]).await
+    }
+
+    async fn send_all(&self, messages: &[Outgoing]) -> bool {
+        for batch in messages.chunks(MAX_BATCH) {
+            let failed = self.queue.send_batch(batch).await;
+            if let Some((_, why)) = failed.first() {
+                tracing::warn!(error = %why, "could not send the fleet's messages; the message in hand will come back");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Acknowledges `message` if `done`, else lets it come back.
+    async fn settle(&self, message: &Received, done: bool, what: &str) {
+        if done {
+            self.deleter.delete(&message.id, &message.receipt);
+            self.finish(MessageResult::Deleted, what);
+        } else {
+            let delay = super::retry_delay(message.receive_count);
+            self.release(message, delay).await;
+            self.finish(
+                MessageResult::Retried,
+                &format!("{what}: not finished, comes back"),
+            );
+        }
+    }
+
+    /// The upload is given up and the key sent again from the start. `first_only`:
+    /// only if this call gave it up (the ranges of one upload all see the source
+    /// change; one key message is enough).
+    async fn restart(&self, key: &str, upload_id: &str, why: &str, first_only: bool) -> bool {
+        let target_key = self.reconciler.target_key(key);
+        let gave_up = self
+            .reconciler
+            .copier()
+            .abandon(&target_key, upload_id)
+            .await;
+        if first_only && !gave_up {
+            return true;
+        }
+        tracing::info!(%why, "gave the split's upload up; the key starts over");
+        SplitResult::Restarted.count();
+        self.send_key(key).await
+    }
+
+    pub(super) async fn copy_range(&self, message: &Received, key: &str, work: &RangeWork) {
+        let target_key = self.reconciler.target_key(key);
+        let copying = self.reconciler.copier().copy_range(
+            key,
+            &target_key,
+            work,
+            self.reconciler.target_asks_kms(),
+        );
+        let Some(outcome) = self.work_on(message, copying).await else {
+            return;
+        };
+        let parts = format!("parts {} to {}", work.first_part, work.last_part);
+        match outcome {
+            Ok(RangeOutcome::Copied { bytes }) => {
+                RangeResult::Copied.count();
+                tracing::info!(bytes, "range copied: {parts}");
+                self.settle(message, true, "range copied").await;
+            }
+            Ok(RangeOutcome::UploadGone) => {
+                RangeResult::UploadGone.count();
+                self.settle(message, true, "range of an upload that is gone")
+                    .await;
+            }
+            Ok(RangeOutcome::SourceChanged) => {
+                RangeResult::SourceChanged.count();
+                let sent = self
+                    .restart(key, &work.upload_id, "the source changed", true)
+                    .await;
+                self.settle(message, sent, "range of a source that changed")
+                    .await;
+            }
+            Err(e) => {
+                RangeResult::Failed.count();
+                tracing::warn!(error = %e, kind = e.kind().as_str(), "range failed: {parts}");
+                self.settle(message, false, "range failed").await;
+            }
+        }
+    }
+
+    pub(super) async fn check_split(&self, message: &Received, key: &str, work: &CheckWork) {
+        let Some(done) = self.work_on(message, self.look(key, work)).await else {
+            return;
+        };
+        self.settle(message, done, "split checked").await;
+    }
+
+    /// Looks at the upload of `work`; true when the check message is done with.
+    async fn look(&self, key: &str, work: &CheckWork) -> bool {
+        let target_key = self.reconciler.target_key(key);
+        let source = match self.reconciler.head_source(key).await {
+            Ok(source) => source,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not HEAD the source of a split");
+                return false;
+            }
+        };
+        let source = match source {
+            Some(source)
+                if source.etag.as_ref().map(|e| e.as_str()) == Some(work.etag.as_str()) =>
+            {
+                source
+            }
+            _ => {
+                return self
+                    .restart(key, &work.upload_id, "the source changed or is gone", false)
+                    .await
+            }
+        };
+        let options = self.reconciler.write_options(&source);
+        let copier = self.reconciler.copier();
+        match copier
+            .check_split(&source, &target_key, work, &options)
+            .await
+        {
+            Ok(CheckOutcome::Completed(copied)) => self.completed(key, &source, copied.etag).await,
+            Ok(CheckOutcome::Missing { present, missing }) => {
+                let stalled = work.parts_present == Some(present);
+                if stalled {
+                    // No part arrived since the last look: the ranges were lost
+                    // (a worker killed, a message dead-lettered). Send them again.
+                    SplitResult::Resent.count();
+                    let ranges = work.ranges_of(&missing);
+                    tracing::info!(
+                        missing = missing.len(),
+                        ranges = ranges.len(),
+                        "no progress since the last look; sending the missing ranges again"
+                    );
+                    if !self.send_ranges(key, work, &ranges).await {
+                        return false;
+                    }
+                }
+                let next = CheckWork {
+                    parts_present: Some(present),
+                    ..work.clone()
+                };
+                self.send_check(key, &next).await
+            }
+            // Completed by an earlier check, or given up: reconcile the key as usual.
+            Ok(CheckOutcome::Gone) => self.send_key(key).await,
+            Ok(CheckOutcome::Mismatch(why)) => {
+                self.restart(key, &work.upload_id, &why, false).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, kind = e.kind().as_str(), "could not check a split's upload");
+                false
+            }
+        }
+    }
+
+    /// A split object is complete: the last writer checks the source still holds
+    /// what it copied, then it is counted as any copy.
+    async fn completed(&self, key: &str, source: &SourceObject, etag: crate::etag::ETag) -> bool {
+        match self.reconciler.head_source(key).await {
+            Ok(Some(now)) if now.etag == source.etag => {
+                SplitResult::Completed.count();
+                metrics::OBJECTS
+                    .with_label_values(&[Outcome::Copied.as_str()])
+                    .inc();
+                metrics::BYTES_COPIED.inc_by(source.size);
+                tracing::info!(size = source.size, %etag, "split object completed and verified");
+                true
+            }
+            Ok(_) => self.send_key(key).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not HEAD the source after completing a split");
+                false
+            }
+        }
+    }
+}

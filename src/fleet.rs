@@ -1,0 +1,144 @@
+//! One object shared by the whole fleet (DESIGN §10): the messages it travels in.
+//!
+//! An object of at least `transfer.split_threshold` is not copied by the worker that
+//! receives its key. That worker *splits* it: it creates (or joins) the multipart
+//! upload on the target, and sends one **range** message per run of parts and a
+//! delayed **check** message. Any worker copies a range; the check, when it comes,
+//! lists the upload's parts (S3's own ledger: no other state exists) and completes
+//! the object, or sends the ranges still missing again. The shapes are xpsync's
+//! native message with a `range` or `check` member:
+//!
+//! ```json
+//! {"xpsync": 1, "bucket": "b", "key": "k",
+//!  "range": {"upload_id": "…", "etag": "…", "first_part": 1, "last_part": 4,
+//!            "first_byte": 0, "part_sizes": [8388608, 8388608, 8388608, 8388608]}}
+//! {"xpsync": 1, "bucket": "b", "key": "k",
+//!  "check": {"upload_id": "…", "etag": "…", "part_sizes": [...], "parts_per_range": 4,
+//!            "parts_present": 7}}
+//! ```
+//!
+//! Beyond DESIGN §10's members, a range carries its parts' sizes and first byte and
+//! a check the whole layout, so that no worker has to rediscover the layout the
+//! splitter chose; `parts_present` is how many parts the previous check found, so a
+//! check sends missing ranges again only when no part arrived since.
+
+use serde::{Deserialize, Serialize};
+
+/// A run of parts to copy into an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeWork {
+    pub upload_id: String,
+    /// The source version the upload copies (unquoted).
+    pub etag: String,
+    /// Parts numbered from 1, inclusive.
+    pub first_part: u32,
+    pub last_part: u32,
+    /// The first byte of `first_part` in the object.
+    pub first_byte: u64,
+    /// The sizes of `first_part..=last_part`.
+    pub part_sizes: Vec<u64>,
+}
+
+/// A look at an upload's parts, to complete it or send what is missing again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckWork {
+    pub upload_id: String,
+    pub etag: String,
+    /// Every part's size, in order: the layout the upload was split in.
+    pub part_sizes: Vec<u64>,
+    /// Parts per range message.
+    pub parts_per_range: u32,
+    /// Parts the previous check found; none at the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts_present: Option<u32>,
+}
+
+impl CheckWork {
+    /// The range message covering parts `first..=last` of this layout.
+    pub fn range(&self, first: u32, last: u32) -> RangeWork {
+        let before = (first - 1) as usize;
+        RangeWork {
+            upload_id: self.upload_id.clone(),
+            etag: self.etag.clone(),
+            first_part: first,
+            last_part: last,
+            first_byte: self.part_sizes[..before].iter().sum(),
+            part_sizes: self.part_sizes[before..last as usize].to_vec(),
+        }
+    }
+
+    /// Every range of the layout, as (first part, last part).
+    pub fn ranges(&self) -> Vec<(u32, u32)> {
+        let count = self.part_sizes.len() as u32;
+        let per = self.parts_per_range.max(1);
+        (0..count.div_ceil(per))
+            .map(|i| (i * per + 1, ((i + 1) * per).min(count)))
+            .collect()
+    }
+
+    /// The ranges holding at least one of the parts `missing` (1-based numbers).
+    pub fn ranges_of(&self, missing: &[u32]) -> Vec<(u32, u32)> {
+        self.ranges()
+            .into_iter()
+            .filter(|(first, last)| missing.iter().any(|n| (first..=last).contains(&n)))
+            .collect()
+    }
+}
+
+/// How many parts of a layout make a range of at least `range_bytes`: ranges are
+/// the unit one worker copies, sized to take minutes, not hours.
+pub fn parts_per_range(part_sizes: &[u64], range_bytes: u64) -> u32 {
+    let largest = part_sizes.iter().copied().max().unwrap_or(1).max(1);
+    (range_bytes.div_ceil(largest)).clamp(1, 10_000) as u32
+}
+
+/// The body of a native message about `key` in `bucket` with `member` (`range`
+/// or `check`).
+pub fn message(bucket: &str, key: &str, member: &str, work: &impl Serialize) -> String {
+    let mut body = serde_json::json!({"xpsync": 1, "bucket": bucket, "key": key});
+    body[member] = serde_json::to_value(work).expect("fleet messages serialize");
+    body.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(sizes: Vec<u64>, per: u32) -> CheckWork {
+        CheckWork {
+            upload_id: "u".into(),
+            etag: "e".into(),
+            part_sizes: sizes,
+            parts_per_range: per,
+            parts_present: None,
+        }
+    }
+
+    #[test]
+    fn ranges_cover_every_part_once() {
+        let c = check(vec![5; 10], 4);
+        assert_eq!(c.ranges(), [(1, 4), (5, 8), (9, 10)]);
+        assert_eq!(c.ranges_of(&[6, 10]), [(5, 8), (9, 10)]);
+        let r = c.range(5, 8);
+        assert_eq!((r.first_byte, r.part_sizes.len()), (20, 4));
+    }
+
+    #[test]
+    fn a_range_holds_at_least_one_part() {
+        assert_eq!(parts_per_range(&[5, 5, 5], 12), 3);
+        assert_eq!(parts_per_range(&[100, 100], 10), 1);
+        assert_eq!(parts_per_range(&[4, 4], 16), 4);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let c = check(vec![5, 5, 3], 1);
+        let body = message("b", "k", "check", &c);
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let back: CheckWork = serde_json::from_value(value["check"].clone()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(value["xpsync"], 1);
+    }
+}

@@ -1,0 +1,135 @@
+//! One object shared by the whole fleet (DESIGN §10): three `xpsync run` processes,
+//! an object split into twelve ranges (the threshold lowered for the test), the
+//! source read through a slow link so the copy takes a while, and one worker killed
+//! with SIGKILL mid-way. S3's upload is the only ledger.
+
+mod common;
+
+use std::time::Duration;
+
+use common::pipeline::{eventually, Daemon, Pipeline};
+use common::proxy::SlowProxy;
+use common::{Partitions, MIB};
+
+const KEY: &str = "giant/object.bin";
+
+/// Each worker: split objects of 10 MiB or more into ranges of one 5 MiB part,
+/// look at the upload every 2 s, two messages at a time, and get a message back
+/// 10 s after its worker died.
+fn worker_env(source: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("XPSYNC_SOURCE__ENDPOINT_URL", source.to_owned()),
+        ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB".into()),
+        ("XPSYNC_TRANSFER__PART_SIZE", "5MiB".into()),
+        ("XPSYNC_TRANSFER__SPLIT_THRESHOLD", "10MiB".into()),
+        ("XPSYNC_TRANSFER__SPLIT_RANGE_SIZE", "5MiB".into()),
+        ("XPSYNC_TRANSFER__SPLIT_CHECK_DELAY", "2s".into()),
+        ("XPSYNC_TRANSFER__MAX_OBJECTS", "2".into()),
+        ("XPSYNC_QUEUE__VISIBILITY_TIMEOUT", "10s".into()),
+        ("XPSYNC_QUEUE__WAIT_TIME", "1s".into()),
+    ]
+}
+
+async fn workers(p: &Partitions, source: &str, names: &[&str]) -> Vec<Daemon> {
+    let env = worker_env(source);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut daemons = Vec::new();
+    for name in names {
+        daemons.push(Daemon::start(p, name, &env).await);
+    }
+    daemons
+}
+
+fn kill_9(daemon: &Daemon) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &daemon.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_split_object_survives_a_worker_killed_mid_way_and_every_live_worker_helps() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    // 2 MiB/s per connection: a 5 MiB part takes 2.5 s.
+    let slow = SlowProxy::start(&p.source.endpoint, 2 * MIB as u64).await;
+    let daemons = workers(&p, &slow.endpoint, &["worker-a", "worker-b", "worker-c"]).await;
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 60).await;
+    let source_etag = p.source_etag(KEY).await;
+
+    eventually(Duration::from_secs(60), "parts arrive", || async {
+        p.target_upload_parts().await >= 2
+    })
+    .await;
+    kill_9(&daemons[1]);
+
+    eventually(
+        Duration::from_secs(180),
+        "the object is complete",
+        || async { p.target_etag(KEY).await.as_deref() == Some(source_etag.as_str()) },
+    )
+    .await;
+    assert_eq!(p.target_bytes(KEY).await, Some(body));
+    eventually(Duration::from_secs(60), "the queue is drained", || async {
+        pipeline.depth(&pipeline.queue_url).await == 0
+    })
+    .await;
+    assert!(
+        p.target_uploads().await.is_empty(),
+        "an upload was left behind"
+    );
+    assert!(pipeline.dead_letters().await.is_empty());
+    for daemon in [&daemons[0], &daemons[2]] {
+        let uploaded = daemon.metric("xpsync_parts_total{result=\"uploaded\"}");
+        assert!(
+            uploaded > 0.0,
+            "a live worker uploaded no part:\n{}",
+            daemon.logs()
+        );
+    }
+    let splits: f64 = [&daemons[0], &daemons[2]]
+        .iter()
+        .map(|d| d.metric("xpsync_splits_total{result=\"completed\"}"))
+        .sum();
+    // Duplicate events may make two splitters join one upload, each with its own
+    // checks; completing it again is harmless.
+    assert!(splits >= 1.0, "completed by a check");
+}
+
+#[tokio::test]
+async fn a_source_overwritten_mid_split_ends_as_the_new_version() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 2 * MIB as u64).await;
+    let daemons = workers(&p, &slow.endpoint, &["worker-a", "worker-b"]).await;
+    p.put_source_multipart(KEY, &[5 * MIB; 12], 61).await;
+
+    eventually(Duration::from_secs(60), "parts arrive", || async {
+        p.target_upload_parts().await >= 1
+    })
+    .await;
+    let newer = p
+        .put_source_multipart(KEY, &[5 * MIB, 5 * MIB, 5 * MIB, MIB], 62)
+        .await;
+    let newer_etag = p.source_etag(KEY).await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !(p.target_etag(KEY).await.as_deref() == Some(newer_etag.as_str())
+        && pipeline.depth(&pipeline.queue_url).await == 0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new version never landed:\n{}\n{}",
+            daemons[0].logs(),
+            daemons[1].logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(p.target_bytes(KEY).await, Some(newer));
+    assert!(
+        p.target_uploads().await.is_empty(),
+        "an upload was left behind"
+    );
+    assert!(pipeline.dead_letters().await.is_empty());
+}
