@@ -27,6 +27,8 @@ pub struct KeyEvent {
     /// The event is about the object's tags (a HEAD does not show them, so only
     /// such an event makes the reconcile compare them).
     pub tags: bool,
+    /// What an Object Created event says of the object: its size and ETag.
+    pub created: Option<(u64, Option<String>)>,
 }
 
 /// What a message asks for.
@@ -116,13 +118,23 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
             .get("eventTime")
             .and_then(Value::as_str)
             .and_then(|t| DateTime::from_str(t, DateTimeFormat::DateTimeWithOffset).ok());
-        let tags = record
-            .get("eventName")
-            .and_then(Value::as_str)
-            .is_some_and(|name| name.starts_with("ObjectTagging:"));
+        let name = record.get("eventName").and_then(Value::as_str);
+        let tags = name.is_some_and(|name| name.starts_with("ObjectTagging:"));
+        let created = name
+            .filter(|name| name.starts_with("ObjectCreated:"))
+            .and_then(|_| described(s3.get("object")?, "eTag"));
         match keys.iter_mut().find(|k: &&mut KeyEvent| k.key == key) {
-            Some(seen) => seen.tags |= tags,
-            None => keys.push(KeyEvent { key, time, tags }),
+            // Two events of one key in one message: its description is not trusted.
+            Some(seen) => {
+                seen.tags |= tags;
+                seen.created = None;
+            }
+            None => keys.push(KeyEvent {
+                key,
+                time,
+                tags,
+                created,
+            }),
         }
     }
     Ok(Parsed::Keys(keys))
@@ -130,6 +142,12 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
 
 fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parsed, String> {
     let detail_type = object.get("detail-type").and_then(Value::as_str);
+    let detail = object
+        .get("detail")
+        .ok_or("an EventBridge event without detail")?;
+    let created = (detail_type == Some("Object Created"))
+        .then(|| described(detail.get("object")?, "etag"))
+        .flatten();
     let tags = match detail_type {
         Some("Object Created" | "Object Deleted") => false,
         Some("Object Tags Added" | "Object Tags Deleted") => true,
@@ -139,9 +157,6 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
             ))
         }
     };
-    let detail = object
-        .get("detail")
-        .ok_or("an EventBridge event without detail")?;
     check_bucket(
         detail.pointer("/bucket/name").and_then(Value::as_str),
         bucket,
@@ -163,6 +178,7 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
             key: raw.to_owned(),
             time,
             tags,
+            created: created.clone(),
         });
     }
     if let Ok(decoded) = form_decode(raw) {
@@ -171,6 +187,7 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
                 key: decoded,
                 time,
                 tags,
+                created,
             });
         }
     }
@@ -226,7 +243,19 @@ fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parse
         key: key.to_owned(),
         time: None,
         tags: false,
+        created: None,
     }]))
+}
+
+/// An event's `object` member's size and ETag (named `etag_field`), when it has a size.
+fn described(object: &Value, etag_field: &str) -> Option<(u64, Option<String>)> {
+    let size = object.get("size")?.as_u64()?;
+    let etag = object
+        .get(etag_field)
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned);
+    Some((size, etag))
 }
 
 fn check_bucket(found: Option<&str>, expected: &str, what: &str) -> Result<(), String> {
@@ -370,6 +399,29 @@ mod tests {
         };
         assert_eq!(k.len(), 1);
         assert!(k[0].tags, "a key named twice keeps its tag event");
+    }
+
+    #[test]
+    fn object_created_events_describe_the_object() {
+        let mut created = record(BUCKET, "a");
+        created["s3"]["object"]["eTag"] = json!("9e107d9d372bb6826bd81d3542a419d6");
+        let Parsed::Keys(k) = parse(&json!({"Records": [created]}).to_string(), BUCKET) else {
+            panic!()
+        };
+        let etag = "9e107d9d372bb6826bd81d3542a419d6".to_owned();
+        assert_eq!(k[0].created, Some((1, Some(etag.clone()))));
+        let bridge = json!({"source": "aws.s3", "detail-type": "Object Created",
+            "detail": {"bucket": {"name": BUCKET}, "object": {"key": "k", "size": 7, "etag": etag}}});
+        let Parsed::Keys(k) = parse(&bridge.to_string(), BUCKET) else {
+            panic!()
+        };
+        assert_eq!(k[0].created, Some((7, Some(etag))));
+        let mut deleted = record(BUCKET, "a");
+        deleted["eventName"] = json!("ObjectRemoved:Delete");
+        let Parsed::Keys(k) = parse(&json!({"Records": [deleted]}).to_string(), BUCKET) else {
+            panic!()
+        };
+        assert_eq!(k[0].created, None, "only a created object is described");
     }
 
     #[test]

@@ -383,3 +383,37 @@ async fn a_batch_delete_reports_the_entries_that_failed_and_deletes_the_others()
         "only the valid entry is deleted"
     );
 }
+
+#[tokio::test]
+async fn an_event_that_describes_a_small_object_saves_the_source_head() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let source = common::faults::FaultProxy::start(&p.source.endpoint, Default::default()).await;
+    let body = bytes_of(1000, 7);
+    p.put_source("described.bin", body.clone()).await;
+    let etag = p.source_etag("described.bin").await;
+    pipeline.purge().await;
+    let mut record = s3_record("described.bin");
+    record["s3"]["object"]["size"] = json!(1000);
+    record["s3"]["object"]["eTag"] = json!(etag);
+    let _daemon = Daemon::start(
+        &p,
+        "daemon",
+        &[("XPSYNC_SOURCE__ENDPOINT_URL", source.endpoint.as_str())],
+    )
+    .await;
+
+    pipeline
+        .send(&json!({"Records": [record]}).to_string())
+        .await;
+    eventually(MINUTE, "the object is copied", || async {
+        p.target_etag("described.bin").await.is_some() && queues_are_empty(&pipeline).await
+    })
+    .await;
+
+    assert_eq!(p.target_bytes("described.bin").await, Some(body));
+    // One GET read it (sent with the target's HEAD); the one HEAD is the
+    // last-writer check after the write.
+    assert_eq!(source.requests("GET"), 1);
+    assert_eq!(source.requests("HEAD"), 1);
+}

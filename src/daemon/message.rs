@@ -124,10 +124,14 @@ impl Daemon {
         let work = async {
             let mut reports = Vec::with_capacity(keys.len());
             for key in keys {
-                let report = if key.tags {
-                    self.reconciler.reconcile_with_tags(&key.key).await
-                } else {
-                    self.reconciler.reconcile(&key.key).await
+                let report = match (&key.created, key.tags) {
+                    (Some((size, etag)), tags) => {
+                        let etag = crate::etag::ETag::parse(etag.as_deref());
+                        let described = crate::object::SourceObject::listed(&key.key, *size, etag);
+                        self.reconciler.reconcile_described(described, tags).await
+                    }
+                    (None, true) => self.reconciler.reconcile_with_tags(&key.key).await,
+                    (None, false) => self.reconciler.reconcile(&key.key).await,
                 };
                 reports.push(report);
             }
