@@ -146,3 +146,31 @@ async fn sigterm_with_fifty_copies_in_flight_releases_every_unfinished_message()
         "{visible} visible, {released} released"
     );
 }
+
+#[tokio::test]
+async fn a_message_received_after_sigterm_is_made_visible_at_once() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let mut daemon = Daemon::start(&p, "daemon", &[("XPSYNC_QUEUE__WAIT_TIME", "20s")]).await;
+    // Let the daemon's long poll of the empty queue begin, then stop it while the
+    // poll is under way, and send a message the poll will bring back.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    daemon.terminate();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    pipeline
+        .send(
+            &serde_json::json!({"xpsync": 1, "bucket": common::SOURCE_BUCKET, "key": "late"})
+                .to_string(),
+        )
+        .await;
+    let status = daemon.wait(std::time::Duration::from_secs(60)).await;
+
+    assert!(status.success(), "{}", daemon.logs());
+    let visible = pipeline.visible(&pipeline.queue_url).await;
+    assert_eq!(
+        visible.len(),
+        1,
+        "the message the last receive brought is hidden for its visibility timeout:\n{}",
+        daemon.logs()
+    );
+}
