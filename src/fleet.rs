@@ -19,8 +19,12 @@
 //!
 //! Beyond DESIGN §10's members, a range carries its parts' sizes and first byte and
 //! a check the whole layout, so that no worker has to rediscover the layout the
-//! splitter chose; `parts_present` is how many parts the previous check found, so a
-//! check sends missing ranges again only when no part arrived since.
+//! splitter chose; `parts_present`, `stalled` and `resends` are how many parts the
+//! previous check found, for how many checks none arrived, and how often missing
+//! ranges were sent again: missing ranges are sent again only once no part has
+//! arrived for longer than a message's visibility timeout (a killed worker's range
+//! comes back by itself after that), and a split that makes no progress after a few
+//! resends is given up and its check dead-lettered, saying why.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +42,9 @@ pub struct RangeWork {
     pub first_byte: u64,
     /// The sizes of `first_part..=last_part`.
     pub part_sizes: Vec<u64>,
+    /// The target's part ETags are opaque (SSE-KMS): parts go with Content-MD5.
+    #[serde(default)]
+    pub target_kms: bool,
 }
 
 /// A look at an upload's parts, to complete it or send what is missing again.
@@ -50,9 +57,21 @@ pub struct CheckWork {
     pub part_sizes: Vec<u64>,
     /// Parts per range message.
     pub parts_per_range: u32,
+    /// The layout is the source's own: the composite ETag must be the source's.
+    #[serde(default)]
+    pub preserved: bool,
+    /// The target's part ETags are opaque (SSE-KMS).
+    #[serde(default)]
+    pub target_kms: bool,
     /// Parts the previous check found; none at the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts_present: Option<u32>,
+    /// Checks in a row that found no new part.
+    #[serde(default)]
+    pub stalled: u32,
+    /// Times the missing ranges were sent again.
+    #[serde(default)]
+    pub resends: u32,
 }
 
 impl CheckWork {
@@ -66,6 +85,7 @@ impl CheckWork {
             last_part: last,
             first_byte: self.part_sizes[..before].iter().sum(),
             part_sizes: self.part_sizes[before..last as usize].to_vec(),
+            target_kms: self.target_kms,
         }
     }
 
@@ -112,7 +132,11 @@ mod tests {
             etag: "e".into(),
             part_sizes: sizes,
             parts_per_range: per,
+            preserved: false,
+            target_kms: false,
             parts_present: None,
+            stalled: 0,
+            resends: 0,
         }
     }
 

@@ -302,7 +302,11 @@ impl Copier {
             Way::StreamedPut => put::streamed(self, source, target_key, options, open).await,
             Way::BufferedPut => put::buffered(self, source, target_key, options, open).await,
             // Parts are read by ranged GETs of their own.
-            Way::Multipart => multipart::copy(self, source, target_key, options).await,
+            Way::Multipart => {
+                // Its window is given back first: the parts reserve their own.
+                drop(open);
+                multipart::copy(self, source, target_key, options).await
+            }
         }
     }
 

@@ -81,41 +81,50 @@ impl Default for Breaker {
 impl Breaker {
     /// Records what reconciling a key came to.
     pub(super) fn record(&self, report: &Report, health: &Health) {
-        let mut state = self.state.lock().expect("never poisoned");
-        let error = report.error();
-        let counts = |e: &crate::reconcile::ReconcileError| {
-            e.is_systemic() || e.kind() == ErrorKind::Permanent
+        let result = match report.error() {
+            Some(e) => Err((e.kind(), e.to_string())),
+            None => Ok(matches!(
+                report.outcome(),
+                Outcome::Copied | Outcome::Deleted | Outcome::MetadataUpdated
+            )),
         };
+        self.record_work(result, health);
+    }
+
+    /// Records what a unit of work (a key, a range, a check) came to: `Ok(true)`
+    /// when it wrote to the target, `Ok(false)` when it only looked, or the kind and
+    /// text of its error.
+    pub(super) fn record_work(&self, result: Result<bool, (ErrorKind, String)>, health: &Health) {
+        let mut state = self.state.lock().expect("never poisoned");
+        let counts = |kind: ErrorKind| kind.is_systemic() || kind == ErrorKind::Permanent;
         match &mut *state {
-            State::Closed { in_a_row } => match error {
-                Some(e) if counts(e) => {
+            State::Closed { in_a_row } => match result {
+                Err((kind, cause)) if counts(kind) => {
                     *in_a_row += 1;
                     if *in_a_row >= BREAKER_THRESHOLD {
-                        let cause = e.to_string();
                         tracing::error!(%cause, "every copy fails the same way; pausing receiving until it is fixed");
-                        Self::trip(&mut state, e.kind(), cause, 1, health);
+                        Self::trip(&mut state, kind, cause, 1, health);
                     }
                 }
-                Some(e) if e.kind() == ErrorKind::Transient => {}
+                Err((ErrorKind::Transient, _)) => {}
                 _ => *in_a_row = 0,
             },
             // Messages taken before it opened: they say nothing of the probe.
             State::Open { .. } => {}
             State::HalfOpen { trips, .. } => {
                 let trips = *trips;
-                match (error, report.outcome()) {
-                    (Some(e), _) => {
-                        let cause = e.to_string();
+                match result {
+                    Err((kind, cause)) => {
                         tracing::warn!(%cause, "the trial message failed too; receiving stays paused");
-                        Self::trip(&mut state, e.kind(), cause, trips + 1, health);
+                        Self::trip(&mut state, kind, cause, trips + 1, health);
                     }
-                    (None, Outcome::Copied | Outcome::Deleted | Outcome::MetadataUpdated) => {
+                    Ok(true) => {
                         tracing::info!("a trial message was written: receiving again");
                         *state = State::Closed { in_a_row: 0 };
                         health.set(Readiness::Ready);
                     }
                     // Unchanged, absent or filtered: reads work, writes unproven.
-                    (None, _) => {
+                    Ok(false) => {
                         if let State::HalfOpen { trial, .. } = &mut *state {
                             *trial = false;
                         }

@@ -11,6 +11,9 @@ use crate::object::SourceObject;
 use crate::queue::{Outgoing, Received, MAX_BATCH};
 use crate::transfer::{CheckOutcome, RangeOutcome};
 
+/// Times the missing ranges of a split are sent again before it is given up.
+const MAX_RESENDS: u32 = 5;
+
 impl Daemon {
     /// Sends a split's ranges and its first, delayed check. True if all were sent.
     pub(super) async fn send_split(&self, key: &str, check: &CheckWork) -> bool {
@@ -110,6 +113,12 @@ impl Daemon {
             return;
         };
         let parts = format!("parts {} to {}", work.first_part, work.last_part);
+        let wrote = match &outcome {
+            Ok(RangeOutcome::Copied { .. }) => Ok(true),
+            Ok(_) => Ok(false),
+            Err(e) => Err((e.kind(), e.to_string())),
+        };
+        self.breaker.record_work(wrote, &self.health);
         match outcome {
             Ok(RangeOutcome::Copied { bytes }) => {
                 RangeResult::Copied.count();
@@ -138,20 +147,27 @@ impl Daemon {
     }
 
     pub(super) async fn check_split(&self, message: &Received, key: &str, work: &CheckWork) {
-        let Some(done) = self.work_on(message, self.look(key, work)).await else {
+        let Some(looked) = self.work_on(message, self.look(key, work)).await else {
             return;
         };
-        self.settle(message, done, "split checked").await;
+        match looked {
+            Ok(done) => self.settle(message, done, "split checked").await,
+            // Given up: the check goes to the dead-letter queue, saying why.
+            Err(why) => self.dead_letter(message, &why).await,
+        }
     }
 
-    /// Looks at the upload of `work`; true when the check message is done with.
-    async fn look(&self, key: &str, work: &CheckWork) -> bool {
+    /// Looks at the upload of `work`: true when the check message is done with,
+    /// false when it is to come back, an error when the split is given up.
+    async fn look(&self, key: &str, work: &CheckWork) -> Result<bool, String> {
         let target_key = self.reconciler.target_key(key);
         let source = match self.reconciler.head_source(key).await {
             Ok(source) => source,
             Err(e) => {
                 tracing::warn!(error = %e, "could not HEAD the source of a split");
-                return false;
+                self.breaker
+                    .record_work(Err((e.kind, e.to_string())), &self.health);
+                return Ok(false);
             }
         };
         let source = match source {
@@ -161,50 +177,80 @@ impl Daemon {
                 source
             }
             _ => {
-                return self
-                    .restart(key, &work.upload_id, "the source changed or is gone", false)
-                    .await
+                let why = "the source changed or is gone";
+                return Ok(self.restart(key, &work.upload_id, why, false).await);
             }
         };
         let options = self.reconciler.write_options(&source);
         let copier = self.reconciler.copier();
-        match copier
+        let checked = copier
             .check_split(&source, &target_key, work, &options)
-            .await
-        {
-            Ok(CheckOutcome::Completed(copied)) => self.completed(key, &source, copied.etag).await,
+            .await;
+        let wrote = match &checked {
+            Ok(CheckOutcome::Completed(_)) => Ok(true),
+            Ok(_) => Ok(false),
+            Err(e) => Err((e.kind(), e.to_string())),
+        };
+        self.breaker.record_work(wrote, &self.health);
+        match checked {
+            Ok(CheckOutcome::Completed(copied)) => {
+                Ok(self.completed(key, &source, copied.etag).await)
+            }
             Ok(CheckOutcome::Missing { present, missing }) => {
-                let stalled = work.parts_present == Some(present);
-                if stalled {
-                    // No part arrived since the last look: the ranges were lost
-                    // (a worker killed, a message dead-lettered). Send them again.
-                    SplitResult::Resent.count();
-                    let ranges = work.ranges_of(&missing);
-                    tracing::info!(
-                        missing = missing.len(),
-                        ranges = ranges.len(),
-                        "no progress since the last look; sending the missing ranges again"
-                    );
-                    if !self.send_ranges(key, work, &ranges).await {
-                        return false;
-                    }
-                }
-                let next = CheckWork {
-                    parts_present: Some(present),
-                    ..work.clone()
-                };
-                self.send_check(key, &next).await
+                self.missing(key, work, present, &missing).await
             }
             // Completed by an earlier check, or given up: reconcile the key as usual.
-            Ok(CheckOutcome::Gone) => self.send_key(key).await,
+            Ok(CheckOutcome::Gone) => Ok(self.send_key(key).await),
             Ok(CheckOutcome::Mismatch(why)) => {
-                self.restart(key, &work.upload_id, &why, false).await
+                Ok(self.restart(key, &work.upload_id, &why, false).await)
             }
             Err(e) => {
                 tracing::warn!(error = %e, kind = e.kind().as_str(), "could not check a split's upload");
-                false
+                Ok(false)
             }
         }
+    }
+
+    /// Parts are missing: look again later; once no part has arrived for longer than
+    /// a visibility timeout (a range held by a worker that died comes back by itself
+    /// after that), send the missing ranges again; after [`MAX_RESENDS`] of those,
+    /// give the split up.
+    async fn missing(
+        &self,
+        key: &str,
+        work: &CheckWork,
+        present: u32,
+        missing: &[u32],
+    ) -> Result<bool, String> {
+        let mut next = CheckWork {
+            parts_present: Some(present),
+            ..work.clone()
+        };
+        next.stalled = if work.parts_present == Some(present) {
+            work.stalled + 1
+        } else {
+            0
+        };
+        let waited = self.config.transfer.split_check_delay * next.stalled;
+        if waited > self.config.queue.visibility_timeout {
+            if work.resends >= MAX_RESENDS {
+                let why = format!(
+                    "{} parts of the split upload still missing after their ranges were sent again {MAX_RESENDS} times",
+                    missing.len()
+                );
+                self.restart(key, &work.upload_id, &why, false).await;
+                return Err(why);
+            }
+            SplitResult::Resent.count();
+            let ranges = work.ranges_of(missing);
+            tracing::info!(missing = missing.len(), ranges = ranges.len(), "no part arrived for longer than a visibility timeout; sending the missing ranges again");
+            if !self.send_ranges(key, work, &ranges).await {
+                return Ok(false);
+            }
+            next.stalled = 0;
+            next.resends += 1;
+        }
+        Ok(self.send_check(key, &next).await)
     }
 
     /// A split object is complete: the last writer checks the source still holds

@@ -84,7 +84,7 @@ impl Daemon {
         self.handled.fetch_add(1, Ordering::SeqCst);
     }
 
-    async fn dead_letter(&self, message: &Received, reason: &str) {
+    pub(super) async fn dead_letter(&self, message: &Received, reason: &str) {
         match self.queue.dead_letter(message, reason).await {
             Ok(()) => self.finish(
                 MessageResult::DeadLettered,

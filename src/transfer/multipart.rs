@@ -47,7 +47,7 @@ pub(super) async fn copy(
     // earlier part is re-read from the source and checked against its MD5 before
     // it is kept (under KMS it never matches, and the part is sent again).
     let trust_composite = plan.preserved && source.etag_is_content_hash() && !target_kms;
-    let mut upload = Upload {
+    let upload = Upload {
         copier,
         source,
         target_key,
@@ -74,8 +74,24 @@ pub(super) async fn copy(
     }
     let (upload_id, encryption) = create(copier, source, target_key, options).await?;
     // A bucket encrypting with KMS by default makes part ETags opaque: streamed parts
-    // could not be checked, so they are buffered and sent with Content-MD5.
-    upload.stream &= !copier.saw_target_encryption(encryption.as_ref());
+    // could not be checked, so they are buffered and sent with Content-MD5, and must
+    // then each fit the budget: a plan made for streaming is made again.
+    if copier.saw_target_encryption(encryption.as_ref()) && upload.stream {
+        let buffered = match plan_for(copier, source, false).await {
+            Ok(buffered) => buffered,
+            Err(e) => {
+                abort(copier, target_key, &upload_id).await;
+                return Err(e);
+            }
+        };
+        let upload = Upload {
+            plan: &buffered,
+            trust_composite: false,
+            stream: false,
+            ..upload
+        };
+        return upload.run(&upload_id, &BTreeMap::new()).await;
+    }
     upload.run(&upload_id, &BTreeMap::new()).await
 }
 

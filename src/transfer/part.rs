@@ -59,23 +59,24 @@ pub(super) async fn copy_part(
         .acquire()
         .await
         .expect("the part semaphore is never closed");
-    // A part found to need buffering (a target answering with KMS) must fit whole.
-    let may_buffer = !stream || copier.target_kms_seen();
-    if may_buffer && !copier.budget.fits(length) {
-        return Err(super::multipart::too_large_to_buffer(copier, length));
-    }
-    let held = if stream && !copier.target_kms_seen() {
-        length.min(super::stream::STREAM_WINDOW)
-    } else {
-        length
-    };
-    let _reservation = copier.budget.reserve(held).await;
     let what = format!("{} part {}", source.key, part.number);
     let done = Policy::PART
         .run(&what, || async {
-            // A target found to encrypt with KMS makes a streamed part uncheckable:
-            // a retry then buffers it and sends it with Content-MD5.
-            if stream && !copier.target_kms_seen() {
+            // Decided per attempt: a target found to encrypt with KMS makes a
+            // streamed part uncheckable, and the retry buffers it whole, with
+            // Content-MD5, holding (and first checking that the budget can hold)
+            // the whole part rather than a window.
+            let streamed = stream && !copier.target_kms_seen();
+            if !streamed && !copier.budget.fits(length) {
+                return Err(super::multipart::too_large_to_buffer(copier, length));
+            }
+            let held = if streamed {
+                length.min(super::stream::STREAM_WINDOW)
+            } else {
+                length
+            };
+            let _reservation = copier.budget.reserve(held).await;
+            if streamed {
                 stream_part(copier, source, target_key, &part).await
             } else {
                 buffer_part(copier, source, target_key, &part).await

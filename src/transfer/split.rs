@@ -30,6 +30,22 @@ use crate::etag::ETag;
 use crate::fleet::{parts_per_range, CheckWork, RangeWork};
 use crate::object::SourceObject;
 
+/// The part number that tags an upload with the version it copies; never completed.
+pub const MARKER_PART: usize = 10_000;
+
+/// The marker part of version `etag`: its body and Content-MD5. Its size derives
+/// from the ETag too, so that the marker is told apart by its size where the
+/// target's ETags are opaque (SSE-KMS).
+fn marker(etag: &ETag) -> (Vec<u8>, String) {
+    let tag = format!("xpsync-source-etag:{etag}");
+    let digest = ETag::of_bytes(tag.as_bytes());
+    let spread = u16::from_str_radix(&digest.as_str()[..4], 16).unwrap_or(0) as usize;
+    let mut body = tag.into_bytes();
+    body.resize(1024 + spread, b' ');
+    let (content_md5, _) = super::md5_of(&body);
+    (body, content_md5)
+}
+
 /// What copying a range came to.
 #[derive(Debug)]
 pub enum RangeOutcome {
@@ -63,6 +79,14 @@ impl Copier {
 
     /// Creates (or joins) the upload of `source` at `target_key` and returns the
     /// first check of it, which names its layout and ranges.
+    ///
+    /// The upload is created first, so its answer tells whether the target encrypts
+    /// with KMS before the parts are planned (parts to be buffered must fit the
+    /// memory budget). It is tagged with the version it copies: a marker part,
+    /// [`MARKER_PART`], never completed, whose content is the source's ETag and whose
+    /// size derives from it ([`marker`]). Only uploads carrying this version's marker
+    /// are joined, the lowest upload id winning: an upload begun for another version
+    /// (of the same size and layout) is never mixed into this one.
     pub async fn split(
         &self,
         source: &SourceObject,
@@ -72,22 +96,48 @@ impl Copier {
         let etag = source.etag.clone().ok_or_else(|| {
             TransferError::Unsupported("the source names no ETag for the object".into())
         })?;
-        let stream = self.settings.stream_parts && !self.target_is_kms(options);
-        let plan = multipart::plan_for(self, source, stream).await?;
         let (mine, encryption) = multipart::create(self, source, target_key, options).await?;
         self.saw_target_encryption(encryption.as_ref());
-        let uploads = match multipart::list_uploads(self, target_key).await {
-            Ok(uploads) => uploads,
-            Err(TransferError::S3(e)) if e.kind == ErrorKind::Permanent => Vec::new(),
-            Err(e) => return Err(e),
+        let target_kms = self.target_is_kms(options);
+        let stream = self.settings.stream_parts && !target_kms;
+        let plan = match multipart::plan_for(self, source, stream).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                multipart::abort(self, target_key, &mine).await;
+                return Err(e);
+            }
         };
-        let winner = uploads
-            .into_iter()
-            .chain([mine.clone()])
-            .min()
-            .expect("at least this splitter's upload");
+        let mut winner = mine.clone();
+        if plan.len() < MARKER_PART {
+            let (body, content_md5) = marker(&etag);
+            let request = self
+                .target
+                .client
+                .upload_part()
+                .bucket(&self.target.bucket)
+                .key(target_key)
+                .upload_id(&mine)
+                .part_number(MARKER_PART as i32)
+                .content_md5(content_md5)
+                .body(body.into());
+            self.target.observe("UploadPart", request.send().await)?;
+            let uploads = match multipart::list_uploads(self, target_key).await {
+                Ok(uploads) => uploads,
+                Err(TransferError::S3(e)) if e.kind == ErrorKind::Permanent => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            for upload in uploads {
+                if upload < winner
+                    && self
+                        .carries_marker(target_key, &upload, &etag, target_kms)
+                        .await?
+                {
+                    winner = upload;
+                }
+            }
+        }
         if winner != mine {
-            tracing::info!(upload_id = %winner, "another splitter's upload came first; working for it");
+            tracing::info!(upload_id = %winner, "another splitter's upload of this version came first; working for it");
             multipart::abort(self, target_key, &mine).await;
         }
         let part_sizes = plan.sizes().to_vec();
@@ -97,8 +147,43 @@ impl Copier {
             etag: etag.as_str().to_owned(),
             part_sizes,
             parts_per_range: per,
+            preserved: plan.preserved,
+            target_kms,
             parts_present: None,
+            stalled: 0,
+            resends: 0,
         })
+    }
+
+    /// Whether `upload` carries the marker of version `etag`: its size, and (where
+    /// the target's ETags are MD5s) its ETag.
+    async fn carries_marker(
+        &self,
+        target_key: &str,
+        upload: &str,
+        etag: &ETag,
+        target_kms: bool,
+    ) -> Result<bool, TransferError> {
+        let request = self
+            .target
+            .client
+            .list_parts()
+            .bucket(&self.target.bucket)
+            .key(target_key)
+            .upload_id(upload)
+            .part_number_marker((MARKER_PART - 1).to_string())
+            .max_parts(1);
+        let parts = match self.target.observe("ListParts", request.send().await) {
+            Ok(parts) => parts,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let (body, _) = marker(etag);
+        Ok(parts.parts().iter().any(|part| {
+            part.part_number() == Some(MARKER_PART as i32)
+                && part.size() == Some(body.len() as i64)
+                && (target_kms || ETag::parse(part.e_tag()) == Some(ETag::of_bytes(&body)))
+        }))
     }
 
     /// Copies the parts of `work` into its upload. `target_kms`: the target is
@@ -111,6 +196,7 @@ impl Copier {
         target_kms: bool,
     ) -> Result<RangeOutcome, TransferError> {
         let source = SourceObject::listed(key, 0, Some(ETag::new(&work.etag)));
+        let target_kms = target_kms || work.target_kms;
         let stream = self.settings.stream_parts && !target_kms && !self.target_kms_seen();
         let mut start = work.first_byte;
         let parts: Vec<(usize, std::ops::Range<u64>)> = work
@@ -158,6 +244,8 @@ impl Copier {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
             Err(e) => return Err(e),
         };
+        let mut parts = parts;
+        parts.remove(&MARKER_PART);
         for (number, (size, _)) in &parts {
             match work.part_sizes.get(number - 1) {
                 Some(planned) if planned == size => {}
@@ -180,13 +268,13 @@ impl Copier {
             });
         }
         let etags: BTreeMap<usize, ETag> = parts.into_iter().map(|(n, (_, e))| (n, e)).collect();
-        let opaque = self.target_is_kms(options);
+        let opaque = work.target_kms || self.target_is_kms(options);
         let expected = if opaque {
             None
         } else {
             ETag::composite(etags.values())
         };
-        let kept_layout = source.part_count() == Some(count as u32);
+        let kept_layout = work.preserved;
         if let (Some(expected), Some(etag), true, true) = (
             &expected,
             &source.etag,
@@ -252,5 +340,24 @@ impl Copier {
     /// did, false if it was gone already.
     pub async fn abandon(&self, target_key: &str, upload_id: &str) -> bool {
         multipart::abort(self, target_key, upload_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_tell_versions_apart_by_content_and_by_size() {
+        let (a, _) = marker(&ETag::new("9e107d9d372bb6826bd81d3542a419d6-3"));
+        let (b, _) = marker(&ETag::new("e4d909c290d0fb1ca068ffaddf22cbd0-3"));
+        assert!(a.starts_with(b"xpsync-source-etag:9e107d9d372bb6826bd81d3542a419d6-3"));
+        assert_ne!(a, b);
+        assert_ne!(
+            a.len(),
+            b.len(),
+            "the size alone tells them apart under KMS"
+        );
+        assert!((1024..1024 + 65536).contains(&a.len()));
     }
 }

@@ -126,7 +126,7 @@ impl Pipeline {
             .expect("send a message");
     }
 
-    /// Approximate (visible + in flight) messages of a queue.
+    /// Approximate messages of a queue: visible, in flight and delayed.
     /// Empties the main queue.
     pub async fn purge(&self) {
         self.sqs
@@ -144,6 +144,7 @@ impl Pipeline {
             .queue_url(url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
             .expect("queue attributes");
@@ -151,6 +152,7 @@ impl Pipeline {
         [
             QueueAttributeName::ApproximateNumberOfMessages,
             QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            QueueAttributeName::ApproximateNumberOfMessagesDelayed,
         ]
         .iter()
         .filter_map(|name| attributes.get(name)?.parse::<u64>().ok())
