@@ -71,17 +71,6 @@ impl ErrorKind {
         }
     }
 
-    /// Whether the same request may succeed later.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Transient
-                | ErrorKind::PreconditionFailed
-                | ErrorKind::Auth
-                | ErrorKind::BucketMissing
-        )
-    }
-
     /// Whether the failure concerns the whole side rather than one object.
     pub fn is_systemic(self) -> bool {
         matches!(self, ErrorKind::Auth | ErrorKind::BucketMissing)

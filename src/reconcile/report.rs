@@ -48,11 +48,6 @@ impl ReconcileError {
         }
     }
 
-    /// Whether trying again later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        self.kind().is_retryable()
-    }
-
     /// Whether every key would fail the same way (keys rejected, bucket missing).
     pub fn is_systemic(&self) -> bool {
         self.kind().is_systemic()
