@@ -78,6 +78,31 @@ impl S3Side {
         result
     }
 
+    /// Every incomplete multipart upload under `prefix`, all pages.
+    pub async fn uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<aws_sdk_s3::types::MultipartUpload>, S3Error> {
+        let mut found = Vec::new();
+        let (mut key_marker, mut upload_id_marker) = (None, None);
+        loop {
+            let request = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_id_marker.take());
+            let page = self.observe("ListMultipartUploads", request.send().await)?;
+            found.extend(page.uploads().iter().cloned());
+            key_marker = page.next_key_marker().map(str::to_owned);
+            upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if page.is_truncated() != Some(true) || key_marker.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
     /// S3 rejected this side's keys: re-read the secret before the next request.
     pub fn credentials_rejected(&self) {
         if let Some(secret) = &self.secret {

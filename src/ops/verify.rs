@@ -45,39 +45,24 @@ pub async fn stale_uploads(
 ) -> Result<Vec<StaleUpload>, S3Error> {
     let now = std::time::SystemTime::now();
     let mut stale = Vec::new();
-    let (mut key_marker, mut upload_id_marker) = (None, None);
-    loop {
-        let request = target
-            .client
-            .list_multipart_uploads()
-            .bucket(&target.bucket)
-            .prefix(prefix)
-            .set_key_marker(key_marker.take())
-            .set_upload_id_marker(upload_id_marker.take());
-        let page = target.observe("ListMultipartUploads", request.send().await)?;
-        for upload in page.uploads() {
-            let Some(initiated) = upload.initiated() else {
-                continue;
-            };
-            let age = std::time::SystemTime::try_from(*initiated)
-                .ok()
-                .and_then(|at| now.duration_since(at).ok())
-                .unwrap_or_default();
-            if age > older_than {
-                stale.push(StaleUpload {
-                    key: upload.key().unwrap_or_default().to_owned(),
-                    upload_id: upload.upload_id().unwrap_or_default().to_owned(),
-                    initiated: initiated.to_string(),
-                    age_seconds: age.as_secs(),
-                });
-            }
-        }
-        key_marker = page.next_key_marker().map(str::to_owned);
-        upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
-        if page.is_truncated() != Some(true) || key_marker.is_none() {
-            return Ok(stale);
+    for upload in target.uploads(prefix).await? {
+        let Some(initiated) = upload.initiated() else {
+            continue;
+        };
+        let age = std::time::SystemTime::try_from(*initiated)
+            .ok()
+            .and_then(|at| now.duration_since(at).ok())
+            .unwrap_or_default();
+        if age > older_than {
+            stale.push(StaleUpload {
+                key: upload.key().unwrap_or_default().to_owned(),
+                upload_id: upload.upload_id().unwrap_or_default().to_owned(),
+                initiated: initiated.to_string(),
+                age_seconds: age.as_secs(),
+            });
         }
     }
+    Ok(stale)
 }
 
 impl Summary {

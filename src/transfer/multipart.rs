@@ -350,34 +350,12 @@ pub(super) async fn list_uploads(
     copier: &Copier,
     target_key: &str,
 ) -> Result<Vec<String>, TransferError> {
-    let target = &copier.target;
-    let mut found = Vec::new();
-    let (mut key_marker, mut upload_id_marker) = (None, None);
-    loop {
-        let request = target
-            .client
-            .list_multipart_uploads()
-            .bucket(&target.bucket)
-            .prefix(target_key)
-            .set_key_marker(key_marker.take())
-            .set_upload_id_marker(upload_id_marker.take());
-        let output = target.observe("ListMultipartUploads", request.send().await)?;
-        for upload in output.uploads() {
-            if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
-                if key == target_key {
-                    found.push(id.to_owned());
-                }
-            }
-        }
-        if output.is_truncated() != Some(true) {
-            return Ok(found);
-        }
-        key_marker = output.next_key_marker().map(str::to_owned);
-        upload_id_marker = output.next_upload_id_marker().map(str::to_owned);
-        if key_marker.is_none() {
-            return Ok(found);
-        }
-    }
+    let uploads = copier.target.uploads(target_key).await?;
+    Ok(uploads
+        .iter()
+        .filter(|upload| upload.key() == Some(target_key))
+        .filter_map(|upload| upload.upload_id().map(str::to_owned))
+        .collect())
 }
 
 /// The parts of an upload: number → (size, ETag).
