@@ -70,9 +70,14 @@ impl Emulator {
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // lost the port to another process: try another
                 }
-                if ureq::get(format!("{endpoint}/moto-api/data.json"))
-                    .call()
-                    .is_ok()
+                // Ours, not another test's server that took the port first: werkzeug
+                // says it is running only once it has bound the port itself.
+                let bound = std::fs::read_to_string(log)
+                    .is_ok_and(|text| text.contains(&format!("Running on {endpoint}")));
+                if bound
+                    && ureq::get(format!("{endpoint}/moto-api/data.json"))
+                        .call()
+                        .is_ok()
                 {
                     return Self { child, endpoint };
                 }
