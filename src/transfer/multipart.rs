@@ -329,8 +329,11 @@ async fn find_resumable(
     };
     for upload_id in uploads {
         let parts = list_parts(copier, target_key, &upload_id).await?;
+        // A fleet split's upload carries a version marker part beyond the plan: it
+        // is no part of the object, and such an upload is resumed like any other.
         let fits = parts
             .iter()
+            .filter(|(number, _)| **number != super::split::MARKER_PART)
             .all(|(number, (size, _))| plan.part_size(*number) == Some(*size));
         if fits && best.as_ref().is_none_or(|(_, b)| parts.len() > b.len()) {
             if let Some((replaced, _)) = best.take() {
