@@ -12,25 +12,36 @@ use common::{bytes_of, Partitions, Run};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-#[tokio::test]
-async fn a_key_that_fails_for_good_is_dead_lettered_at_once_with_why() {
-    let p = Partitions::start().await;
-    let pipeline = Pipeline::wire(&p).await;
-    // An archived object: S3 refuses its GET with InvalidObjectState, every time.
+/// The production chain and a daemon whose source GETs of keys containing
+/// `refusal.0` are answered with status `refusal.1` and S3 error code `refusal.2`.
+async fn daemon_refusing_gets(
+    p: &Partitions,
+    refusal: (&'static str, u16, &'static str),
+) -> (Pipeline, FaultProxy, Daemon) {
+    let pipeline = Pipeline::wire(p).await;
     let source = FaultProxy::start(
         &p.source.endpoint,
         Faults {
-            get_error: Some(("archived", 403, "InvalidObjectState")),
+            get_error: Some(refusal),
             ..Faults::default()
         },
     )
     .await;
     let daemon = Daemon::start(
-        &p,
+        p,
         "daemon",
         &[("XPSYNC_SOURCE__ENDPOINT_URL", source.endpoint.as_str())],
     )
     .await;
+    (pipeline, source, daemon)
+}
+
+#[tokio::test]
+async fn a_key_that_fails_for_good_is_dead_lettered_at_once_with_why() {
+    let p = Partitions::start().await;
+    // An archived object: S3 refuses its GET with InvalidObjectState, every time.
+    let (pipeline, _source, daemon) =
+        daemon_refusing_gets(&p, ("archived", 403, "InvalidObjectState")).await;
     p.put_source("archived/old.bin", bytes_of(100, 1)).await;
     p.put_source("fresh/new.bin", bytes_of(100, 2)).await;
 
@@ -70,21 +81,8 @@ async fn a_key_that_fails_for_good_is_dead_lettered_at_once_with_why() {
 #[tokio::test]
 async fn an_error_code_nobody_foresaw_stays_retryable() {
     let p = Partitions::start().await;
-    let pipeline = Pipeline::wire(&p).await;
-    let source = FaultProxy::start(
-        &p.source.endpoint,
-        Faults {
-            get_error: Some(("odd", 400, "SomethingNewFromS3")),
-            ..Faults::default()
-        },
-    )
-    .await;
-    let daemon = Daemon::start(
-        &p,
-        "daemon",
-        &[("XPSYNC_SOURCE__ENDPOINT_URL", source.endpoint.as_str())],
-    )
-    .await;
+    let (pipeline, _source, daemon) =
+        daemon_refusing_gets(&p, ("odd", 400, "SomethingNewFromS3")).await;
     p.put_source("odd/object", bytes_of(100, 3)).await;
 
     eventually(

@@ -22,6 +22,29 @@ async fn drained(pipeline: &Pipeline) {
     .await;
 }
 
+/// Puts `v2` on the source, starts a second worker (`name`, with `env`) and waits
+/// until it has copied it; then lets the first worker's held request go on, and
+/// waits until the queue is drained.
+async fn second_writer(
+    p: &Partitions,
+    pipeline: &Pipeline,
+    hold: &FaultProxy,
+    v2: &[u8],
+    name: &str,
+    env: &[(&str, &str)],
+) -> Daemon {
+    p.put_source(KEY, v2.to_vec()).await;
+    let v2_etag = p.source_etag(KEY).await;
+    let daemon = Daemon::start(p, name, env).await;
+    eventually(MINUTE, "the second worker has copied V2", || async {
+        p.target_etag(KEY).await.as_deref() == Some(v2_etag.as_str())
+    })
+    .await;
+    hold.release();
+    drained(pipeline).await;
+    daemon
+}
+
 #[tokio::test]
 async fn an_older_version_written_last_is_replaced_by_the_current_one() {
     let p = Partitions::start().await;
@@ -50,19 +73,10 @@ async fn an_older_version_written_last_is_replaced_by_the_current_one() {
     })
     .await;
 
-    // V2 overwrites the source; worker B copies it while A is still writing V1.
+    // V2 overwrites the source; worker B copies it while A is still writing V1,
+    // and then A's write of V1 lands, last.
     let v2 = bytes_of(256 * 1024, 2);
-    p.put_source(KEY, v2.clone()).await;
-    let v2_etag = p.source_etag(KEY).await;
-    let _b = Daemon::start(&p, "worker-b", &[]).await;
-    eventually(MINUTE, "B has copied V2", || async {
-        p.target_etag(KEY).await.as_deref() == Some(v2_etag.as_str())
-    })
-    .await;
-
-    // Now A's write of V1 lands, last.
-    hold.release();
-    drained(&pipeline).await;
+    let _b = second_writer(&p, &pipeline, &hold, &v2, "worker-b", &[]).await;
 
     assert_eq!(
         p.target_bytes(KEY).await,
@@ -115,15 +129,7 @@ async fn a_delete_that_lands_after_a_re_created_object_was_copied_is_undone() {
 
     // The key is re-created, and worker A copies it before B's delete lands.
     let v2 = bytes_of(1000, 4);
-    p.put_source(KEY, v2.clone()).await;
-    let v2_etag = p.source_etag(KEY).await;
-    let _a = Daemon::start(&p, "worker-a", &[deletes]).await;
-    eventually(MINUTE, "A has copied the re-created object", || async {
-        p.target_etag(KEY).await.as_deref() == Some(v2_etag.as_str())
-    })
-    .await;
-    hold.release();
-    drained(&pipeline).await;
+    let _a = second_writer(&p, &pipeline, &hold, &v2, "worker-a", &[deletes]).await;
 
     assert_eq!(
         p.target_bytes(KEY).await,
