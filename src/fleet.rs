@@ -45,6 +45,37 @@ pub struct RangeWork {
     /// The target's part ETags are opaque (SSE-KMS): parts go with Content-MD5.
     #[serde(default)]
     pub target_kms: bool,
+    /// How many parts the whole layout has, and the object's size: the worker whose
+    /// range fills the upload sees it and has it checked at once (0: not known).
+    #[serde(default)]
+    pub layout_parts: u32,
+    #[serde(default)]
+    pub object_size: u64,
+    /// The layout is the source's own (as [`CheckWork::preserved`]).
+    #[serde(default)]
+    pub preserved: bool,
+}
+
+impl RangeWork {
+    /// The check of an upload whose parts are all there: `sizes` are the listed
+    /// parts' sizes in order. None unless they are the whole layout, every part
+    /// present and the object's size in all.
+    pub fn check_of_full(&self, sizes: Vec<u64>) -> Option<CheckWork> {
+        let whole = self.layout_parts > 0
+            && sizes.len() == self.layout_parts as usize
+            && sizes.iter().sum::<u64>() == self.object_size;
+        whole.then(|| CheckWork {
+            upload_id: self.upload_id.clone(),
+            etag: self.etag.clone(),
+            parts_per_range: self.part_sizes.len().max(1) as u32,
+            part_sizes: sizes,
+            preserved: self.preserved,
+            target_kms: self.target_kms,
+            parts_present: None,
+            stalled: 0,
+            resends: 0,
+        })
+    }
 }
 
 /// A look at an upload's parts, to complete it or send what is missing again.
@@ -86,6 +117,9 @@ impl CheckWork {
             first_byte: self.part_sizes[..before].iter().sum(),
             part_sizes: self.part_sizes[before..last as usize].to_vec(),
             target_kms: self.target_kms,
+            layout_parts: self.part_sizes.len() as u32,
+            object_size: self.part_sizes.iter().sum(),
+            preserved: self.preserved,
         }
     }
 
@@ -154,6 +188,26 @@ mod tests {
         assert_eq!(parts_per_range(&[5, 5, 5], 12), 3);
         assert_eq!(parts_per_range(&[100, 100], 10), 1);
         assert_eq!(parts_per_range(&[4, 4], 16), 4);
+    }
+
+    #[test]
+    fn only_a_full_upload_makes_a_check_from_a_range() {
+        let c = check(vec![5, 5, 3], 2);
+        let r = c.range(3, 3);
+        assert_eq!((r.layout_parts, r.object_size), (3, 13));
+        let full = r.check_of_full(vec![5, 5, 3]).expect("every part is there");
+        assert_eq!(full.part_sizes, [5, 5, 3]);
+        assert_eq!(full.upload_id, "u");
+        assert!(r.check_of_full(vec![5, 5]).is_none(), "a part missing");
+        assert!(
+            r.check_of_full(vec![5, 5, 4]).is_none(),
+            "another size in all"
+        );
+        let unknown = RangeWork {
+            layout_parts: 0,
+            ..r
+        };
+        assert!(unknown.check_of_full(vec![5, 5, 3]).is_none());
     }
 
     #[test]

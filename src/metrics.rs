@@ -378,6 +378,9 @@ label! {
         UploadGone => "upload_gone",
         SourceChanged => "source_changed",
         Failed => "failed",
+        /// Received while the worker held all the ranges its parts can copy: sent
+        /// again for another worker.
+        HandedBack => "handed_back",
     }
 }
 

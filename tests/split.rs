@@ -133,3 +133,58 @@ async fn a_source_overwritten_mid_split_ends_as_the_new_version() {
     );
     assert!(pipeline.dead_letters().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_worker_holds_only_the_ranges_it_copies_and_the_last_range_completes_the_object() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 4 * MIB as u64).await;
+    // One part at a time, ten messages a receive: a batch of ranges holds more
+    // than a worker copies at once. The delayed check comes after ten minutes:
+    // only the range that fills the upload can complete it within the test.
+    let mut env = worker_env(&slow.endpoint);
+    env.retain(|(name, _)| {
+        ![
+            "XPSYNC_TRANSFER__SPLIT_CHECK_DELAY",
+            "XPSYNC_TRANSFER__MAX_OBJECTS",
+        ]
+        .contains(name)
+    });
+    env.extend([
+        ("XPSYNC_TRANSFER__SPLIT_CHECK_DELAY", "10m".to_owned()),
+        ("XPSYNC_TRANSFER__MAX_OBJECTS", "10".into()),
+        ("XPSYNC_TRANSFER__MAX_PARTS", "1".into()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemons = [
+        Daemon::start(&p, "worker-a", &env).await,
+        Daemon::start(&p, "worker-b", &env).await,
+    ];
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 63).await;
+    let source_etag = p.source_etag(KEY).await;
+
+    eventually(
+        Duration::from_secs(150),
+        "the object is complete",
+        || async { p.target_etag(KEY).await.as_deref() == Some(source_etag.as_str()) },
+    )
+    .await;
+    assert_eq!(p.target_bytes(KEY).await, Some(body));
+    let metric = |name: &str| -> f64 { daemons.iter().map(|d| d.metric(name)).sum() };
+    assert!(
+        metric("xpsync_ranges_total{result=\"handed_back\"}") > 0.0,
+        "no range was handed back:\n{}\n{}",
+        daemons[0].logs(),
+        daemons[1].logs()
+    );
+    assert!(metric("xpsync_ranges_total{result=\"copied\"}") >= 12.0);
+    for daemon in &daemons {
+        assert!(
+            daemon.metric("xpsync_ranges_total{result=\"copied\"}") > 0.0,
+            "a worker copied no range:\n{}",
+            daemon.logs()
+        );
+    }
+    assert!(p.target_uploads().await.is_empty());
+    assert!(pipeline.dead_letters().await.is_empty());
+}

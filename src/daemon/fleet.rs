@@ -101,6 +101,26 @@ impl Daemon {
         self.send_key(key).await
     }
 
+    /// A range beyond what this worker can copy at once ([`super::ranges`]): sent
+    /// again for another worker, then deleted here.
+    pub(super) async fn hand_back(&self, message: &Received) {
+        let again = Outgoing {
+            body: message.body.clone(),
+            ..Outgoing::default()
+        };
+        if self.send_all(&[again]).await {
+            RangeResult::HandedBack.count();
+            self.deleter.delete(&message.id, &message.receipt);
+            self.finish(
+                MessageResult::Deleted,
+                "range handed back: this worker holds all the ranges its parts can copy",
+            );
+        } else {
+            self.release(message, std::time::Duration::ZERO).await;
+            self.finish(MessageResult::Retried, "range released for another worker");
+        }
+    }
+
     pub(super) async fn copy_range(&self, message: &Received, key: &str, work: &RangeWork) {
         let target_key = self.reconciler.target_key(key);
         let copying = self.reconciler.copier().copy_range(
@@ -123,6 +143,7 @@ impl Daemon {
             Ok(RangeOutcome::Copied { bytes }) => {
                 RangeResult::Copied.count();
                 tracing::info!(bytes, "range copied: {parts}");
+                self.check_if_filled(key, &target_key, work).await;
                 self.settle(message, true, "range copied").await;
             }
             Ok(RangeOutcome::UploadGone) => {
@@ -142,6 +163,27 @@ impl Daemon {
                 RangeResult::Failed.count();
                 tracing::warn!(error = %e, kind = e.kind().as_str(), "range failed: {parts}");
                 self.settle(message, false, "range failed").await;
+            }
+        }
+    }
+
+    /// If `work`'s range was the last the upload lacked, sends its check at once
+    /// (the delayed check stays a safety net). Two workers finishing together may
+    /// both send one: the second finds the upload completed and the key up to date.
+    async fn check_if_filled(&self, key: &str, target_key: &str, work: &RangeWork) {
+        match self.reconciler.copier().filled(target_key, work).await {
+            Ok(Some(check)) => {
+                let message = Outgoing {
+                    body: fleet::message(&self.config.source.bucket, key, "check", &check),
+                    ..Outgoing::default()
+                };
+                if self.send_all(&[message]).await {
+                    tracing::info!(upload_id = %work.upload_id, "every part is in: checking the upload now");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "could not list the upload's parts; the delayed check will")
             }
         }
     }

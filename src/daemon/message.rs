@@ -53,9 +53,14 @@ impl Daemon {
                 Parsed::Keys(keys) => self.reconcile(&message, &keys).await,
                 Parsed::Range { key, work } => {
                     let span = tracing::info_span!("range", key, first_part = work.first_part);
-                    self.copy_range(&message, &key, &work)
-                        .instrument(span)
-                        .await
+                    match self.ranges.take(work.part_sizes.len()) {
+                        Some(_held) => {
+                            self.copy_range(&message, &key, &work)
+                                .instrument(span)
+                                .await
+                        }
+                        None => self.hand_back(&message).instrument(span).await,
+                    }
                 }
                 Parsed::Check { key, work } => {
                     let span = tracing::info_span!("check", key);

@@ -230,6 +230,23 @@ impl Copier {
         }
     }
 
+    /// After a range: the check of its upload if every part of the layout is there
+    /// now, so the object is completed at once rather than at the delayed check.
+    pub async fn filled(
+        &self,
+        target_key: &str,
+        work: &RangeWork,
+    ) -> Result<Option<CheckWork>, TransferError> {
+        if work.layout_parts == 0 {
+            return Ok(None);
+        }
+        let mut parts = multipart::list_parts(self, target_key, &work.upload_id).await?;
+        parts.remove(&MARKER_PART);
+        let numbered = parts.keys().copied().eq(1..=work.layout_parts as usize);
+        let sizes = parts.into_values().map(|(size, _)| size).collect();
+        Ok(numbered.then(|| work.check_of_full(sizes)).flatten())
+    }
+
     /// Looks at the upload of `work` for `source` (HEADed just now, still the
     /// version `work.etag`), and completes it if every part is there.
     pub async fn check_split(

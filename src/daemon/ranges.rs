@@ -1,0 +1,107 @@
+//! How many range messages (DESIGN §10) one worker holds at once.
+//!
+//! A range waits for part slots in the worker that received it, its message hidden
+//! from every other worker. So a worker holds no more ranges than its
+//! `transfer.max_parts` copies at once (`max_parts` ÷ parts per range, at least
+//! one): while it holds that many it receives nothing, and a range received beyond
+//! them (a batch of ten can bring several) is sent again for another worker and its
+//! own message deleted, rather than released, which would count a receive against
+//! the queue's `maxReceiveCount`. No range message is then held much longer than one
+//! range takes, and a worker killed loses at most the ranges it was copying.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::queue::MAX_BATCH;
+
+#[derive(Debug)]
+pub struct Ranges {
+    max_parts: usize,
+    in_hand: AtomicUsize,
+    /// Parts in the last range received: ranges are sized alike.
+    parts_per_range: AtomicUsize,
+    freed: Notify,
+}
+
+/// A range in hand; dropping it frees its place.
+#[derive(Debug)]
+pub struct Held(Arc<Ranges>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.in_hand.fetch_sub(1, Ordering::SeqCst);
+        self.0.freed.notify_one();
+    }
+}
+
+impl Ranges {
+    pub fn new(max_parts: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_parts: max_parts.max(1),
+            in_hand: AtomicUsize::new(0),
+            parts_per_range: AtomicUsize::new(1),
+            freed: Notify::new(),
+        })
+    }
+
+    fn capacity(&self) -> usize {
+        let per = self.parts_per_range.load(Ordering::SeqCst).max(1);
+        self.max_parts.div_ceil(per)
+    }
+
+    /// How many messages the next receive may take: a whole batch while no range is
+    /// in hand, else the ranges still to fit.
+    pub fn room(&self) -> usize {
+        match self.in_hand.load(Ordering::SeqCst) {
+            0 => MAX_BATCH,
+            held => self.capacity().saturating_sub(held),
+        }
+    }
+
+    /// Waits until a range is let go, or `most` has passed.
+    pub async fn wait_for_room(&self, most: Duration) {
+        let _ = tokio::time::timeout(most, self.freed.notified()).await;
+    }
+
+    /// Takes a place for a range of `parts` parts; None if the worker holds all it
+    /// can copy.
+    pub fn take(self: &Arc<Self>, parts: usize) -> Option<Held> {
+        self.parts_per_range.store(parts.max(1), Ordering::SeqCst);
+        let capacity = self.capacity();
+        self.in_hand
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                (held < capacity).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| Held(Arc::clone(self)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_holds_the_ranges_its_parts_copy_at_once() {
+        let ranges = Ranges::new(4);
+        assert_eq!(ranges.room(), MAX_BATCH, "nothing held: a whole batch");
+        let first = ranges
+            .take(16)
+            .expect("one range of 16 parts fits 4 part slots");
+        assert!(ranges.take(16).is_none(), "a second does not");
+        assert_eq!(ranges.room(), 0);
+        drop(first);
+        assert_eq!(ranges.room(), MAX_BATCH);
+
+        let ranges = Ranges::new(64);
+        let held: Vec<_> = (0..4).map(|_| ranges.take(16).expect("fits")).collect();
+        assert!(ranges.take(16).is_none());
+        drop(held);
+        let one = ranges.take(16).unwrap();
+        assert_eq!(ranges.room(), 3);
+        drop(one);
+    }
+}
