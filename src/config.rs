@@ -203,7 +203,8 @@ pub struct QueueConfig {
 pub struct TransferConfig {
     /// Objects reconciled at once by one worker. Default: 16.
     pub max_objects: usize,
-    /// Part transfers at once, across all objects. Default: 32.
+    /// Part transfers at once, across all objects. Default: 64 (a cross-border
+    /// flow carries a few MiB/s: it takes many to fill the link).
     pub max_parts: usize,
     /// Object bytes buffered at once, all transfers together. Default: 512MiB.
     pub memory_limit: ByteSize,
@@ -373,7 +374,7 @@ impl Default for TransferConfig {
     fn default() -> Self {
         Self {
             max_objects: 16,
-            max_parts: 32,
+            max_parts: 64,
             memory_limit: ByteSize::mib(512),
             multipart_threshold: ByteSize::mib(64),
             part_size: ByteSize::mib(16),

@@ -1,9 +1,12 @@
 //! `xpsync run`: the receive loop, and graceful shutdown.
 //!
-//! **Flow.** The loop takes capacity first: a permit of `transfer.max_objects` per
-//! message, taken *before* the receive, so a received message never waits idle while
-//! its visibility runs down. It long-polls for as many messages as it holds permits
-//! (at most 10) and hands each to a task tracked by a [`TaskTracker`]. What a task
+//! **Flow.** A receive loop takes capacity first: a permit of `transfer.max_objects`
+//! per message, taken *before* the receive, so a received message never waits idle
+//! while its visibility runs down. There is one loop per ten permits (at most four),
+//! so that several receives are in flight while many permits are free. Each
+//! long-polls for as many messages as it holds permits
+//! (at most 10; fewer while it holds all the part ranges it can copy, see
+//! [`ranges`]) and hands each to a task tracked by a [`TaskTracker`]. What a task
 //! does with its message (reconcile, acknowledge, release, dead-letter, heartbeat) is
 //! [`message`]'s; batched deletes are [`ack`]'s; pausing on systemic failure is the
 //! [`breaker`]'s.
@@ -18,6 +21,7 @@ mod ack;
 mod breaker;
 mod fleet;
 mod message;
+mod ranges;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,6 +44,7 @@ use ack::Deleter;
 pub use breaker::BREAKER_THRESHOLD;
 use breaker::{Breaker, Gate};
 pub use message::retry_delay;
+use ranges::Ranges;
 
 /// How often the queues' depths are read.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(15);
@@ -86,6 +91,7 @@ pub async fn run(
         deleter,
         health: Arc::clone(&health),
         slots: Arc::new(Semaphore::new(config.transfer.max_objects)),
+        ranges: Ranges::new(config.transfer.max_parts),
         breaker: Breaker::default(),
         tracker: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
@@ -142,6 +148,8 @@ struct Daemon {
     /// Messages in hand at once (`transfer.max_objects`); a permit is taken before
     /// receiving and held until the message is deleted or released.
     slots: Arc<Semaphore>,
+    /// Range messages in hand, at most what `transfer.max_parts` copies at once.
+    ranges: Arc<Ranges>,
     /// Pauses receiving while every copy fails the same systemic way.
     breaker: Breaker,
     /// Every message task, so shutdown can wait for them.
@@ -157,12 +165,39 @@ struct Daemon {
     protection: Protection,
 }
 
+/// At most this many receive calls in flight at once, one per ten message slots:
+/// a receive is a round trip, and while one is out, slots freed meanwhile wait.
+const MAX_RECEIVERS: usize = 4;
+
 impl Daemon {
+    /// Receives with one loop per ten message slots (at most [`MAX_RECEIVERS`]),
+    /// until `shutdown`.
     async fn receive_loop(self: Arc<Self>, shutdown: &CancellationToken) {
+        let receivers = (self.config.transfer.max_objects / MAX_BATCH).clamp(1, MAX_RECEIVERS);
+        let loops = (0..receivers).map(|n| Arc::clone(&self).receiver(shutdown, n == 0));
+        futures::future::join_all(loops).await;
+    }
+
+    /// One receive loop. Only the `primary` one probes and takes the half-open
+    /// trial message; the others receive only while the breaker is closed.
+    async fn receiver(self: Arc<Self>, shutdown: &CancellationToken, primary: bool) {
         let mut receive_failures = 0u32;
         loop {
-            let most = match self.breaker.gate() {
-                Gate::Receive => MAX_BATCH,
+            let room = self.ranges.room();
+            if room == 0 {
+                tokio::select! {
+                    () = self.ranges.wait_for_room(Duration::from_millis(200)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            let gate = match (primary, self.breaker.cause()) {
+                (true, _) => self.breaker.gate(),
+                (false, None) => Gate::Receive,
+                (false, Some(_)) => Gate::Wait,
+            };
+            let most = match gate {
+                Gate::Receive => room.min(MAX_BATCH),
                 Gate::Trial => 1,
                 Gate::Probe(pause) => {
                     self.probe_after(pause, shutdown).await;

@@ -39,7 +39,7 @@ async fn the_example_configuration_is_valid() {
             .contains("secret_id = \"s3-cross-partition-sync-credentials\""),
         "{run}"
     );
-    assert!(run.stdout.contains("max_parts = 32"), "{run}");
+    assert!(run.stdout.contains("max_parts = 64"), "{run}");
 }
 
 #[tokio::test]
