@@ -2,20 +2,26 @@
 """xpsync against rclone and s3sync, copying between two local S3 servers.
 
 Both servers are s3s-fs with their data on tmpfs (/dev/shm), on loopback, with
-static keys. Three datasets (L: one 1 GiB object in 16 MiB parts; S: 2,000 objects
-of 64 KiB; M: 200 objects of 1 to 40 MiB) are copied by each tool in turn, the
-target emptied between runs, and the order of tools rotated between rounds. Then
-the same again through the link model: a proxy in front of each server that caps
-every TCP connection at 8 MiB/s and adds 100 ms each way.
+static keys. Datasets (L: one 1 GiB object in 16 MiB parts; S: 2,000 objects of
+64 KiB; M: 200 objects of 1 to 40 MiB; G: one 2 GiB object, the fleet's split) are
+copied by each tool in turn, the target emptied between runs, and the order of tools
+rotated between rounds. Then the same again through the link model: a proxy in front
+of each server that caps every TCP connection at 8 MiB/s and adds 100 ms each way.
 
 Each run is timed with GNU time (wall, peak RSS, CPU) and checked: the target must
 hold every key with its size, or the run counts as failed. "raw" is the
 server-bound limit: plain parallel GETs and PUTs with no client-side work.
-"xpsync-daemon" (S only, first round only: moto is slow) is the production path:
-one S3 "Object Created" event per object in an SQS queue served by moto, drained by
-`xpsync run`; its wall time runs from the daemon's start until the queue is empty
-and every key is on the target. "queue-drain" (S, first round, loopback) is that
-path's limit: the same queue received and deleted by boto3, copying nothing.
+
+The daemon's path (S and M) runs on fauxqs, an SQS emulator that answers in
+milliseconds: one S3 event notification per object (the shape S3 sends, with size
+and eTag) in a fresh queue, drained by `xpsync run` ("xpsync-daemon"), by two and
+four daemon processes sharing the queue ("-x2", "-x4", each with the same settings),
+or by one daemon fed EventBridge "Object Created" events instead ("-eventbridge").
+Its wall time runs from the daemons' start until the queue is empty and every key is
+on the target. "queue-drain" is that path's limit: the same queue received and
+deleted by a bare boto3 loop that copies nothing. G is copied only by the daemon:
+its key's event is split into part ranges shared by one ("xpsync-split-x1") or
+three ("xpsync-split-x3") daemons, each with max_parts 4.
 
 Run it with bench/run; it writes bench/results.json and prints a Markdown report.
 """
@@ -90,34 +96,51 @@ class Server(Process):
         os.makedirs(path)
 
 
-class Moto(Process):
-    """moto's server, as the tests start it: the daemon's SQS queue."""
+class Fauxqs(Process):
+    """fauxqs (npm), the daemon's SQS queue, on 127.0.0.1."""
 
-    def __init__(self):
-        self.port = free_port()
-        launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "emulator",
-                                "moto_server.py")
-        super().__init__([sys.executable, launcher, "-H", "127.0.0.1", "-p", str(self.port)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+    def __init__(self, modules):
+        launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fauxqs.mjs")
+        super().__init__(["node", launcher, modules], stdout=subprocess.PIPE, text=True)
+        self.endpoint = self.proc.stdout.readline().strip()
+        if not self.endpoint.startswith("http"):
+            raise RuntimeError("fauxqs did not start")
         self.queues = 0
+        self.etags = {}
 
-    def fill_queue(self, source, bucket, objects):
-        """A fresh queue holding one EventBridge "Object Created" event per object."""
+    def client(self):
+        return boto3.client("sqs", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
+
+    def fill_queue(self, source, bucket, objects, shape="s3"):
+        """A fresh queue holding one "object created" event per object, in the shape
+        S3 notifications have ("s3") or EventBridge's ("eventbridge")."""
         self.queues += 1
-        client = boto3.client("sqs", endpoint_url=self.endpoint, region_name="us-east-1",
-                              aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
-        url = client.create_queue(QueueName=f"bench-{self.queues}")["QueueUrl"]
-        s3_client = s3(source)
+        client = self.client()
+        url = client.create_queue(QueueName=f"bench-{self.queues}",
+                                  Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+        if bucket not in self.etags:  # s3s-fs lists no ETags: HEAD each object once
+            s3_client = s3(source)
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                heads = pool.map(lambda key: s3_client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"'),
+                                 objects)
+                self.etags[bucket] = dict(zip(objects, heads))
         events = []
-        for key, size in objects.items():
-            etag = s3_client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-            events.append(json.dumps({
-                "version": "0", "source": "aws.s3", "detail-type": "Object Created",
-                "region": "us-east-1", "resources": [f"arn:aws:s3:::{bucket}"],
-                "detail": {"bucket": {"name": bucket},
-                           "object": {"key": key, "size": size, "etag": etag}}}))
+        for n, (key, size) in enumerate(objects.items()):
+            etag = self.etags[bucket][key]
+            if shape == "eventbridge":
+                event = {"version": "0", "source": "aws.s3", "detail-type": "Object Created",
+                         "region": "us-east-1", "resources": [f"arn:aws:s3:::{bucket}"],
+                         "detail": {"bucket": {"name": bucket},
+                                    "object": {"key": key, "size": size, "etag": etag, "sequencer": f"{n:016X}"}}}
+            else:
+                event = {"Records": [{
+                    "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                    "eventTime": "2026-11-26T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+                    "s3": {"s3SchemaVersion": "1.0",
+                           "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                           "object": {"key": key, "size": size, "eTag": etag, "sequencer": f"{n:016X}"}}}]}
+            events.append(json.dumps(event))
         for i in range(0, len(events), 10):
             client.send_message_batch(QueueUrl=url, Entries=[
                 {"Id": str(n), "MessageBody": body} for n, body in enumerate(events[i:i + 10])])
@@ -145,7 +168,20 @@ DATASETS = {
     "L": "one 1 GiB object stored in 16 MiB parts",
     "S": "2,000 objects of 64 KiB",
     "M": "200 objects of 1 to 40 MiB",
+    "G": "one 2 GiB object, split across the fleet",
 }
+
+
+def put_in_parts(client, bucket, key, count):
+    """An object of `count` random 16 MiB parts."""
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)
+    parts = []
+    for number in range(1, count + 1):
+        etag = client.upload_part(Bucket=bucket, Key=key, PartNumber=number, UploadId=upload["UploadId"],
+                                  Body=os.urandom(16 * MIB))["ETag"]
+        parts.append({"PartNumber": number, "ETag": etag})
+    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"],
+                                     MultipartUpload={"Parts": parts})
 
 
 def make_datasets(source, names):
@@ -155,21 +191,15 @@ def make_datasets(source, names):
     for name in names:
         bucket = f"bench-{name.lower()}"
         client.create_bucket(Bucket=bucket)
-        if name == "L":
-            upload = client.create_multipart_upload(Bucket=bucket, Key="large/object.bin")
-            parts = []
-            for number in range(1, 65):
-                etag = client.upload_part(Bucket=bucket, Key="large/object.bin", PartNumber=number,
-                                          UploadId=upload["UploadId"], Body=os.urandom(16 * MIB))["ETag"]
-                parts.append({"PartNumber": number, "ETag": etag})
-            client.complete_multipart_upload(Bucket=bucket, Key="large/object.bin", UploadId=upload["UploadId"],
-                                             MultipartUpload={"Parts": parts})
-            objects = {"large/object.bin": 1024 * MIB}
+        if name in ("L", "G"):
+            key, parts = ("large/object.bin", 64) if name == "L" else ("giant/object.bin", 128)
+            put_in_parts(client, bucket, key, parts)
+            objects = {key: parts * 16 * MIB}
         elif name == "S":
             objects = {f"small/{i:05d}.bin": 64 * 1024 for i in range(2000)}
         else:
             objects = {f"mixed/{i:04d}.bin": rng.randint(1 * MIB, 40 * MIB) for i in range(200)}
-        if name != "L":
+        if name in ("S", "M"):
             with concurrent.futures.ThreadPoolExecutor(16) as pool:
                 list(pool.map(lambda kv: client.put_object(Bucket=bucket, Key=kv[0], Body=os.urandom(kv[1])),
                               objects.items()))
@@ -198,35 +228,47 @@ def timed(args, env, log):
     return wall, int(rss_kib) / 1024, float(user) + float(system), code
 
 
-def timed_daemon(args, env, log, sqs, queue_url, target, bucket, expected, timeout=900):
-    """Runs the daemon under GNU time until the queue is empty and the target holds
-    every key, then stops it with SIGTERM: (wall s, peak RSS MiB, CPU s, exit code)."""
-    with tempfile.NamedTemporaryFile("r") as times:
-        started = time.monotonic()
+def timed_daemons(commands, env, log, sqs, queue_url, target, bucket, objects, timeout=900):
+    """Runs daemons, each under GNU time, until the queue is empty and the target
+    holds every key with its size, then stops them with SIGTERM: (wall s, the
+    largest peak RSS of one daemon in MiB, CPU s of all, exit code)."""
+    started = time.monotonic()
+    runs = []
+    for args in commands:
+        times = tempfile.NamedTemporaryFile("r")
         proc = subprocess.Popen(["/usr/bin/time", "-o", times.name, "-f", "%M %U %S", *args],
                                 env=env, stdout=log, stderr=log)
-        wall = None
-        while time.monotonic() - started < timeout and proc.poll() is None:
-            time.sleep(0.2)
-            attributes = sqs.get_queue_attributes(
-                QueueUrl=queue_url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-            )["Attributes"]
-            if any(int(v) for v in attributes.values()):
-                continue
-            if len(listing(target, bucket)) >= expected:
-                wall = time.monotonic() - started
-                break
+        runs.append((proc, times))
+    wall = None
+    while time.monotonic() - started < timeout and all(proc.poll() is None for proc, _ in runs):
+        time.sleep(0.2)
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                            "ApproximateNumberOfMessagesDelayed"],
+        )["Attributes"]
+        if any(int(v) for v in attributes.values()):
+            continue
+        if listing(target, bucket) == objects:
+            wall = time.monotonic() - started
+            break
+    code = 0
+    rss = cpu = 0.0
+    for proc, times in runs:
         subprocess.call(["pkill", "-TERM", "-P", str(proc.pid)])
+    for proc, times in runs:
         try:
-            code = proc.wait(120)
+            exit_code = proc.wait(120)
         except subprocess.TimeoutExpired:
             subprocess.call(["pkill", "-KILL", "-P", str(proc.pid)])
-            code = proc.wait()
-        if wall is None:
-            wall, code = time.monotonic() - started, code or 124
+            exit_code = proc.wait()
+        code = code or exit_code
         rss_kib, user, system = times.read().split()[-3:]
-    return wall, int(rss_kib) / 1024, float(user) + float(system), code
+        times.close()
+        rss, cpu = max(rss, int(rss_kib) / 1024), cpu + float(user) + float(system)
+    if wall is None:
+        wall, code = time.monotonic() - started, code or 124
+    return wall, rss, cpu, code
 
 
 def drain(endpoint, url, expected):
@@ -243,16 +285,26 @@ def drain(endpoint, url, expected):
         got += len(messages)
 
 
-def tool_commands(tool, paths, src, dst, bucket, dataset, workdir, queue_url=None, sqs_endpoint=None,
-                  messages=0):
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET,
-               AWS_EC2_METADATA_DISABLED="true")
-    env.pop("AWS_CA_BUNDLE", None)
-    small = dataset == "S"
-    if tool in ("xpsync", "xpsync-daemon"):
-        config = os.path.join(workdir, f"{tool}-{dataset}.toml")
-        with open(config, "w") as f:
-            f.write(f"""[source]
+DAEMONS = {"xpsync-daemon": 1, "xpsync-daemon-x2": 2, "xpsync-daemon-x4": 4, "xpsync-daemon-eventbridge": 1,
+           "xpsync-split-x1": 1, "xpsync-split-x3": 3}
+QUEUED = set(DAEMONS) | {"queue-drain"}
+SPLIT = {"xpsync-split-x1", "xpsync-split-x3"}
+
+
+def runs_on(tool, dataset):
+    """Which tools copy which dataset: G only by the splitting daemons, whom it is
+    for; the daemon's path and its queue's limit on S and M."""
+    if dataset == "G":
+        return tool in SPLIT
+    if tool in SPLIT:
+        return False
+    return dataset in ("S", "M") or tool not in QUEUED
+
+
+def xpsync_config(path, src, dst, bucket, dataset, queue_url=None, sqs_endpoint=None):
+    split = dataset == "G"
+    with open(path, "w") as f:
+        f.write(f"""[source]
 region = "us-east-1"
 bucket = "{bucket}"
 endpoint_url = "{src}"
@@ -267,25 +319,42 @@ endpoint_url = "{dst}"
 access_key_id = "{KEY_ID}"
 secret_access_key = "{SECRET}"
 [transfer]
-max_objects = {128 if small else 32}
-max_parts = 64
+max_objects = {128 if dataset == "S" else 32}
+max_parts = {4 if split else 64}
 [replicate]
 tags = false
 [log]
 level = "warn"
 format = "text"
 """)
-            if tool == "xpsync-daemon":
-                f.write(f"""[queue]
+        if queue_url:
+            f.write(f"""[queue]
 url = "{queue_url}"
 endpoint_url = "{sqs_endpoint}"
 wait_time = "1s"
 [server]
 listen = "127.0.0.1:{free_port()}"
 """)
-        if tool == "xpsync-daemon":
-            return [paths["xpsync"], "run", "--config", config], env
-        return [paths["xpsync"], "backfill", "--mode", "copy", "--config", config], env
+
+
+def tool_commands(tool, paths, src, dst, bucket, dataset, workdir, queue_url=None, sqs_endpoint=None,
+                  messages=0):
+    """The commands that run `tool` (several for a fleet of daemons), and their environment."""
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET,
+               AWS_EC2_METADATA_DISABLED="true")
+    env.pop("AWS_CA_BUNDLE", None)
+    small = dataset == "S"
+    if tool == "xpsync":
+        config = os.path.join(workdir, f"{tool}-{dataset}.toml")
+        xpsync_config(config, src, dst, bucket, dataset)
+        return [[paths["xpsync"], "backfill", "--mode", "copy", "--config", config]], env
+    if tool in DAEMONS:
+        commands = []
+        for n in range(DAEMONS[tool]):
+            config = os.path.join(workdir, f"{tool}-{dataset}-{n}.toml")
+            xpsync_config(config, src, dst, bucket, dataset, queue_url, sqs_endpoint)
+            commands.append([paths["xpsync"], "run", "--config", config])
+        return commands, env
     if tool == "rclone":
         for side, endpoint in (("SRC", src), ("DST", dst)):
             env.update({f"RCLONE_CONFIG_{side}_TYPE": "s3", f"RCLONE_CONFIG_{side}_PROVIDER": "Other",
@@ -294,23 +363,23 @@ listen = "127.0.0.1:{free_port()}"
                         f"RCLONE_CONFIG_{side}_ENDPOINT": endpoint,
                         f"RCLONE_CONFIG_{side}_REGION": "us-east-1",
                         f"RCLONE_CONFIG_{side}_FORCE_PATH_STYLE": "true"})
-        return [paths["rclone"], "copy", f"SRC:{bucket}", f"DST:{bucket}",
+        return [[paths["rclone"], "copy", f"SRC:{bucket}", f"DST:{bucket}",
                 "--transfers", "128" if small else "32", "--checkers", "64",
                 "--s3-upload-concurrency", "16", "--s3-chunk-size", "16M",
-                "--s3-no-check-bucket", "--s3-disable-checksum"], env
+                "--s3-no-check-bucket", "--s3-disable-checksum"]], env
     if tool == "s3sync":
-        return [paths["s3sync"], "--source-access-key", KEY_ID, "--source-secret-access-key", SECRET,
+        return [[paths["s3sync"], "--source-access-key", KEY_ID, "--source-secret-access-key", SECRET,
                 "--source-endpoint-url", src, "--source-force-path-style", "--source-region", "us-east-1",
                 "--target-access-key", KEY_ID, "--target-secret-access-key", SECRET,
                 "--target-endpoint-url", dst, "--target-force-path-style", "--target-region", "us-east-1",
                 "--worker-size", "128" if small else "32", "--max-parallel-uploads", "16",
                 "--multipart-chunksize", "16MiB",
-                f"s3://{bucket}", f"s3://{bucket}"], env
+                f"s3://{bucket}", f"s3://{bucket}"]], env
     if tool == "queue-drain":
-        return [sys.executable, os.path.abspath(__file__), "--drain", sqs_endpoint, queue_url,
-                str(messages)], env
+        return [[sys.executable, os.path.abspath(__file__), "--drain", sqs_endpoint, queue_url,
+                 str(messages)]], env
     if tool == "raw":
-        return [paths["rawcopy"], src, bucket, dst, bucket, "128" if small else "32", "16"], env
+        return [[paths["rawcopy"], src, bucket, dst, bucket, "128" if small else "32", "16"]], env
     raise ValueError(tool)
 
 
@@ -322,13 +391,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     running = "--report" not in sys.argv
     parser.add_argument("--tools", required=running, help="directory with s3s-fs, s3sync")
+    parser.add_argument("--node-modules", required=running, help="directory with fauxqs")
     parser.add_argument("--xpsync", required=running)
     parser.add_argument("--rawcopy", required=running)
     parser.add_argument("--linkproxy", required=running)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--datasets", default="L,S,M")
-    parser.add_argument("--only", default="xpsync,xpsync-daemon,rclone,s3sync,raw,queue-drain",
-                        help="tools to run (xpsync-daemon, queue-drain: S only, first round)")
+    parser.add_argument("--datasets", default="L,S,M,G")
+    parser.add_argument("--only", default=",".join(["xpsync", *DAEMONS, "rclone", "s3sync", "raw", "queue-drain"]),
+                        help="tools to run (the daemons and queue-drain on S and M, the split on G only)")
     parser.add_argument("--no-link", action="store_true", help="skip the link-model runs")
     parser.add_argument("--no-loopback", action="store_true", help="only the link-model runs")
     parser.add_argument("--out", default="bench/results.json")
@@ -348,7 +418,7 @@ def main():
     source, target = Server(args.tools, "source"), Server(args.tools, "target")
     proxies = []
     results = []
-    moto = Moto() if "S" in names and {"xpsync-daemon", "queue-drain"} & set(tools) else None
+    queue = Fauxqs(args.node_modules) if QUEUED & set(tools) else None
     try:
         datasets = make_datasets(source, names)
         client = s3(target.endpoint)
@@ -365,27 +435,25 @@ def main():
                     for round_ in range(args.rounds):
                         order = tools[round_ % len(tools):] + tools[:round_ % len(tools)]
                         for tool in order:
-                            queued = tool in ("xpsync-daemon", "queue-drain")
-                            if queued and (name != "S" or round_ > 0):
-                                continue
-                            if tool == "queue-drain" and link != "loopback":
+                            if not runs_on(tool, name):
                                 continue
                             target.empty(bucket)
                             log.write(f"\n=== {link} {name} {tool} round {round_ + 1}\n")
                             log.flush()
-                            if queued:
-                                sqs, url = moto.fill_queue(source.endpoint, bucket, objects)
-                                command, env = tool_commands(tool, paths, src, dst, bucket, name, workdir,
-                                                             url, moto.endpoint, len(objects))
-                                if tool == "xpsync-daemon":
-                                    wall, rss, cpu, code = timed_daemon(command, env, log, sqs, url,
-                                                                        target.endpoint, bucket, len(objects))
+                            if tool in QUEUED:
+                                shape = "eventbridge" if tool.endswith("eventbridge") else "s3"
+                                sqs, url = queue.fill_queue(source.endpoint, bucket, objects, shape)
+                                commands, env = tool_commands(tool, paths, src, dst, bucket, name, workdir,
+                                                              url, queue.endpoint, len(objects))
+                                if tool in DAEMONS:
+                                    wall, rss, cpu, code = timed_daemons(commands, env, log, sqs, url,
+                                                                         target.endpoint, bucket, objects)
                                 else:
-                                    wall, rss, cpu, code = timed(command, env, log)
+                                    wall, rss, cpu, code = timed(commands[0], env, log)
                                 sqs.delete_queue(QueueUrl=url)
                             else:
-                                command, env = tool_commands(tool, paths, src, dst, bucket, name, workdir)
-                                wall, rss, cpu, code = timed(command, env, log)
+                                commands, env = tool_commands(tool, paths, src, dst, bucket, name, workdir)
+                                wall, rss, cpu, code = timed(commands[0], env, log)
                             copied = listing(target.endpoint, bucket)
                             listed = copied == objects or tool == "queue-drain"
                             complete = code == 0 and listed
@@ -393,15 +461,16 @@ def main():
                                             "wall_s": wall, "peak_rss_mib": rss, "cpu_s": cpu, "exit": code,
                                             "complete": complete, "listed": listed, "objects": len(objects),
                                             "bytes": sum(objects.values())})
-                            print(f"{link[:8]:8} {name} {tool:13} round {round_ + 1}: {wall:7.2f} s "
+                            print(f"{link[:8]:8} {name} {tool:25} round {round_ + 1}: {wall:7.2f} s "
                                   f"{rss:7.1f} MiB {cpu:6.2f} cpu-s {'ok' if complete else 'INCOMPLETE'}",
                                   file=sys.stderr, flush=True)
                             with open(args.out, "w") as f:  # as we go: a long run can be cut short
                                 json.dump(results, f, indent=1)
     finally:
-        for p in proxies + [source, target] + ([moto] if moto else []):
+        for p in proxies + [source, target] + ([queue] if queue else []):
             p.stop()
         shutil.rmtree(SHM, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
     print(report(results))
@@ -420,7 +489,7 @@ def report(results):
                 runs = [r for r in rows if r["tool"] == tool]
                 wall = statistics.median(r["wall_s"] for r in runs)
                 medians[tool] = (wall, runs)
-            base = medians.get("xpsync", (None,))[0]
+            base = (medians.get("xpsync") or medians.get("xpsync-split-x1") or (None,))[0]
             for tool, (wall, runs) in medians.items():
                 first = runs[0]
                 if name == "S":
@@ -429,12 +498,37 @@ def report(results):
                     rate = f"{first['bytes'] / MIB / wall:.0f} MiB/s"
                 rss = statistics.median(r["peak_rss_mib"] for r in runs)
                 cpu = statistics.median(r["cpu_s"] for r in runs)
-                ratio = f"{wall / base:.2f}" if base and tool != "xpsync" else "-"
+                ratio = f"{wall / base:.2f}" if base and wall != base else "-"
                 clean = sum(r["exit"] == 0 for r in runs)
                 whole = sum(r.get("listed", r["complete"]) for r in runs)
                 lines.append(f"| {name} | {tool} | {wall:.2f} s | {rate} | {rss:.0f} MiB | {cpu:.1f} s | {ratio} "
                              f"| {clean}/{len(runs)} / {whole}/{len(runs)} |")
+    lines.extend(scaling(results))
     return "\n".join(lines)
+
+
+def scaling(results):
+    """The daemon's rate against backfill's, and the fleet's against one worker's."""
+    lines = ["\n### The daemon and the fleet (ratios of medians)\n",
+             "| link | dataset | one daemon ÷ backfill (rate) | 2 daemons ÷ 1 | 4 daemons ÷ 1 | EventBridge ÷ S3 events | split: 3 workers ÷ 1 |",
+             "|---|---|---|---|---|---|---|"]
+    for link in dict.fromkeys(r["link"] for r in results):
+        for name in dict.fromkeys(r["dataset"] for r in results):
+            walls = {}
+            for r in results:
+                if r["link"] == link and r["dataset"] == name:
+                    walls.setdefault(r["tool"], []).append(r["wall_s"])
+            median = {tool: statistics.median(w) for tool, w in walls.items()}
+
+            def speedup(slow, fast):
+                return f"{median[slow] / median[fast]:.2f}×" if slow in median and fast in median else "-"
+            cells = [speedup("xpsync", "xpsync-daemon"), speedup("xpsync-daemon", "xpsync-daemon-x2"),
+                     speedup("xpsync-daemon", "xpsync-daemon-x4"),
+                     speedup("xpsync-daemon", "xpsync-daemon-eventbridge"),
+                     speedup("xpsync-split-x1", "xpsync-split-x3")]
+            if any(c != "-" for c in cells):
+                lines.append(f"| {link[:8]} | {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":
