@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """xpsync against rclone and s3sync, copying between two local S3 servers.
 
-Both servers are s3s-fs with their data on tmpfs (/dev/shm), on loopback, with
-static keys. Datasets (L: one 1 GiB object in 16 MiB parts; S: 2,000 objects of
+The servers are s3s-fs with their data on tmpfs (/dev/shm), on loopback, with
+static keys (for G, the target is moto's, whose ListParts names each part's ETag: a
+split completes from that listing, and s3s-fs lists parts without them). Datasets (L: one 1 GiB object in 16 MiB parts; S: 2,000 objects of
 64 KiB; M: 200 objects of 1 to 40 MiB; G: one 2 GiB object, the fleet's split) are
 copied by each tool in turn, the target emptied between runs, and the order of tools
 rotated between rounds. Then the same again through the link model: a proxy in front
@@ -21,7 +22,8 @@ Its wall time runs from the daemons' start until the queue is empty and every ke
 on the target. "queue-drain" is that path's limit: the same queue received and
 deleted by a bare boto3 loop that copies nothing. G is copied only by the daemon:
 its key's event is split into part ranges shared by one ("xpsync-split-x1") or
-three ("xpsync-split-x3") daemons, each with max_parts 4.
+three ("xpsync-split-x3") daemons, each with max_parts 4, through the link model
+only; its limit on these servers is rawcopy with 4 and with 12 parts at once.
 
 Run it with bench/run; it writes bench/results.json and prints a Markdown report.
 """
@@ -94,6 +96,30 @@ class Server(Process):
         path = os.path.join(self.root, bucket)
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path)
+
+
+class Moto(Process):
+    """moto's server, as the tests start it: the target of the split bench (G), whose
+    ListParts answers with each part's ETag, the ledger a split completes from
+    (s3s-fs lists parts without them). Not its source: moto reads a whole object to
+    serve a range of it."""
+
+    def __init__(self):
+        self.port = free_port()
+        launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "emulator",
+                                "moto_server.py")
+        super().__init__([sys.executable, launcher, "-H", "127.0.0.1", "-p", str(self.port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def empty(self, bucket):
+        client = s3(self.endpoint)
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=o["Key"])
+        for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+            client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
 
 
 class Fauxqs(Process):
@@ -185,7 +211,7 @@ def put_in_parts(client, bucket, key, count):
 
 
 def make_datasets(source, names):
-    client = s3(source.endpoint)
+    client = s3(source)
     rng = random.Random(42)
     made = {}
     for name in names:
@@ -228,10 +254,12 @@ def timed(args, env, log):
     return wall, int(rss_kib) / 1024, float(user) + float(system), code
 
 
-def timed_daemons(commands, env, log, sqs, queue_url, target, bucket, objects, timeout=900):
-    """Runs daemons, each under GNU time, until the queue is empty and the target
-    holds every key with its size, then stops them with SIGTERM: (wall s, the
-    largest peak RSS of one daemon in MiB, CPU s of all, exit code)."""
+def timed_daemons(commands, env, log, sqs, queue_url, target, bucket, objects, drained=True, timeout=900):
+    """Runs daemons, each under GNU time, until the target holds every key with its
+    size and (if `drained`) the queue is empty, then stops them with SIGTERM: (wall
+    s, the largest peak RSS of one daemon in MiB, CPU s of all, exit code). A split's
+    delayed check outlives its object by up to `transfer.split_check_delay`: its
+    time runs until the object is there."""
     started = time.monotonic()
     runs = []
     for args in commands:
@@ -247,7 +275,7 @@ def timed_daemons(commands, env, log, sqs, queue_url, target, bucket, objects, t
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
                             "ApproximateNumberOfMessagesDelayed"],
         )["Attributes"]
-        if any(int(v) for v in attributes.values()):
+        if drained and any(int(v) for v in attributes.values()):
             continue
         if listing(target, bucket) == objects:
             wall = time.monotonic() - started
@@ -289,14 +317,17 @@ DAEMONS = {"xpsync-daemon": 1, "xpsync-daemon-x2": 2, "xpsync-daemon-x4": 4, "xp
            "xpsync-split-x1": 1, "xpsync-split-x3": 3}
 QUEUED = set(DAEMONS) | {"queue-drain"}
 SPLIT = {"xpsync-split-x1", "xpsync-split-x3"}
+# G's server-bound limit: rawcopy with the parts of one worker, and of three.
+RAW_SPLIT = {"raw-4-parts": 4, "raw-12-parts": 12}
 
 
-def runs_on(tool, dataset):
+def runs_on(tool, dataset, link):
     """Which tools copy which dataset: G only by the splitting daemons, whom it is
-    for; the daemon's path and its queue's limit on S and M."""
+    for, and only through the link model; the daemon's path and its queue's limit
+    on S and M."""
     if dataset == "G":
-        return tool in SPLIT
-    if tool in SPLIT:
+        return (tool in SPLIT or tool in RAW_SPLIT) and link != "loopback"
+    if tool in SPLIT or tool in RAW_SPLIT:
         return False
     return dataset in ("S", "M") or tool not in QUEUED
 
@@ -378,6 +409,8 @@ def tool_commands(tool, paths, src, dst, bucket, dataset, workdir, queue_url=Non
     if tool == "queue-drain":
         return [[sys.executable, os.path.abspath(__file__), "--drain", sqs_endpoint, queue_url,
                  str(messages)]], env
+    if tool in RAW_SPLIT:
+        return [[paths["rawcopy"], src, bucket, dst, bucket, str(RAW_SPLIT[tool]), "16"]], env
     if tool == "raw":
         return [[paths["rawcopy"], src, bucket, dst, bucket, "128" if small else "32", "16"]], env
     raise ValueError(tool)
@@ -397,7 +430,8 @@ def main():
     parser.add_argument("--linkproxy", required=running)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--datasets", default="L,S,M,G")
-    parser.add_argument("--only", default=",".join(["xpsync", *DAEMONS, "rclone", "s3sync", "raw", "queue-drain"]),
+    parser.add_argument("--only", default=",".join(["xpsync", *DAEMONS, "rclone", "s3sync", "raw", *RAW_SPLIT,
+                                                    "queue-drain"]),
                         help="tools to run (the daemons and queue-drain on S and M, the split on G only)")
     parser.add_argument("--no-link", action="store_true", help="skip the link-model runs")
     parser.add_argument("--no-loopback", action="store_true", help="only the link-model runs")
@@ -415,27 +449,35 @@ def main():
     names = args.datasets.split(",")
     shutil.rmtree(SHM, ignore_errors=True)
     workdir = tempfile.mkdtemp(prefix="xpsync-bench-")
-    source, target = Server(args.tools, "source"), Server(args.tools, "target")
+    servers = [(Server(args.tools, "source"), Server(args.tools, "target"))]
+    if "G" in names:
+        servers.append((servers[0][0], Moto()))
     proxies = []
     results = []
     queue = Fauxqs(args.node_modules) if QUEUED & set(tools) else None
     try:
-        datasets = make_datasets(source, names)
-        client = s3(target.endpoint)
+        pair = {name: servers[-1] if name == "G" else servers[0] for name in names}
+        datasets = {}
         for name in names:
-            client.create_bucket(Bucket=datasets[name][0])
-        links = [] if args.no_loopback else [("loopback", source.endpoint, target.endpoint)]
+            datasets.update(make_datasets(pair[name][0].endpoint, [name]))
+            s3(pair[name][1].endpoint).create_bucket(Bucket=datasets[name][0])
+        links = [] if args.no_loopback else [("loopback", {id(p): (p[0].endpoint, p[1].endpoint) for p in servers})]
         if not args.no_link:
-            proxies = [LinkProxy(args.linkproxy, source.endpoint), LinkProxy(args.linkproxy, target.endpoint)]
-            links.append(("link 8 MiB/s per connection, 100 ms each way", proxies[0].endpoint, proxies[1].endpoint))
+            through = {}
+            for p in servers:
+                proxies.extend([LinkProxy(args.linkproxy, p[0].endpoint), LinkProxy(args.linkproxy, p[1].endpoint)])
+                through[id(p)] = (proxies[-2].endpoint, proxies[-1].endpoint)
+            links.append(("link 8 MiB/s per connection, 100 ms each way", through))
         with open(os.path.join(workdir, "tools.log"), "w") as log:
-            for link, src, dst in links:
+            for link, ends in links:
                 for name in names:
                     bucket, objects = datasets[name]
+                    source, target = pair[name]
+                    src, dst = ends[id(pair[name])]
                     for round_ in range(args.rounds):
                         order = tools[round_ % len(tools):] + tools[:round_ % len(tools)]
                         for tool in order:
-                            if not runs_on(tool, name):
+                            if not runs_on(tool, name, link):
                                 continue
                             target.empty(bucket)
                             log.write(f"\n=== {link} {name} {tool} round {round_ + 1}\n")
@@ -447,7 +489,8 @@ def main():
                                                               url, queue.endpoint, len(objects))
                                 if tool in DAEMONS:
                                     wall, rss, cpu, code = timed_daemons(commands, env, log, sqs, url,
-                                                                         target.endpoint, bucket, objects)
+                                                                         target.endpoint, bucket, objects,
+                                                                         drained=tool not in SPLIT)
                                 else:
                                     wall, rss, cpu, code = timed(commands[0], env, log)
                                 sqs.delete_queue(QueueUrl=url)
@@ -467,7 +510,7 @@ def main():
                             with open(args.out, "w") as f:  # as we go: a long run can be cut short
                                 json.dump(results, f, indent=1)
     finally:
-        for p in proxies + [source, target] + ([queue] if queue else []):
+        for p in proxies + list({id(s): s for pair_ in servers for s in pair_}.values()) + ([queue] if queue else []):
             p.stop()
         shutil.rmtree(SHM, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -510,8 +553,8 @@ def report(results):
 def scaling(results):
     """The daemon's rate against backfill's, and the fleet's against one worker's."""
     lines = ["\n### The daemon and the fleet (ratios of medians)\n",
-             "| link | dataset | one daemon ÷ backfill (rate) | 2 daemons ÷ 1 | 4 daemons ÷ 1 | EventBridge ÷ S3 events | split: 3 workers ÷ 1 |",
-             "|---|---|---|---|---|---|---|"]
+             "| link | dataset | one daemon ÷ backfill (rate) | 2 daemons ÷ 1 | 4 daemons ÷ 1 | EventBridge ÷ S3 events | split: 3 workers ÷ 1 | raw: 12 parts ÷ 4 |",
+             "|---|---|---|---|---|---|---|---|"]
     for link in dict.fromkeys(r["link"] for r in results):
         for name in dict.fromkeys(r["dataset"] for r in results):
             walls = {}
@@ -525,7 +568,7 @@ def scaling(results):
             cells = [speedup("xpsync", "xpsync-daemon"), speedup("xpsync-daemon", "xpsync-daemon-x2"),
                      speedup("xpsync-daemon", "xpsync-daemon-x4"),
                      speedup("xpsync-daemon", "xpsync-daemon-eventbridge"),
-                     speedup("xpsync-split-x1", "xpsync-split-x3")]
+                     speedup("xpsync-split-x1", "xpsync-split-x3"), speedup("raw-4-parts", "raw-12-parts")]
             if any(c != "-" for c in cells):
                 lines.append(f"| {link[:8]} | {name} | " + " | ".join(cells) + " |")
     return lines

@@ -113,10 +113,14 @@ async fn a_target_refusing_writes_but_not_listings_gets_one_message_per_probe() 
     for (i, key) in keys.iter().enumerate() {
         p.put_source(key, bytes_of(100, i as u64)).await;
     }
+    // 40 message slots: four receive loops, of which only one may take the trial.
     let daemon = Daemon::start(
         &p,
         "daemon",
-        &[("XPSYNC_TARGET__ENDPOINT_URL", target.endpoint.as_str())],
+        &[
+            ("XPSYNC_TARGET__ENDPOINT_URL", target.endpoint.as_str()),
+            ("XPSYNC_TRANSFER__MAX_OBJECTS", "40"),
+        ],
     )
     .await;
     eventually(MINUTE, "the daemon pauses, saying why", || async {
