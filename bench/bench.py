@@ -334,7 +334,7 @@ def runs_on(tool, dataset, link):
     return dataset in ("S", "M") or tool not in QUEUED
 
 
-def xpsync_config(path, src, dst, bucket, dataset, queue_url=None, sqs_endpoint=None):
+def xpsync_config(path, src, dst, bucket, dataset, queue_url=None, sqs_endpoint=None, split_range_size=None):
     split = dataset == "G"
     with open(path, "w") as f:
         f.write(f"""[source]
@@ -354,6 +354,7 @@ secret_access_key = "{SECRET}"
 [transfer]
 max_objects = {128 if dataset == "S" else 32}
 max_parts = {4 if split else 64}
+{f'split_range_size = "{split_range_size}"' if split and split_range_size else ""}
 [replicate]
 tags = false
 [log]
@@ -371,7 +372,7 @@ listen = "127.0.0.1:{free_port()}"
 
 
 def tool_commands(tool, paths, src, dst, bucket, dataset, workdir, queue_url=None, sqs_endpoint=None,
-                  messages=0):
+                  messages=0, split_range_size=None):
     """The commands that run `tool` (several for a fleet of daemons), and their environment."""
     env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET,
                AWS_EC2_METADATA_DISABLED="true")
@@ -385,7 +386,7 @@ def tool_commands(tool, paths, src, dst, bucket, dataset, workdir, queue_url=Non
         commands = []
         for n in range(DAEMONS[tool]):
             config = os.path.join(workdir, f"{tool}-{dataset}-{n}.toml")
-            xpsync_config(config, src, dst, bucket, dataset, queue_url, sqs_endpoint)
+            xpsync_config(config, src, dst, bucket, dataset, queue_url, sqs_endpoint, split_range_size)
             commands.append([paths["xpsync"], "run", "--config", config])
         return commands, env
     if tool == "rclone":
@@ -436,6 +437,7 @@ def main():
                                                     "queue-drain"]),
                         help="tools to run (the daemons and queue-drain on S and M, the split on G only)")
     parser.add_argument("--no-link", action="store_true", help="skip the link-model runs")
+    parser.add_argument("--split-range-size", help="transfer.split_range_size for G (default: xpsync's)")
     parser.add_argument("--no-loopback", action="store_true", help="only the link-model runs")
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--report", action="store_true", help="only print the report of --out")
@@ -488,7 +490,8 @@ def main():
                                 shape = "eventbridge" if tool.endswith("eventbridge") else "s3"
                                 sqs, url = queue.fill_queue(source.endpoint, bucket, objects, shape)
                                 commands, env = tool_commands(tool, paths, src, dst, bucket, name, workdir,
-                                                              url, queue.endpoint, len(objects))
+                                                              url, queue.endpoint, len(objects),
+                                                              args.split_range_size)
                                 if tool in DAEMONS:
                                     wall, rss, cpu, code = timed_daemons(commands, env, log, sqs, url,
                                                                          target.endpoint, bucket, objects,
