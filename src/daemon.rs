@@ -13,7 +13,8 @@
 //!
 //! **Shutdown.** [`run`] is handed a [`CancellationToken`] (the binary cancels it on
 //! SIGTERM or SIGINT; a test may cancel it whenever it likes). Then `/readyz` fails
-//! and receiving stops. In-flight messages get `shutdown.grace_period`; what still
+//! and receiving stops. In-flight messages get `shutdown.grace_period`, counted from
+//! the signal (a long poll already sent is waited out within it); what still
 //! runs then is cancelled and its message made visible at once for another worker.
 //! One log line sums it up.
 
@@ -105,14 +106,20 @@ pub async fn run(
     }
     tracing::info!(listen = %config.server.listen, "xpsync is running");
 
-    Arc::clone(&daemon).receive_loop(&shutdown).await;
+    // The grace period runs from the signal: the receive loops may first wait out a
+    // long poll already sent (up to `queue.wait_time`), and ECS kills the task
+    // `stopTimeout` after the signal whatever they do.
+    let ((), signalled) = tokio::join!(Arc::clone(&daemon).receive_loop(&shutdown), async {
+        shutdown.cancelled().await;
+        tokio::time::Instant::now()
+    });
     tracing::info!("shutting down: no new messages; in-flight copies get the grace period");
 
     let in_flight = daemon.tracker.len();
     let handled_before = daemon.handled.load(Ordering::SeqCst);
     daemon.tracker.close();
     let grace = config.shutdown.grace_period;
-    if tokio::time::timeout(grace, daemon.tracker.wait())
+    if tokio::time::timeout_at(signalled + grace, daemon.tracker.wait())
         .await
         .is_err()
     {
