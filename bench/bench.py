@@ -270,22 +270,24 @@ def timed_daemons(commands, env, log, sqs, queue_url, target, bucket, objects, d
                                 env=env, stdout=log, stderr=log)
         runs.append((proc, times))
     wall = None
-    while time.monotonic() - started < timeout and all(proc.poll() is None for proc, _ in runs):
-        time.sleep(0.2)
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                            "ApproximateNumberOfMessagesDelayed"],
-        )["Attributes"]
-        if drained and any(int(v) for v in attributes.values()):
-            continue
-        if listing(target, bucket) == objects:
-            wall = time.monotonic() - started
-            break
+    try:
+        while time.monotonic() - started < timeout and all(proc.poll() is None for proc, _ in runs):
+            time.sleep(0.2)
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=queue_url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                                "ApproximateNumberOfMessagesDelayed"],
+            )["Attributes"]
+            if drained and any(int(v) for v in attributes.values()):
+                continue
+            if listing(target, bucket) == objects:
+                wall = time.monotonic() - started
+                break
+    finally:  # a server that died must not leave the daemons running
+        for proc, times in runs:
+            subprocess.call(["pkill", "-TERM", "-P", str(proc.pid)])
     code = 0
     rss = cpu = 0.0
-    for proc, times in runs:
-        subprocess.call(["pkill", "-TERM", "-P", str(proc.pid)])
     for proc, times in runs:
         try:
             exit_code = proc.wait(120)
