@@ -19,12 +19,13 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use futures::{StreamExt, TryStreamExt};
 
 use super::part::{copy_part, Part, PartDone};
 use super::{with_write_options, Copied, Copier, Method, PartPlan, TransferError, WriteOptions};
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
 use crate::metrics::PartResult;
 use crate::object::SourceObject;
@@ -185,30 +186,7 @@ impl Upload<'_> {
             }
         }
 
-        let completed = CompletedMultipartUpload::builder()
-            .set_parts(Some(
-                parts
-                    .iter()
-                    .map(|(number, etag)| {
-                        CompletedPart::builder()
-                            .part_number(*number as i32)
-                            .e_tag(etag.quoted())
-                            .build()
-                    })
-                    .collect(),
-            ))
-            .build();
-        let request = copier
-            .target
-            .client
-            .complete_multipart_upload()
-            .bucket(&copier.target.bucket)
-            .key(target_key)
-            .upload_id(upload_id)
-            .multipart_upload(completed);
-        let output = copier
-            .target
-            .observe("CompleteMultipartUpload", request.send().await)?;
+        let output = complete(copier, target_key, upload_id, parts.iter()).await?;
         let etag = copier
             .check_written(
                 target_key,
@@ -359,6 +337,38 @@ pub(super) async fn list_uploads(
         .filter(|upload| upload.key() == Some(target_key))
         .filter_map(|upload| upload.upload_id().map(str::to_owned))
         .collect())
+}
+
+/// Completes an upload with `parts` (number, ETag) in order.
+pub(super) async fn complete<'a>(
+    copier: &Copier,
+    target_key: &str,
+    upload_id: &str,
+    parts: impl Iterator<Item = (&'a usize, &'a ETag)>,
+) -> Result<CompleteMultipartUploadOutput, S3Error> {
+    let completed = CompletedMultipartUpload::builder()
+        .set_parts(Some(
+            parts
+                .map(|(number, etag)| {
+                    CompletedPart::builder()
+                        .part_number(*number as i32)
+                        .e_tag(etag.quoted())
+                        .build()
+                })
+                .collect(),
+        ))
+        .build();
+    let request = copier
+        .target
+        .client
+        .complete_multipart_upload()
+        .bucket(&copier.target.bucket)
+        .key(target_key)
+        .upload_id(upload_id)
+        .multipart_upload(completed);
+    copier
+        .target
+        .observe("CompleteMultipartUpload", request.send().await)
 }
 
 /// The parts of an upload: number → (size, ETag).

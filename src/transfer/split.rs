@@ -20,7 +20,6 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
 
 use super::part::{copy_part, Part};
@@ -304,35 +303,12 @@ impl Copier {
                 )));
             }
         }
-        let completed = CompletedMultipartUpload::builder()
-            .set_parts(Some(
-                etags
-                    .iter()
-                    .map(|(n, etag)| {
-                        CompletedPart::builder()
-                            .part_number(*n as i32)
-                            .e_tag(etag.quoted())
-                            .build()
-                    })
-                    .collect(),
-            ))
-            .build();
-        let request = self
-            .target
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.target.bucket)
-            .key(target_key)
-            .upload_id(&work.upload_id)
-            .multipart_upload(completed);
-        let output = match self
-            .target
-            .observe("CompleteMultipartUpload", request.send().await)
-        {
-            Ok(output) => output,
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
-            Err(e) => return Err(e.into()),
-        };
+        let output =
+            match multipart::complete(self, target_key, &work.upload_id, etags.iter()).await {
+                Ok(output) => output,
+                Err(e) if e.kind == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
+                Err(e) => return Err(e.into()),
+            };
         let etag = self
             .check_written(
                 target_key,
