@@ -381,6 +381,9 @@ label! {
         /// Received while the worker held all the ranges its parts can copy: sent
         /// again for another worker.
         HandedBack => "handed_back",
+        /// Its upload gave way to a lower upload of the same version (a duplicate
+        /// split): not copied.
+        Superseded => "superseded",
     }
 }
 
@@ -394,6 +397,9 @@ label! {
         /// The upload was given up (the source changed, another layout) and the
         /// key sent again.
         Restarted => "restarted",
+        /// A duplicate split's upload, given up for a lower upload of the same
+        /// version.
+        Merged => "merged",
     }
 }
 

@@ -185,6 +185,12 @@ async fn a_worker_holds_only_the_ranges_it_copies_and_the_last_range_completes_t
             daemon.logs()
         );
     }
-    assert!(p.target_uploads().await.is_empty());
+    let uploads = p.target_uploads().await;
+    assert!(
+        uploads.is_empty(),
+        "uploads were left behind: {uploads:?}\n{}\n{}",
+        daemons[0].logs(),
+        daemons[1].logs()
+    );
     assert!(pipeline.dead_letters().await.is_empty());
 }

@@ -146,6 +146,18 @@ impl Daemon {
                 self.check_if_filled(key, &target_key, work).await;
                 self.settle(message, true, "range copied").await;
             }
+            Ok(RangeOutcome::Superseded { aborted }) => {
+                RangeResult::Superseded.count();
+                if aborted {
+                    SplitResult::Merged.count();
+                }
+                self.settle(
+                    message,
+                    true,
+                    "range of an upload that gave way to another of its version",
+                )
+                .await;
+            }
             Ok(RangeOutcome::UploadGone) => {
                 RangeResult::UploadGone.count();
                 self.settle(message, true, "range of an upload that is gone")
@@ -241,14 +253,33 @@ impl Daemon {
             Ok(CheckOutcome::Missing { present, missing }) => {
                 self.missing(key, work, present, &missing).await
             }
-            // Completed by an earlier check, or given up: reconcile the key as usual.
-            Ok(CheckOutcome::Gone) => Ok(self.send_key(key).await),
+            Ok(CheckOutcome::Gone) => Ok(self.gone(key, &target_key, work).await),
             Ok(CheckOutcome::Mismatch(why)) => {
                 Ok(self.restart(key, &work.upload_id, &why, false).await)
             }
             Err(e) => {
                 tracing::warn!(error = %e, kind = e.kind().as_str(), "could not check a split's upload");
                 Ok(false)
+            }
+        }
+    }
+
+    /// The upload of `work` is gone. If it gave way to another upload of its version
+    /// (a duplicate split), that upload's own check completes the object; else it
+    /// was completed by an earlier check, or given up: the key is reconciled as usual.
+    async fn gone(&self, key: &str, target_key: &str, work: &CheckWork) -> bool {
+        let copier = self.reconciler.copier();
+        let kms = work.target_kms || self.reconciler.target_asks_kms();
+        let version = crate::etag::ETag::new(&work.etag);
+        match copier.lowest_marked(target_key, None, &version, kms).await {
+            Ok(Some(winner)) => {
+                tracing::info!(upload_id = %work.upload_id, %winner, "the upload gave way to another of its version; that one's check completes the object");
+                true
+            }
+            Ok(None) => self.send_key(key).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the key's uploads");
+                false
             }
         }
     }

@@ -2,14 +2,18 @@
 //! object into an upload and its ranges, copy one range, look at the upload.
 //!
 //! **Split.** The plan is the one a multipart copy would use (the source's layout,
-//! or a uniform cut). An upload is created with the object's description; then the
-//! key's uploads are listed and the lowest upload id wins, so duplicate events do not
-//! make two splitters copy one object twice: a splitter that lost aborts its own
-//! upload and works for the winner.
+//! or a uniform cut). An upload is created with the object's description and tagged
+//! with the version it copies; then the key's uploads are listed and the lowest
+//! upload id of this version wins, so duplicate events do not make two splitters
+//! copy one object twice: a splitter that lost aborts its own upload and works for
+//! the winner.
 //!
-//! **Range.** Each part is copied as any part is ([`super::part`]): `If-Match` the
-//! source ETag, streamed and checked by its ETag, or buffered with Content-MD5 under
-//! KMS. A 412 means the source changed; a missing upload, that the work is over.
+//! **Range.** First the key's uploads are listed again: two splitters that each
+//! listed before the other had tagged its upload both kept their own, and the
+//! ranges of the higher one give it up here. Then each part is copied as any part
+//! is ([`super::part`]): `If-Match` the source ETag, streamed and checked by its
+//! ETag, or buffered with Content-MD5 under KMS. A 412 means the source changed; a
+//! missing upload, that the work is over.
 //!
 //! **Check.** ListParts is the ledger. Every part present with its planned size:
 //! where the source's own layout was kept and ETags are MD5s, the composite must be
@@ -54,6 +58,9 @@ pub enum RangeOutcome {
     SourceChanged,
     /// The upload is gone: completed by a check, or given up.
     UploadGone,
+    /// A lower upload carries the same version ([`Copier::lowest_marked`]): this
+    /// one was given up (`aborted`: by this call) and its ranges are not copied.
+    Superseded { aborted: bool },
 }
 
 /// What looking at an upload came to.
@@ -120,19 +127,11 @@ impl Copier {
                 .content_md5(content_md5)
                 .body(body.into());
             self.target.observe("UploadPart", request.send().await)?;
-            let uploads = match multipart::list_uploads(self, target_key).await {
-                Ok(uploads) => uploads,
-                Err(TransferError::S3(e)) if e.kind == ErrorKind::Permanent => Vec::new(),
-                Err(e) => return Err(e),
-            };
-            for upload in uploads {
-                if upload < winner
-                    && self
-                        .carries_marker(target_key, &upload, &etag, target_kms)
-                        .await?
-                {
-                    winner = upload;
-                }
+            if let Some(lower) = self
+                .lowest_marked(target_key, Some(&mine), &etag, target_kms)
+                .await?
+            {
+                winner = lower;
             }
         }
         if winner != mine {
@@ -152,6 +151,37 @@ impl Copier {
             stalled: 0,
             resends: 0,
         })
+    }
+
+    /// The lowest upload of `target_key` (below `below`, if given) that carries the
+    /// marker of version `etag`: the one upload of that version all splitters and
+    /// ranges work for. Two splitters of one version that listed the uploads each
+    /// before the other's marker was in keep both uploads; the ranges of the higher
+    /// one find the lower here and give theirs up ([`Self::copy_range`]).
+    pub async fn lowest_marked(
+        &self,
+        target_key: &str,
+        below: Option<&str>,
+        etag: &ETag,
+        target_kms: bool,
+    ) -> Result<Option<String>, TransferError> {
+        let mut uploads = match multipart::list_uploads(self, target_key).await {
+            Ok(uploads) => uploads,
+            // Not allowed to list: each splitter keeps its own upload.
+            Err(TransferError::S3(e)) if e.kind == ErrorKind::Permanent => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        uploads.retain(|upload| below.is_none_or(|below| upload.as_str() < below));
+        uploads.sort();
+        for upload in uploads {
+            if self
+                .carries_marker(target_key, &upload, etag, target_kms)
+                .await?
+            {
+                return Ok(Some(upload));
+            }
+        }
+        Ok(None)
     }
 
     /// Whether `upload` carries the marker of version `etag`: its size, and (where
@@ -194,8 +224,17 @@ impl Copier {
         work: &RangeWork,
         target_kms: bool,
     ) -> Result<RangeOutcome, TransferError> {
-        let source = SourceObject::listed(key, 0, Some(ETag::new(&work.etag)));
+        let version = ETag::new(&work.etag);
         let target_kms = target_kms || work.target_kms;
+        if let Some(winner) = self
+            .lowest_marked(target_key, Some(&work.upload_id), &version, target_kms)
+            .await?
+        {
+            tracing::info!(upload_id = %work.upload_id, %winner, "another upload of this version came first; giving this one up");
+            let aborted = self.abandon(target_key, &work.upload_id).await;
+            return Ok(RangeOutcome::Superseded { aborted });
+        }
+        let source = SourceObject::listed(key, 0, Some(version));
         let stream = self.settings.stream_parts && !target_kms && !self.target_kms_seen();
         let mut start = work.first_byte;
         let parts: Vec<(usize, std::ops::Range<u64>)> = work

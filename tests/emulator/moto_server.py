@@ -6,6 +6,10 @@
 - moto answers an UploadPart to an upload that was aborted or completed with a
   500 (a KeyError inside); S3 answers 404 NoSuchUpload. This launcher raises S3's
   error there.
+- moto reads ListParts' `part-number-marker` as an index into the upload's list of
+  parts; S3 reads it as a part number and lists the parts numbered above it. This
+  launcher lists as S3 does (an upload whose parts are not 1..N, such as one with
+  the fleet's marker part 10000, is listed otherwise by moto).
 
 It changes nothing else, so the tests see S3's wire format. Arguments are
 moto_server's own.
@@ -15,7 +19,7 @@ import sys
 
 from moto.core.serialize import S3Serializer
 from moto.s3.exceptions import NoSuchUpload
-from moto.s3.models import S3Backend
+from moto.s3.models import FakeMultipart, S3Backend
 from moto.server import main
 
 _serialize = S3Serializer._serialized_result_to_response
@@ -45,6 +49,21 @@ def _upload_part_as_s3_does(self, bucket_name, multipart_id, part_id, value):
 
 
 S3Backend.upload_part = _upload_part_as_s3_does
+
+
+def _list_parts_as_s3_does(self, part_number_marker, max_parts):
+    numbers = [n for n in self.partlist if n > part_number_marker][:max_parts]
+    for number in numbers:
+        yield self.parts[number]
+
+
+def _is_truncated_as_s3_does(self, bucket_name, multipart_id, next_part_number_marker):
+    parts = self.get_bucket(bucket_name).multiparts[multipart_id].partlist
+    return any(n > int(next_part_number_marker) for n in parts)
+
+
+FakeMultipart.list_parts = _list_parts_as_s3_does
+S3Backend.is_truncated = _is_truncated_as_s3_does
 
 if __name__ == "__main__":
     sys.exit(main())
