@@ -28,6 +28,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What a splitter came to: the first check of the upload, and whether the upload
+/// is another splitter's (of the same version), joined: that splitter sends its
+/// ranges, so this one sends only a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub check: CheckWork,
+    pub joined: bool,
+}
+
 /// A run of parts to copy into an upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

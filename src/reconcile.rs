@@ -301,10 +301,10 @@ impl Reconciler {
 
         // Copy, or split for the fleet.
         if self.splits && self.copier.splits(source.size) {
-            let check = self.copier.split(&source, &target_key, &options).await?;
+            let split = self.copier.split(&source, &target_key, &options).await?;
             return Ok(Done {
                 bytes: source.size,
-                split: Some(check),
+                split: Some(split),
                 ..Done::of(Outcome::Split)
             });
         }

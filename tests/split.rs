@@ -7,9 +7,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::faults::{FaultProxy, Faults};
 use common::pipeline::{eventually, Daemon, Pipeline};
 use common::proxy::SlowProxy;
-use common::{Partitions, MIB};
+use common::{Partitions, MIB, SOURCE_BUCKET};
 
 const KEY: &str = "giant/object.bin";
 
@@ -192,5 +193,97 @@ async fn a_worker_holds_only_the_ranges_it_copies_and_the_last_range_completes_t
         daemons[0].logs(),
         daemons[1].logs()
     );
+    assert!(pipeline.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
+    let p = Partitions::start().await;
+    // The object is there before the bucket's events are wired: the test sends the
+    // duplicate events itself, one to each worker.
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 64).await;
+    let source_etag = p.source_etag(KEY).await;
+    let pipeline = Pipeline::wire(&p).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 4 * MIB as u64).await;
+    // Worker A's version marker (part 10,000) is held back: worker B splits the
+    // same version meanwhile, and each lists the uploads before the other's is
+    // tagged. Whichever upload id is lower, one upload must be left, copied once.
+    let held = FaultProxy::start(
+        &p.target.endpoint,
+        Faults {
+            hold_part: Some(10_000),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let mut env = worker_env(&slow.endpoint);
+    env.push(("XPSYNC_TRANSFER__MAX_PARTS", "1".into()));
+    // One message at a time for A: the second event, sent while A's split is held,
+    // can only go to B.
+    let mut env_a = env.clone();
+    env_a.retain(|(name, _)| *name != "XPSYNC_TRANSFER__MAX_OBJECTS");
+    env_a.extend([
+        ("XPSYNC_TARGET__ENDPOINT_URL", held.endpoint.clone()),
+        ("XPSYNC_TRANSFER__MAX_OBJECTS", "1".into()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_a: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let event = serde_json::json!({"xpsync": 1, "bucket": SOURCE_BUCKET, "key": KEY}).to_string();
+
+    let a = Daemon::start(&p, "worker-a", &env_a).await;
+    pipeline.send(&event).await;
+    eventually(
+        Duration::from_secs(60),
+        "worker A's marker is held",
+        || async { held.held() == 1 },
+    )
+    .await;
+    let b = Daemon::start(&p, "worker-b", &env).await;
+    pipeline.send(&event).await;
+    eventually(Duration::from_secs(60), "worker B has split", || async {
+        b.metric("xpsync_splits_total{result=\"split\"}") >= 1.0
+    })
+    .await;
+    assert_eq!(
+        p.target_uploads().await.len(),
+        2,
+        "two uploads of one version"
+    );
+    held.release();
+
+    eventually(
+        Duration::from_secs(150),
+        "the object is complete",
+        || async { p.target_etag(KEY).await.as_deref() == Some(source_etag.as_str()) },
+    )
+    .await;
+    assert_eq!(p.target_bytes(KEY).await, Some(body));
+    let daemons = [a, b];
+    let metric = |name: &str| -> f64 { daemons.iter().map(|d| d.metric(name)).sum() };
+    let logs = || format!("{}\n{}", daemons[0].logs(), daemons[1].logs());
+    assert_eq!(
+        metric("xpsync_splits_total{result=\"merged\"}"),
+        1.0,
+        "one split gave way to the other:\n{}",
+        logs()
+    );
+    // Which way it went depends on the random upload ids: B's lower, A joined it at
+    // its split; A's lower, B's ranges found it and gave B's upload up.
+    let superseded = metric("xpsync_ranges_total{result=\"superseded\"}");
+    eprintln!("ranges superseded: {superseded} (0: merged at the split)");
+    let copied = metric("xpsync_ranges_total{result=\"copied\"}");
+    assert!(
+        (12.0..24.0).contains(&copied),
+        "{copied} ranges copied for 12: the object was copied twice\n{}",
+        logs()
+    );
+    let uploads = p.target_uploads().await;
+    assert!(uploads.is_empty(), "uploads left: {uploads:?}\n{}", logs());
+    eventually(
+        Duration::from_secs(60),
+        "every message is done with",
+        || async { pipeline.depth(&pipeline.queue_url).await == 0 },
+    )
+    .await;
     assert!(pipeline.dead_letters().await.is_empty());
 }

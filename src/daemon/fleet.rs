@@ -5,7 +5,7 @@
 //! killed at any point loses at most the range it held: its message comes back.
 
 use super::Daemon;
-use crate::fleet::{self, CheckWork, RangeWork};
+use crate::fleet::{self, CheckWork, RangeWork, Split};
 use crate::metrics::{self, MessageResult, Outcome, RangeResult, SplitResult};
 use crate::object::SourceObject;
 use crate::queue::{Outgoing, Received, MAX_BATCH};
@@ -15,8 +15,21 @@ use crate::transfer::{CheckOutcome, RangeOutcome};
 const MAX_RESENDS: u32 = 5;
 
 impl Daemon {
-    /// Sends a split's ranges and its first, delayed check. True if all were sent.
-    pub(super) async fn send_split(&self, key: &str, check: &CheckWork) -> bool {
+    /// Sends a split's ranges and its first, delayed check; only the check if the
+    /// upload is another splitter's, joined (that splitter sends the ranges: sending
+    /// them again would copy the object twice; were that splitter gone before it sent
+    /// them, the check finds no progress and sends the missing ranges). True if all
+    /// were sent.
+    pub(super) async fn send_split(&self, key: &str, split: &Split) -> bool {
+        let check = &split.check;
+        if split.joined {
+            let sent = self.send_check(key, check).await;
+            if sent {
+                SplitResult::Merged.count();
+                tracing::info!(upload_id = %check.upload_id, "joined another splitter's upload of this version: only a check is sent");
+            }
+            return sent;
+        }
         let ranges = check.ranges();
         let sent = self.send_ranges(key, check, &ranges).await && self.send_check(key, check).await;
         if sent {

@@ -158,11 +158,11 @@ impl Daemon {
             // message goes.
             for report in &reports {
                 if let Ok(crate::reconcile::Done {
-                    split: Some(check), ..
+                    split: Some(split), ..
                 }) = &report.result
                 {
                     crate::metrics::SplitResult::Split.count();
-                    if !self.send_split(&report.key, check).await {
+                    if !self.send_split(&report.key, split).await {
                         let delay = retry_delay(message.receive_count);
                         self.release(message, delay).await;
                         self.finish(

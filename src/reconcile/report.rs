@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::SOURCE_CHANGES_TOLERATED;
 use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
-use crate::fleet::CheckWork;
+use crate::fleet::Split;
 use crate::metrics::{self, Method, Outcome, RestartReason, Stage};
 use crate::transfer::{Copied, TransferError};
 
@@ -74,7 +74,7 @@ pub struct Done {
     /// The fleet's first look at the object's upload, when it was split: the
     /// daemon sends its ranges and this check.
     #[serde(skip)]
-    pub split: Option<CheckWork>,
+    pub split: Option<Split>,
 }
 
 impl Done {

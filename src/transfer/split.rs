@@ -30,7 +30,7 @@ use super::part::{copy_part, Part};
 use super::{multipart, Copied, Copier, Method, TransferError, WriteOptions};
 use crate::error::ErrorKind;
 use crate::etag::ETag;
-use crate::fleet::{parts_per_range, CheckWork, RangeWork};
+use crate::fleet::{parts_per_range, CheckWork, RangeWork, Split};
 use crate::object::SourceObject;
 
 /// The part number that tags an upload with the version it copies; never completed.
@@ -84,7 +84,8 @@ impl Copier {
     }
 
     /// Creates (or joins) the upload of `source` at `target_key` and returns the
-    /// first check of it, which names its layout and ranges.
+    /// first check of it, which names its layout and ranges, and whether it joined
+    /// another splitter's upload.
     ///
     /// The upload is created first, so its answer tells whether the target encrypts
     /// with KMS before the parts are planned (parts to be buffered must fit the
@@ -98,7 +99,7 @@ impl Copier {
         source: &SourceObject,
         target_key: &str,
         options: &WriteOptions,
-    ) -> Result<CheckWork, TransferError> {
+    ) -> Result<Split, TransferError> {
         let etag = source.etag.clone().ok_or_else(|| {
             TransferError::Unsupported("the source names no ETag for the object".into())
         })?;
@@ -140,7 +141,8 @@ impl Copier {
         }
         let part_sizes = plan.sizes().to_vec();
         let per = parts_per_range(&part_sizes, self.settings.split_range_size.as_u64());
-        Ok(CheckWork {
+        let joined = winner != mine;
+        let check = CheckWork {
             upload_id: winner,
             etag: etag.as_str().to_owned(),
             part_sizes,
@@ -150,7 +152,8 @@ impl Copier {
             parts_present: None,
             stalled: 0,
             resends: 0,
-        })
+        };
+        Ok(Split { check, joined })
     }
 
     /// The lowest upload of `target_key` (below `below`, if given) that carries the

@@ -47,6 +47,9 @@ pub struct Faults {
     /// The first object request of this method ("PUT" or "DELETE") is read whole
     /// and then held back until [`FaultProxy::release`]: a second writer, delayed.
     pub hold_first: Option<&'static str>,
+    /// The first UploadPart of this part number is read whole and held back until
+    /// [`FaultProxy::release`].
+    pub hold_part: Option<u32>,
     /// Every object GET whose key contains this text is answered with this status
     /// and S3 error code.
     pub get_error: Option<(&'static str, u16, &'static str)>,
@@ -313,8 +316,16 @@ async fn handle(
             .uri
             .query()
             .is_none_or(|q| q.starts_with("x-id=") && !q.contains('&'));
-    let body: ProxyBody = if faults.hold_first == Some(method.as_str())
-        && plain_object_request
+    let part_number = parts.uri.query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("partNumber="))
+            .and_then(|n| n.parse::<u32>().ok())
+    });
+    let held_part =
+        method == "PUT" && faults.hold_part.is_some() && part_number == faults.hold_part;
+    let body: ProxyBody = if ((faults.hold_first == Some(method.as_str()) && plain_object_request)
+        || held_part)
         && seen.held.load(Ordering::SeqCst) == 0
     {
         let bytes = match body.collect().await {
