@@ -41,6 +41,16 @@ async fn workers(p: &Partitions, source: &str, names: &[&str]) -> Vec<Daemon> {
     daemons
 }
 
+/// Waits up to `secs` for the target to hold the object with the source's ETag.
+async fn completes(p: &Partitions, source_etag: &str, secs: u64) {
+    eventually(
+        Duration::from_secs(secs),
+        "the object is complete",
+        || async { p.target_etag(KEY).await.as_deref() == Some(source_etag) },
+    )
+    .await;
+}
+
 fn kill_9(daemon: &Daemon) {
     let status = std::process::Command::new("kill")
         .args(["-KILL", &daemon.pid().to_string()])
@@ -65,12 +75,7 @@ async fn a_split_object_survives_a_worker_killed_mid_way_and_every_live_worker_h
     .await;
     kill_9(&daemons[1]);
 
-    eventually(
-        Duration::from_secs(180),
-        "the object is complete",
-        || async { p.target_etag(KEY).await.as_deref() == Some(source_etag.as_str()) },
-    )
-    .await;
+    completes(&p, &source_etag, 180).await;
     assert_eq!(p.target_bytes(KEY).await, Some(body));
     eventually(Duration::from_secs(60), "the queue is drained", || async {
         pipeline.depth(&pipeline.queue_url).await == 0
@@ -164,12 +169,7 @@ async fn a_worker_holds_only_the_ranges_it_copies_and_the_last_range_completes_t
     let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 63).await;
     let source_etag = p.source_etag(KEY).await;
 
-    eventually(
-        Duration::from_secs(150),
-        "the object is complete",
-        || async { p.target_etag(KEY).await.as_deref() == Some(source_etag.as_str()) },
-    )
-    .await;
+    completes(&p, &source_etag, 150).await;
     assert_eq!(p.target_bytes(KEY).await, Some(body));
     let metric = |name: &str| -> f64 { daemons.iter().map(|d| d.metric(name)).sum() };
     assert!(
@@ -251,12 +251,7 @@ async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
     );
     held.release();
 
-    eventually(
-        Duration::from_secs(150),
-        "the object is complete",
-        || async { p.target_etag(KEY).await.as_deref() == Some(source_etag.as_str()) },
-    )
-    .await;
+    completes(&p, &source_etag, 150).await;
     assert_eq!(p.target_bytes(KEY).await, Some(body));
     let daemons = [a, b];
     let metric = |name: &str| -> f64 { daemons.iter().map(|d| d.metric(name)).sum() };
