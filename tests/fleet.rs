@@ -87,6 +87,69 @@ async fn an_older_version_written_last_is_replaced_by_the_current_one() {
     assert!(a.metric("xpsync_reconcile_restarts_total{reason=\"changed_after_write\"}") >= 1.0);
 }
 
+/// Why the last writer HEADs the source rather than writing conditionally on the
+/// target (`If-Match` the ETag it saw): here the target's ETag is the one A saw when
+/// A's write lands, so a conditional write would land too, and keep V1.
+#[tokio::test]
+async fn a_write_that_lands_after_the_source_went_back_to_the_targets_version_is_undone() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let v0 = bytes_of(256 * 1024, 10);
+    let mut first = Daemon::start(&p, "worker-first", &[]).await;
+    p.put_source(KEY, v0.clone()).await;
+    let v0_etag = p.source_etag(KEY).await;
+    eventually(MINUTE, "V0 is copied", || async {
+        p.target_etag(KEY).await.as_deref() == Some(v0_etag.as_str())
+    })
+    .await;
+    drained(&pipeline).await;
+    first.terminate();
+    first.wait(MINUTE).await;
+
+    // V1 overwrites the source; worker A copies it, its write held back.
+    let hold = FaultProxy::start(
+        &p.target.endpoint,
+        Faults {
+            hold_first: Some("PUT"),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let a = Daemon::start(
+        &p,
+        "worker-a",
+        &[
+            ("XPSYNC_TARGET__ENDPOINT_URL", hold.endpoint.as_str()),
+            ("XPSYNC_TRANSFER__MAX_OBJECTS", "1"),
+        ],
+    )
+    .await;
+    p.put_source(KEY, bytes_of(256 * 1024, 11)).await;
+    eventually(MINUTE, "A's write of V1 is held", || async {
+        hold.held() == 1
+    })
+    .await;
+
+    // V0 is put back on the source: worker B finds the target holding it already.
+    // Then A's write of V1 lands, onto the very ETag A saw.
+    p.put_source(KEY, v0.clone()).await;
+    let b = Daemon::start(&p, "worker-b", &[]).await;
+    eventually(MINUTE, "B found the target up to date", || async {
+        b.metric("xpsync_objects_total{result=\"unchanged\"}") >= 1.0
+    })
+    .await;
+    hold.release();
+    drained(&pipeline).await;
+
+    assert_eq!(
+        p.target_bytes(KEY).await,
+        Some(v0),
+        "the target kept V1, which the source no longer holds:\n{}",
+        a.logs()
+    );
+    assert!(a.metric("xpsync_reconcile_restarts_total{reason=\"changed_after_write\"}") >= 1.0);
+}
+
 #[tokio::test]
 async fn a_delete_that_lands_after_a_re_created_object_was_copied_is_undone() {
     let p = Partitions::start().await;
