@@ -45,10 +45,10 @@ async fn second_writer(
     daemon
 }
 
-#[tokio::test]
-async fn an_older_version_written_last_is_replaced_by_the_current_one() {
-    let p = Partitions::start().await;
-    let pipeline = Pipeline::wire(&p).await;
+/// Starts worker A, which takes one message at a time and whose first write is held
+/// back, and puts V1 (256 KiB of `seed`) on the source; returns once A's write of
+/// V1 is held.
+async fn held_writer(p: &Partitions, seed: u64) -> (FaultProxy, Daemon) {
     let hold = FaultProxy::start(
         &p.target.endpoint,
         Faults {
@@ -57,9 +57,8 @@ async fn an_older_version_written_last_is_replaced_by_the_current_one() {
         },
     )
     .await;
-    // Worker A takes one message at a time, and its first write is held back.
     let a = Daemon::start(
-        &p,
+        p,
         "worker-a",
         &[
             ("XPSYNC_TARGET__ENDPOINT_URL", hold.endpoint.as_str()),
@@ -67,11 +66,19 @@ async fn an_older_version_written_last_is_replaced_by_the_current_one() {
         ],
     )
     .await;
-    p.put_source(KEY, bytes_of(256 * 1024, 1)).await;
+    p.put_source(KEY, bytes_of(256 * 1024, seed)).await;
     eventually(MINUTE, "A's write of V1 is held", || async {
         hold.held() == 1
     })
     .await;
+    (hold, a)
+}
+
+#[tokio::test]
+async fn an_older_version_written_last_is_replaced_by_the_current_one() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let (hold, a) = held_writer(&p, 1).await;
 
     // V2 overwrites the source; worker B copies it while A is still writing V1,
     // and then A's write of V1 lands, last.
@@ -107,28 +114,7 @@ async fn a_write_that_lands_after_the_source_went_back_to_the_targets_version_is
     first.wait(MINUTE).await;
 
     // V1 overwrites the source; worker A copies it, its write held back.
-    let hold = FaultProxy::start(
-        &p.target.endpoint,
-        Faults {
-            hold_first: Some("PUT"),
-            ..Faults::default()
-        },
-    )
-    .await;
-    let a = Daemon::start(
-        &p,
-        "worker-a",
-        &[
-            ("XPSYNC_TARGET__ENDPOINT_URL", hold.endpoint.as_str()),
-            ("XPSYNC_TRANSFER__MAX_OBJECTS", "1"),
-        ],
-    )
-    .await;
-    p.put_source(KEY, bytes_of(256 * 1024, 11)).await;
-    eventually(MINUTE, "A's write of V1 is held", || async {
-        hold.held() == 1
-    })
-    .await;
+    let (hold, a) = held_writer(&p, 11).await;
 
     // V0 is put back on the source: worker B finds the target holding it already.
     // Then A's write of V1 lands, onto the very ETag A saw.
