@@ -301,12 +301,13 @@ impl Reconciler {
 
         // Copy, or split for the fleet.
         if self.splits && self.copier.splits(source.size) {
-            let split = self.copier.split(&source, &target_key, &options).await?;
-            return Ok(Done {
-                bytes: source.size,
-                split: Some(split),
-                ..Done::of(Outcome::Split)
-            });
+            if let Some(split) = self.copier.split(&source, &target_key, &options).await? {
+                return Ok(Done {
+                    bytes: source.size,
+                    split: Some(split),
+                    ..Done::of(Outcome::Split)
+                });
+            }
         }
         let _bytes = metrics::hold(&metrics::BYTES_IN_FLIGHT, source.size as i64);
         let started = Instant::now();

@@ -282,3 +282,44 @@ async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
     .await;
     assert!(pipeline.dead_letters().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_target_that_lists_parts_without_etags_gets_large_objects_copied_whole() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    // As some S3-compatible servers: ListParts names no part's ETag, so the upload
+    // cannot be a split's ledger (no check could ever find the parts it needs).
+    let target = FaultProxy::start(
+        &p.target.endpoint,
+        Faults {
+            list_parts_without_etags: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let mut env = worker_env(&p.source.endpoint);
+    env.push(("XPSYNC_TARGET__ENDPOINT_URL", target.endpoint.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::start(&p, "worker-a", &env).await;
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 65).await;
+    let source_etag = p.source_etag(KEY).await;
+
+    completes(&p, &source_etag, 60).await;
+    assert_eq!(p.target_bytes(KEY).await, Some(body));
+    assert!(target.injected() > 0, "no part listing was stripped");
+    assert_eq!(daemon.metric("xpsync_splits_total{result=\"split\"}"), 0.0);
+    assert!(
+        daemon.logs().contains("cannot be a split's ledger"),
+        "the operator is not told why nothing is split:\n{}",
+        daemon.logs()
+    );
+    assert!(
+        p.target_uploads().await.is_empty(),
+        "an upload was left behind"
+    );
+    eventually(Duration::from_secs(60), "the queue is drained", || async {
+        pipeline.depth(&pipeline.queue_url).await == 0
+    })
+    .await;
+    assert!(pipeline.dead_letters().await.is_empty());
+}

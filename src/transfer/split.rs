@@ -24,6 +24,8 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::atomic::Ordering;
+
 use futures::{StreamExt, TryStreamExt};
 
 use super::part::{copy_part, Part};
@@ -80,12 +82,16 @@ impl Copier {
     /// Whether an object of `size` bytes is copied by the fleet rather than here.
     pub fn splits(&self, size: u64) -> bool {
         let threshold = self.settings.split_threshold.as_u64();
-        threshold > 0 && size >= threshold
+        threshold > 0
+            && size >= threshold
+            && !self.target_lists_no_part_etags.load(Ordering::Relaxed)
     }
 
     /// Creates (or joins) the upload of `source` at `target_key` and returns the
     /// first check of it, which names its layout and ranges, and whether it joined
-    /// another splitter's upload.
+    /// another splitter's upload. None if the target lists an upload's parts
+    /// without their ETags: it cannot be the ledger, the upload is given up and the
+    /// object is to be copied by this worker, as below the threshold.
     ///
     /// The upload is created first, so its answer tells whether the target encrypts
     /// with KMS before the parts are planned (parts to be buffered must fit the
@@ -99,7 +105,7 @@ impl Copier {
         source: &SourceObject,
         target_key: &str,
         options: &WriteOptions,
-    ) -> Result<Split, TransferError> {
+    ) -> Result<Option<Split>, TransferError> {
         let etag = source.etag.clone().ok_or_else(|| {
             TransferError::Unsupported("the source names no ETag for the object".into())
         })?;
@@ -128,6 +134,17 @@ impl Copier {
                 .content_md5(content_md5)
                 .body(body.into());
             self.target.observe("UploadPart", request.send().await)?;
+            let listed = self.marker_part(target_key, &mine).await?;
+            if listed.is_none_or(|(_, etag)| etag.is_none()) {
+                multipart::abort(self, target_key, &mine).await;
+                if !self
+                    .target_lists_no_part_etags
+                    .swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!("the target lists an upload's parts without their ETags, so it cannot be a split's ledger: objects over transfer.split_threshold are copied whole by the worker that receives them");
+                }
+                return Ok(None);
+            }
             if let Some(lower) = self
                 .lowest_marked(target_key, Some(&mine), &etag, target_kms)
                 .await?
@@ -153,7 +170,7 @@ impl Copier {
             stalled: 0,
             resends: 0,
         };
-        Ok(Split { check, joined })
+        Ok(Some(Split { check, joined }))
     }
 
     /// The lowest upload of `target_key` (below `below`, if given) that carries the
@@ -196,6 +213,23 @@ impl Copier {
         etag: &ETag,
         target_kms: bool,
     ) -> Result<bool, TransferError> {
+        let listed = match self.marker_part(target_key, upload).await {
+            Ok(listed) => listed,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let (body, _) = marker(etag);
+        Ok(listed.is_some_and(|(size, listed_etag)| {
+            size == body.len() as u64 && (target_kms || listed_etag == Some(ETag::of_bytes(&body)))
+        }))
+    }
+
+    /// The marker part of `upload` as the target lists it: its size and ETag.
+    async fn marker_part(
+        &self,
+        target_key: &str,
+        upload: &str,
+    ) -> Result<Option<(u64, Option<ETag>)>, crate::error::S3Error> {
         let request = self
             .target
             .client
@@ -205,17 +239,15 @@ impl Copier {
             .upload_id(upload)
             .part_number_marker((MARKER_PART - 1).to_string())
             .max_parts(1);
-        let parts = match self.target.observe("ListParts", request.send().await) {
-            Ok(parts) => parts,
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        let (body, _) = marker(etag);
-        Ok(parts.parts().iter().any(|part| {
-            part.part_number() == Some(MARKER_PART as i32)
-                && part.size() == Some(body.len() as i64)
-                && (target_kms || ETag::parse(part.e_tag()) == Some(ETag::of_bytes(&body)))
-        }))
+        let parts = self.target.observe("ListParts", request.send().await)?;
+        Ok(parts
+            .parts()
+            .iter()
+            .find(|part| part.part_number() == Some(MARKER_PART as i32))
+            .map(|part| {
+                let size = part.size().unwrap_or(0).max(0) as u64;
+                (size, ETag::parse(part.e_tag()))
+            }))
     }
 
     /// Copies the parts of `work` into its upload. `target_kms`: the target is

@@ -7,7 +7,7 @@
 //! back for a while (a stall). The first object GETs can also be answered 412, or have one
 //! byte of their body flipped (corruption on the way). As S3 does and moto does not,
 //! it can also refuse a PUT whose body does not match its Content-MD5 (400
-//! BadDigest), or list objects without their ETags. It counts requests by method.
+//! BadDigest), or list objects or an upload's parts without their ETags. It counts requests by method.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +41,9 @@ pub struct Faults {
     pub check_content_md5: bool,
     /// Listings come without ETags, as from some S3-compatible servers.
     pub list_without_etags: bool,
+    /// An upload's parts are listed without their ETags (ListParts), as by some
+    /// S3-compatible servers.
+    pub list_parts_without_etags: bool,
     /// Writes whose user metadata (keys and values) exceeds 2 KiB are refused
     /// (400 MetadataTooLarge), as by S3.
     pub check_metadata_size: bool,
@@ -322,6 +325,11 @@ async fn handle(
             .find_map(|pair| pair.strip_prefix("partNumber="))
             .and_then(|n| n.parse::<u32>().ok())
     });
+    let lists_parts = method == "GET"
+        && parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("uploadId=")));
     let held_part =
         method == "PUT" && faults.hold_part.is_some() && part_number == faults.hold_part;
     let body: ProxyBody = if ((faults.hold_first == Some(method.as_str()) && plain_object_request)
@@ -406,7 +414,9 @@ async fn handle(
                 .boxed(),
         );
     }
-    if faults.list_without_etags && method == "GET" && !is_object && parts.status.is_success() {
+    let strip = (faults.list_without_etags && method == "GET" && !is_object)
+        || (faults.list_parts_without_etags && lists_parts);
+    if strip && parts.status.is_success() {
         let listing = body
             .collect()
             .await
