@@ -171,8 +171,9 @@ pub struct Copier {
     /// default encryption): its ETags are opaque from then on.
     target_kms_seen: Arc<AtomicBool>,
     /// Set once the target has listed an upload's parts without their ETags (some
-    /// S3-compatible servers): it cannot be a split's ledger, so nothing is split.
-    target_lists_no_part_etags: Arc<AtomicBool>,
+    /// S3-compatible servers), or refused to list them: it cannot be a split's
+    /// ledger, so nothing is split.
+    target_keeps_no_ledger: Arc<AtomicBool>,
 }
 
 impl Copier {
@@ -184,7 +185,7 @@ impl Copier {
             budget: MemoryBudget::new(config.transfer.memory_limit.as_u64()),
             part_slots: Arc::new(Semaphore::new(config.transfer.max_parts)),
             target_kms_seen: Arc::new(AtomicBool::new(false)),
-            target_lists_no_part_etags: Arc::new(AtomicBool::new(false)),
+            target_keeps_no_ledger: Arc::new(AtomicBool::new(false)),
             timeouts: config.timeouts.clone(),
         }
     }

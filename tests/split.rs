@@ -283,20 +283,12 @@ async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
     assert!(pipeline.dead_letters().await.is_empty());
 }
 
-#[tokio::test]
-async fn a_target_that_lists_parts_without_etags_gets_large_objects_copied_whole() {
+/// A target that cannot be a split's ledger: the object is copied whole by the
+/// worker that received it, and the log says why.
+async fn large_objects_are_copied_whole_by_a_target_without_a_ledger(faults: Faults, why: &str) {
     let p = Partitions::start().await;
     let pipeline = Pipeline::wire(&p).await;
-    // As some S3-compatible servers: ListParts names no part's ETag, so the upload
-    // cannot be a split's ledger (no check could ever find the parts it needs).
-    let target = FaultProxy::start(
-        &p.target.endpoint,
-        Faults {
-            list_parts_without_etags: true,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let target = FaultProxy::start(&p.target.endpoint, faults).await;
     let mut env = worker_env(&p.source.endpoint);
     env.push(("XPSYNC_TARGET__ENDPOINT_URL", target.endpoint.clone()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -306,10 +298,9 @@ async fn a_target_that_lists_parts_without_etags_gets_large_objects_copied_whole
 
     completes(&p, &source_etag, 60).await;
     assert_eq!(p.target_bytes(KEY).await, Some(body));
-    assert!(target.injected() > 0, "no part listing was stripped");
     assert_eq!(daemon.metric("xpsync_splits_total{result=\"split\"}"), 0.0);
     assert!(
-        daemon.logs().contains("cannot be a split's ledger"),
+        daemon.logs().contains(why),
         "the operator is not told why nothing is split:\n{}",
         daemon.logs()
     );
@@ -322,4 +313,28 @@ async fn a_target_that_lists_parts_without_etags_gets_large_objects_copied_whole
     })
     .await;
     assert!(pipeline.dead_letters().await.is_empty());
+}
+
+/// As some S3-compatible servers: ListParts names no part's ETag, so no check
+/// could ever find the parts it needs.
+#[tokio::test]
+async fn a_target_that_lists_parts_without_etags_gets_large_objects_copied_whole() {
+    let faults = Faults {
+        list_parts_without_etags: true,
+        ..Faults::default()
+    };
+    let why =
+        "the target lists an upload's parts without their ETags, so it cannot be a split's ledger";
+    large_objects_are_copied_whole_by_a_target_without_a_ledger(faults, why).await;
+}
+
+/// A policy without `s3:ListMultipartUploadParts`.
+#[tokio::test]
+async fn a_target_that_refuses_to_list_parts_gets_large_objects_copied_whole() {
+    let faults = Faults {
+        refuse_list_parts: true,
+        ..Faults::default()
+    };
+    let why = "the target refuses to list an upload's parts (s3:ListMultipartUploadParts), so it cannot be a split's ledger";
+    large_objects_are_copied_whole_by_a_target_without_a_ledger(faults, why).await;
 }

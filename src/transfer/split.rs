@@ -78,13 +78,20 @@ pub enum CheckOutcome {
     Mismatch(String),
 }
 
+/// What tagging a new upload found.
+enum Tagged {
+    /// The target keeps the ledger; the lowest upload of this version below the
+    /// new one, if any.
+    Ledger { lower: Option<String> },
+    /// The target cannot be a split's ledger, and why.
+    NoLedger(&'static str),
+}
+
 impl Copier {
     /// Whether an object of `size` bytes is copied by the fleet rather than here.
     pub fn splits(&self, size: u64) -> bool {
         let threshold = self.settings.split_threshold.as_u64();
-        threshold > 0
-            && size >= threshold
-            && !self.target_lists_no_part_etags.load(Ordering::Relaxed)
+        threshold > 0 && size >= threshold && !self.target_keeps_no_ledger.load(Ordering::Relaxed)
     }
 
     /// Creates (or joins) the upload of `source` at `target_key` and returns the
@@ -122,34 +129,19 @@ impl Copier {
         };
         let mut winner = mine.clone();
         if plan.len() < MARKER_PART {
-            let (body, content_md5) = marker(&etag);
-            let request = self
-                .target
-                .client
-                .upload_part()
-                .bucket(&self.target.bucket)
-                .key(target_key)
-                .upload_id(&mine)
-                .part_number(MARKER_PART as i32)
-                .content_md5(content_md5)
-                .body(body.into());
-            self.target.observe("UploadPart", request.send().await)?;
-            let listed = self.marker_part(target_key, &mine).await?;
-            if listed.is_none_or(|(_, etag)| etag.is_none()) {
-                multipart::abort(self, target_key, &mine).await;
-                if !self
-                    .target_lists_no_part_etags
-                    .swap(true, Ordering::Relaxed)
-                {
-                    tracing::warn!("the target lists an upload's parts without their ETags, so it cannot be a split's ledger: objects over transfer.split_threshold are copied whole by the worker that receives them");
+            match self.tag(target_key, &mine, &etag, target_kms).await {
+                Ok(Tagged::Ledger { lower }) => winner = lower.unwrap_or(winner),
+                Ok(Tagged::NoLedger(why)) => {
+                    multipart::abort(self, target_key, &mine).await;
+                    if !self.target_keeps_no_ledger.swap(true, Ordering::Relaxed) {
+                        tracing::warn!("{why}, so it cannot be a split's ledger: objects over transfer.split_threshold are copied whole by the worker that receives them");
+                    }
+                    return Ok(None);
                 }
-                return Ok(None);
-            }
-            if let Some(lower) = self
-                .lowest_marked(target_key, Some(&mine), &etag, target_kms)
-                .await?
-            {
-                winner = lower;
+                Err(e) => {
+                    multipart::abort(self, target_key, &mine).await;
+                    return Err(e);
+                }
             }
         }
         if winner != mine {
@@ -171,6 +163,48 @@ impl Copier {
             resends: 0,
         };
         Ok(Some(Split { check, joined }))
+    }
+
+    /// Tags upload `mine` with version `etag` (its marker part), makes sure the
+    /// target lists it back with its ETag (the ledger a split needs), and finds the
+    /// lowest upload of this version below it.
+    async fn tag(
+        &self,
+        target_key: &str,
+        mine: &str,
+        etag: &ETag,
+        target_kms: bool,
+    ) -> Result<Tagged, TransferError> {
+        let (body, content_md5) = marker(etag);
+        let request = self
+            .target
+            .client
+            .upload_part()
+            .bucket(&self.target.bucket)
+            .key(target_key)
+            .upload_id(mine)
+            .part_number(MARKER_PART as i32)
+            .content_md5(content_md5)
+            .body(body.into());
+        self.target.observe("UploadPart", request.send().await)?;
+        match self.marker_part(target_key, mine).await {
+            Ok(Some((_, Some(_)))) => {}
+            Ok(_) => {
+                return Ok(Tagged::NoLedger(
+                    "the target lists an upload's parts without their ETags",
+                ))
+            }
+            Err(e) if e.kind == ErrorKind::Auth => {
+                return Ok(Tagged::NoLedger(
+                    "the target refuses to list an upload's parts (s3:ListMultipartUploadParts)",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let lower = self
+            .lowest_marked(target_key, Some(mine), etag, target_kms)
+            .await?;
+        Ok(Tagged::Ledger { lower })
     }
 
     /// The lowest upload of `target_key` (below `below`, if given) that carries the

@@ -44,6 +44,9 @@ pub struct Faults {
     /// An upload's parts are listed without their ETags (ListParts), as by some
     /// S3-compatible servers.
     pub list_parts_without_etags: bool,
+    /// ListParts is answered 403 AccessDenied: a policy without
+    /// `s3:ListMultipartUploadParts`.
+    pub refuse_list_parts: bool,
     /// Writes whose user metadata (keys and values) exceeds 2 KiB are refused
     /// (400 MetadataTooLarge), as by S3.
     pub check_metadata_size: bool,
@@ -330,6 +333,9 @@ async fn handle(
             .uri
             .query()
             .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("uploadId=")));
+    if faults.refuse_list_parts && lists_parts {
+        return fault(StatusCode::FORBIDDEN, "AccessDenied");
+    }
     let held_part =
         method == "PUT" && faults.hold_part.is_some() && part_number == faults.hold_part;
     let body: ProxyBody = if ((faults.hold_first == Some(method.as_str()) && plain_object_request)
