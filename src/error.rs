@@ -122,6 +122,18 @@ impl S3Error {
         )
     }
 
+    /// Whether the server will not do this one operation, whatever the moment: a
+    /// policy that does not allow it (AccessDenied, keys accepted), or a server that
+    /// does not implement it (some S3-compatible ones). Not expired or wrong keys,
+    /// which are systemic and pass.
+    pub fn operation_refused(&self) -> bool {
+        match self.kind {
+            ErrorKind::Auth => self.code.as_deref() == Some("AccessDenied"),
+            ErrorKind::Permanent => true,
+            _ => false,
+        }
+    }
+
     /// Classifies an SDK error by its code and HTTP status.
     pub fn from_sdk<E>(side: Side, operation: &'static str, err: SdkError<E>) -> Self
     where

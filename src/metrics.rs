@@ -381,7 +381,7 @@ label! {
         /// Received while the worker held all the ranges its parts can copy: sent
         /// again for another worker.
         HandedBack => "handed_back",
-        /// Its upload gave way to a lower upload of the same version (a duplicate
+        /// Its upload gave way to an earlier upload of the same version (a duplicate
         /// split): not copied.
         Superseded => "superseded",
     }
@@ -397,7 +397,7 @@ label! {
         /// The upload was given up (the source changed, another layout) and the
         /// key sent again.
         Restarted => "restarted",
-        /// A duplicate split's upload, given up for a lower upload of the same
+        /// A duplicate split's upload, given up for an earlier upload of the same
         /// version.
         Merged => "merged",
     }

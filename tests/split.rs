@@ -200,14 +200,16 @@ async fn a_worker_holds_only_the_ranges_it_copies_and_the_last_range_completes_t
 async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
     let p = Partitions::start().await;
     // The object is there before the bucket's events are wired: the test sends the
-    // duplicate events itself, one to each worker.
+    // duplicate events itself.
     let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 64).await;
     let source_etag = p.source_etag(KEY).await;
     let pipeline = Pipeline::wire(&p).await;
-    let slow = SlowProxy::start(&p.source.endpoint, 4 * MIB as u64).await;
+    // 2 MiB/s per connection: a range of one 5 MiB part takes 2.5 s.
+    let slow = SlowProxy::start(&p.source.endpoint, 2 * MIB as u64).await;
     // Worker A's version marker (part 10,000) is held back: worker B splits the
     // same version meanwhile, and each lists the uploads before the other's is
-    // tagged. Whichever upload id is lower, one upload must be left, copied once.
+    // tagged, so both keep their own. A's was initiated first: B's ranges find it
+    // and give B's upload up.
     let held = FaultProxy::start(
         &p.target.endpoint,
         Faults {
@@ -250,6 +252,12 @@ async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
         "two uploads of one version"
     );
     held.release();
+    // A third event, mid-copy: its splitter finds A's upload tagged and joins it.
+    eventually(Duration::from_secs(60), "parts arrive", || async {
+        p.target_upload_parts().await >= 2
+    })
+    .await;
+    pipeline.send(&event).await;
 
     completes(&p, &source_etag, 150).await;
     assert_eq!(p.target_bytes(KEY).await, Some(body));
@@ -258,18 +266,15 @@ async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
     let logs = || format!("{}\n{}", daemons[0].logs(), daemons[1].logs());
     assert_eq!(
         metric("xpsync_splits_total{result=\"merged\"}"),
-        1.0,
-        "one split gave way to the other:\n{}",
+        2.0,
+        "B's split and the third gave way to A's:\n{}",
         logs()
     );
-    // Which way it went depends on the random upload ids: B's lower, A joined it at
-    // its split; A's lower, B's ranges found it and gave B's upload up.
-    let superseded = metric("xpsync_ranges_total{result=\"superseded\"}");
-    eprintln!("ranges superseded: {superseded} (0: merged at the split)");
+    // B copies the range it began before A's upload was tagged, one more at most.
     let copied = metric("xpsync_ranges_total{result=\"copied\"}");
     assert!(
-        (12.0..24.0).contains(&copied),
-        "{copied} ranges copied for 12: the object was copied twice\n{}",
+        (12.0..=14.0).contains(&copied),
+        "{copied} ranges copied for 12: the object was copied more than once\n{}",
         logs()
     );
     let uploads = p.target_uploads().await;
@@ -335,6 +340,6 @@ async fn a_target_that_refuses_to_list_parts_gets_large_objects_copied_whole() {
         refuse_list_parts: true,
         ..Faults::default()
     };
-    let why = "the target refuses to list an upload's parts (s3:ListMultipartUploadParts), so it cannot be a split's ledger";
+    let why = "the target refuses to list an upload's parts (s3:ListMultipartUploadParts): ";
     large_objects_are_copied_whole_by_a_target_without_a_ledger(faults, why).await;
 }

@@ -34,6 +34,15 @@ impl Daemon {
         let sent = self.send_ranges(key, check, &ranges).await && self.send_check(key, check).await;
         if sent {
             tracing::info!(ranges = ranges.len(), upload_id = %check.upload_id, "split for the fleet");
+        } else {
+            // No message names the upload for sure: give it up, so that the key's
+            // message, coming back, splits afresh rather than joining an upload
+            // whose ranges nobody sends.
+            let target_key = self.reconciler.target_key(key);
+            self.reconciler
+                .copier()
+                .abandon(&target_key, &check.upload_id)
+                .await;
         }
         sent
     }
@@ -284,7 +293,7 @@ impl Daemon {
         let copier = self.reconciler.copier();
         let kms = work.target_kms || self.reconciler.target_asks_kms();
         let version = crate::etag::ETag::new(&work.etag);
-        match copier.lowest_marked(target_key, None, &version, kms).await {
+        match copier.first_marked(target_key, None, &version, kms).await {
             Ok(Some(winner)) => {
                 tracing::info!(upload_id = %work.upload_id, %winner, "the upload gave way to another of its version; that one's check completes the object");
                 true

@@ -3,14 +3,14 @@
 //!
 //! **Split.** The plan is the one a multipart copy would use (the source's layout,
 //! or a uniform cut). An upload is created with the object's description and tagged
-//! with the version it copies; then the key's uploads are listed and the lowest
-//! upload id of this version wins, so duplicate events do not make two splitters
-//! copy one object twice: a splitter that lost aborts its own upload and works for
-//! the winner.
+//! with the version it copies; then the key's uploads are listed and the first of
+//! this version (as initiated, ties by upload id) wins, so duplicate events do not
+//! make two splitters copy one object twice: a splitter that lost aborts its own
+//! upload and joins the winner, whose own splitter sends the ranges.
 //!
 //! **Range.** First the key's uploads are listed again: two splitters that each
 //! listed before the other had tagged its upload both kept their own, and the
-//! ranges of the higher one give it up here. Then each part is copied as any part
+//! ranges of the later one give it up here. Then each part is copied as any part
 //! is ([`super::part`]): `If-Match` the source ETag, streamed and checked by its
 //! ETag, or buffered with Content-MD5 under KMS. A 412 means the source changed; a
 //! missing upload, that the work is over.
@@ -60,7 +60,7 @@ pub enum RangeOutcome {
     SourceChanged,
     /// The upload is gone: completed by a check, or given up.
     UploadGone,
-    /// A lower upload carries the same version ([`Copier::lowest_marked`]): this
+    /// An earlier upload carries the same version ([`Copier::first_marked`]): this
     /// one was given up (`aborted`: by this call) and its ranges are not copied.
     Superseded { aborted: bool },
 }
@@ -80,11 +80,11 @@ pub enum CheckOutcome {
 
 /// What tagging a new upload found.
 enum Tagged {
-    /// The target keeps the ledger; the lowest upload of this version below the
+    /// The target keeps the ledger; the first upload of this version before the
     /// new one, if any.
-    Ledger { lower: Option<String> },
+    Ledger { earlier: Option<String> },
     /// The target cannot be a split's ledger, and why.
-    NoLedger(&'static str),
+    NoLedger(String),
 }
 
 impl Copier {
@@ -105,7 +105,7 @@ impl Copier {
     /// memory budget). It is tagged with the version it copies: a marker part,
     /// [`MARKER_PART`], never completed, whose content is the source's ETag and whose
     /// size derives from it ([`marker`]). Only uploads carrying this version's marker
-    /// are joined, the lowest upload id winning: an upload begun for another version
+    /// are joined, the first initiated winning: an upload begun for another version
     /// (of the same size and layout) is never mixed into this one.
     pub async fn split(
         &self,
@@ -130,7 +130,7 @@ impl Copier {
         let mut winner = mine.clone();
         if plan.len() < MARKER_PART {
             match self.tag(target_key, &mine, &etag, target_kms).await {
-                Ok(Tagged::Ledger { lower }) => winner = lower.unwrap_or(winner),
+                Ok(Tagged::Ledger { earlier }) => winner = earlier.unwrap_or(winner),
                 Ok(Tagged::NoLedger(why)) => {
                     multipart::abort(self, target_key, &mine).await;
                     if !self.target_keeps_no_ledger.swap(true, Ordering::Relaxed) {
@@ -167,7 +167,7 @@ impl Copier {
 
     /// Tags upload `mine` with version `etag` (its marker part), makes sure the
     /// target lists it back with its ETag (the ledger a split needs), and finds the
-    /// lowest upload of this version below it.
+    /// first upload of this version before it ([`Self::first_marked`]).
     async fn tag(
         &self,
         target_key: &str,
@@ -191,43 +191,62 @@ impl Copier {
             Ok(Some((_, Some(_)))) => {}
             Ok(_) => {
                 return Ok(Tagged::NoLedger(
-                    "the target lists an upload's parts without their ETags",
+                    "the target lists an upload's parts without their ETags".into(),
                 ))
             }
-            Err(e) if e.kind == ErrorKind::Auth => {
-                return Ok(Tagged::NoLedger(
-                    "the target refuses to list an upload's parts (s3:ListMultipartUploadParts)",
-                ))
+            Err(e) if e.operation_refused() => {
+                return Ok(Tagged::NoLedger(format!(
+                "the target refuses to list an upload's parts (s3:ListMultipartUploadParts): {e}"
+            )))
             }
             Err(e) => return Err(e.into()),
         }
-        let lower = self
-            .lowest_marked(target_key, Some(mine), etag, target_kms)
+        let earlier = self
+            .first_marked(target_key, Some(mine), etag, target_kms)
             .await?;
-        Ok(Tagged::Ledger { lower })
+        Ok(Tagged::Ledger { earlier })
     }
 
-    /// The lowest upload of `target_key` (below `below`, if given) that carries the
-    /// marker of version `etag`: the one upload of that version all splitters and
-    /// ranges work for. Two splitters of one version that listed the uploads each
-    /// before the other's marker was in keep both uploads; the ranges of the higher
-    /// one find the lower here and give theirs up ([`Self::copy_range`]).
-    pub async fn lowest_marked(
+    /// The first upload of `target_key` (before `before`, if given) that carries
+    /// the marker of version `etag`: the one upload of that version all splitters
+    /// and ranges work for. Uploads are taken in the order S3 lists them as
+    /// initiated, ties by upload id, so a duplicate event that comes mid-copy joins
+    /// the upload under way rather than undoing it. Two splitters of one version
+    /// that each listed before the other's marker was in both keep their uploads;
+    /// the ranges of the later one find the first here and give theirs up
+    /// ([`Self::copy_range`]).
+    pub async fn first_marked(
         &self,
         target_key: &str,
-        below: Option<&str>,
+        before: Option<&str>,
         etag: &ETag,
         target_kms: bool,
     ) -> Result<Option<String>, TransferError> {
-        let mut uploads = match multipart::list_uploads(self, target_key).await {
+        let uploads = match self.target.uploads(target_key).await {
             Ok(uploads) => uploads,
             // Not allowed to list: each splitter keeps its own upload.
-            Err(TransferError::S3(e)) if e.kind == ErrorKind::Permanent => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) if e.operation_refused() => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        uploads.retain(|upload| below.is_none_or(|below| upload.as_str() < below));
+        let mut uploads: Vec<((i64, u32), String)> = uploads
+            .iter()
+            .filter(|upload| upload.key() == Some(target_key))
+            .filter_map(|upload| {
+                let initiated = upload
+                    .initiated()
+                    .map_or((i64::MAX, 0), |t| (t.secs(), t.subsec_nanos()));
+                Some((initiated, upload.upload_id()?.to_owned()))
+            })
+            .collect();
         uploads.sort();
-        for upload in uploads {
+        if let Some(before) = before {
+            // Not listed (gone, or not listed yet): every other upload comes first.
+            if let Some(at) = uploads.iter().position(|(_, id)| id == before) {
+                uploads.truncate(at);
+            }
+            uploads.retain(|(_, id)| id != before);
+        }
+        for (_, upload) in uploads {
             if self
                 .carries_marker(target_key, &upload, etag, target_kms)
                 .await?
@@ -296,7 +315,7 @@ impl Copier {
         let version = ETag::new(&work.etag);
         let target_kms = target_kms || work.target_kms;
         if let Some(winner) = self
-            .lowest_marked(target_key, Some(&work.upload_id), &version, target_kms)
+            .first_marked(target_key, Some(&work.upload_id), &version, target_kms)
             .await?
         {
             tracing::info!(upload_id = %work.upload_id, %winner, "another upload of this version came first; giving this one up");
@@ -429,12 +448,36 @@ impl Copier {
         // Begun by whichever splitter won, maybe for another version of the same
         // size: what it records must be this version.
         self.ensure_described(source, target_key, options).await?;
+        self.abort_duplicates(target_key, source, work.target_kms || opaque)
+            .await;
         Ok(CheckOutcome::Completed(Copied {
             etag,
             method: Method::Multipart,
             bytes_sent: 0,
             parts_reused: 0,
         }))
+    }
+
+    /// After a split completed: aborts any other upload of its version still there
+    /// (a duplicate splitter's whose abort failed, one begun just now); their
+    /// ranges then find them gone. Failures only leave them to the lifecycle rule.
+    async fn abort_duplicates(&self, target_key: &str, source: &SourceObject, target_kms: bool) {
+        let Some(etag) = &source.etag else { return };
+        let Ok(uploads) = self.target.uploads(target_key).await else {
+            return;
+        };
+        for upload in uploads.iter().filter(|u| u.key() == Some(target_key)) {
+            let Some(id) = upload.upload_id() else {
+                continue;
+            };
+            if matches!(
+                self.carries_marker(target_key, id, etag, target_kms).await,
+                Ok(true)
+            ) {
+                tracing::info!(upload_id = %id, "aborting another upload of the version just completed");
+                multipart::abort(self, target_key, id).await;
+            }
+        }
     }
 
     /// Gives up an upload (a changed source, another layout); true if this call

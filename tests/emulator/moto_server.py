@@ -10,12 +10,16 @@
   parts; S3 reads it as a part number and lists the parts numbered above it. This
   launcher lists as S3 does (an upload whose parts are not 1..N, such as one with
   the fleet's marker part 10000, is listed otherwise by moto).
+- moto lists every multipart upload as initiated at one fixed time in 2010; S3
+  lists the time each was created. This launcher lists that time (to the second).
 
 It changes nothing else, so the tests see S3's wire format. Arguments are
 moto_server's own.
 """
 
+import re
 import sys
+from datetime import datetime, timezone
 
 from moto.core.serialize import S3Serializer
 from moto.s3.exceptions import NoSuchUpload
@@ -24,9 +28,27 @@ from moto.server import main
 
 _serialize = S3Serializer._serialized_result_to_response
 
+# When each upload was created, by upload id.
+_initiated = {}
+_UPLOAD = re.compile(r"<Upload>.*?</Upload>", re.S)
+
+
+def _with_initiated(match):
+    upload = match.group(0)
+    upload_id = re.search(r"<UploadId>(.*?)</UploadId>", upload)
+    when = upload_id and _initiated.get(upload_id.group(1))
+    if not when:
+        return upload
+    return re.sub(r"<Initiated>.*?</Initiated>", f"<Initiated>{when}</Initiated>", upload)
+
 
 def _serialize_as_s3_does(self, resp, result, shape, serialized_result):
     resp = _serialize(self, resp, result, shape, serialized_result)
+    if self.operation_model.name == "ListMultipartUploads":
+        body = resp["body"]
+        if isinstance(body, bytes):
+            body = body.decode("utf-8")
+        resp["body"] = _UPLOAD.sub(_with_initiated, body)
     if self.operation_model.name == "ListParts":
         body = resp["body"]
         if isinstance(body, bytes):
@@ -62,6 +84,16 @@ def _is_truncated_as_s3_does(self, bucket_name, multipart_id, next_part_number_m
     return any(n > int(next_part_number_marker) for n in parts)
 
 
+_multipart_init = FakeMultipart.__init__
+
+
+def _multipart_init_as_s3_does(self, *args, **kwargs):
+    _multipart_init(self, *args, **kwargs)
+    now = datetime.now(timezone.utc)
+    _initiated[self.id] = now.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+FakeMultipart.__init__ = _multipart_init_as_s3_does
 FakeMultipart.list_parts = _list_parts_as_s3_does
 S3Backend.is_truncated = _is_truncated_as_s3_does
 
