@@ -399,6 +399,46 @@ pub(super) async fn list_parts(
     Ok(parts)
 }
 
+/// The sizes of parts `numbers` of an upload if every one of them is there; None
+/// at the first one missing, without listing the pages beyond it.
+pub(super) async fn parts_present(
+    copier: &Copier,
+    target_key: &str,
+    upload_id: &str,
+    numbers: std::ops::RangeInclusive<usize>,
+) -> Result<Option<Vec<u64>>, TransferError> {
+    let target = &copier.target;
+    let (first, last) = (*numbers.start(), *numbers.end());
+    let mut sizes = Vec::with_capacity(numbers.count());
+    let mut next = first;
+    while next <= last {
+        let request = target
+            .client
+            .list_parts()
+            .bucket(&target.bucket)
+            .key(target_key)
+            .upload_id(upload_id)
+            .part_number_marker((next - 1).to_string())
+            .max_parts((last - next + 1).min(1000) as i32);
+        let page = target.observe("ListParts", request.send().await)?;
+        if page.parts().is_empty() {
+            return Ok(None);
+        }
+        for part in page.parts() {
+            if next > last {
+                break;
+            }
+            // Listed in order: any other number than the next means it is missing.
+            if part.part_number().map(|n| n as usize) != Some(next) {
+                return Ok(None);
+            }
+            sizes.push(part.size().unwrap_or(0).max(0) as u64);
+            next += 1;
+        }
+    }
+    Ok(Some(sizes))
+}
+
 /// Starts an upload; returns its id and the encryption the target applies.
 pub(super) async fn create(
     copier: &Copier,

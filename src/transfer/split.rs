@@ -363,14 +363,25 @@ impl Copier {
         target_key: &str,
         work: &RangeWork,
     ) -> Result<Option<CheckWork>, TransferError> {
-        if work.layout_parts == 0 {
+        let count = work.layout_parts as usize;
+        let last = work.last_part as usize;
+        if count == 0 || last > count {
             return Ok(None);
         }
-        let mut parts = multipart::list_parts(self, target_key, &work.upload_id).await?;
-        parts.remove(&MARKER_PART);
-        let numbered = parts.keys().copied().eq(1..=work.layout_parts as usize);
-        let sizes = parts.into_values().map(|(size, _)| size).collect();
-        Ok(numbered.then(|| work.check_of_full(sizes)).flatten())
+        // The parts after this range first: until the last ranges are in, some are
+        // missing there, and one page says so; only then the parts up to it.
+        let id = &work.upload_id;
+        let tail = match last < count {
+            true => multipart::parts_present(self, target_key, id, last + 1..=count).await?,
+            false => Some(Vec::new()),
+        };
+        let Some(tail) = tail else { return Ok(None) };
+        let Some(mut sizes) = multipart::parts_present(self, target_key, id, 1..=last).await?
+        else {
+            return Ok(None);
+        };
+        sizes.extend(tail);
+        Ok(work.check_of_full(sizes))
     }
 
     /// Looks at the upload of `work` for `source` (HEADed just now, still the
