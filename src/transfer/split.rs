@@ -134,7 +134,7 @@ impl Copier {
                 Ok(Tagged::NoLedger(why)) => {
                     multipart::abort(self, target_key, &mine).await;
                     if !self.target_keeps_no_ledger.swap(true, Ordering::Relaxed) {
-                        tracing::warn!("{why}, so it cannot be a split's ledger: objects over transfer.split_threshold are copied whole by the worker that receives them");
+                        tracing::warn!("{why}, so it cannot be a split's ledger: objects over transfer.split_threshold are copied whole by the worker that receives them, until this process restarts");
                     }
                     return Ok(None);
                 }
