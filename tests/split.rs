@@ -343,3 +343,48 @@ async fn a_target_that_refuses_to_list_parts_gets_large_objects_copied_whole() {
     let why = "the target refuses to list an upload's parts (s3:ListMultipartUploadParts): ";
     large_objects_are_copied_whole_by_a_target_without_a_ledger(faults, why).await;
 }
+
+/// The queue takes no new messages when the split's ranges are to be sent: the
+/// upload, named by no message, is given up, and the key's message comes back and
+/// splits the object afresh once the queue takes them again.
+#[tokio::test]
+async fn a_split_whose_messages_cannot_be_sent_leaves_no_upload_and_comes_back() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let queue = FaultProxy::start(&p.source.endpoint, Faults::default()).await;
+    queue.set_refuse_queue_sends(true);
+    let mut env = worker_env(&p.source.endpoint);
+    env.push(("XPSYNC_QUEUE__ENDPOINT_URL", queue.endpoint.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::start(&p, "worker-a", &env).await;
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 66).await;
+    let source_etag = p.source_etag(KEY).await;
+
+    eventually(
+        Duration::from_secs(60),
+        "the split's messages are refused",
+        || async {
+            daemon
+                .logs()
+                .contains("a split's messages could not be sent")
+        },
+    )
+    .await;
+    // Duplicate events may have a second split under way, its sends being retried.
+    eventually(
+        Duration::from_secs(60),
+        "the uploads no message names are given up",
+        || async { p.target_uploads().await.is_empty() },
+    )
+    .await;
+    queue.set_refuse_queue_sends(false);
+
+    completes(&p, &source_etag, 120).await;
+    assert_eq!(p.target_bytes(KEY).await, Some(body));
+    eventually(Duration::from_secs(60), "the queue is drained", || async {
+        pipeline.depth(&pipeline.queue_url).await == 0
+    })
+    .await;
+    assert!(p.target_uploads().await.is_empty());
+    assert!(pipeline.dead_letters().await.is_empty());
+}

@@ -151,6 +151,14 @@ impl FaultProxy {
         self.counts.refuse_heads.store(refuse, Ordering::SeqCst);
     }
 
+    /// While set, SQS SendMessage and SendMessageBatch are answered 500 (receives,
+    /// deletes and the rest pass): a queue that takes no new messages.
+    pub fn set_refuse_queue_sends(&self, refuse: bool) {
+        self.counts
+            .refuse_queue_sends
+            .store(refuse, Ordering::SeqCst);
+    }
+
     /// Lets the held request go on to the server.
     pub fn release(&self) {
         self.counts.gate.add_permits(1);
@@ -185,6 +193,7 @@ struct Counts {
     gate: tokio::sync::Semaphore,
     refuse_writes: std::sync::atomic::AtomicBool,
     refuse_heads: std::sync::atomic::AtomicBool,
+    refuse_queue_sends: std::sync::atomic::AtomicBool,
     uploads: AtomicU64,
     /// Object GETs and PUTs (the faults' clock).
     objects: AtomicU64,
@@ -202,6 +211,7 @@ impl Default for Counts {
             gate: tokio::sync::Semaphore::new(0),
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
             refuse_heads: std::sync::atomic::AtomicBool::new(false),
+            refuse_queue_sends: std::sync::atomic::AtomicBool::new(false),
             uploads: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             object_gets: AtomicU64::new(0),
@@ -300,6 +310,14 @@ async fn handle(
 
     if is_object && method == "PUT" && !request.headers().contains_key("x-amz-copy-source") {
         seen.uploads.fetch_add(1, Ordering::SeqCst);
+    }
+    let sends_messages = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|target| target.to_str().ok())
+        .is_some_and(|target| target.starts_with("AmazonSQS.SendMessage"));
+    if sends_messages && seen.refuse_queue_sends.load(Ordering::SeqCst) {
+        return fault(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
     }
     if method == "HEAD" && seen.refuse_heads.load(Ordering::SeqCst) {
         return fault(StatusCode::BAD_REQUEST, "InvalidRequest");
