@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use common::faults::{FaultProxy, Faults};
 use common::pipeline::{eventually, Daemon, Pipeline};
 use common::{bytes_of, put, Partitions, Run, MIB, SOURCE_BUCKET, TARGET_BUCKET};
 use futures::StreamExt;
@@ -121,6 +122,38 @@ async fn replaying_dead_letters_gets_every_key_replicated_by_the_daemon() {
         Run::of(&mut p.xpsync(&["verify"])).await.success()
     })
     .await;
+}
+
+/// SQS may give a batch of messages already received (it samples its hosts, a
+/// visibility may end): a replay that took such a batch for the end of the queue
+/// would leave the rest behind.
+#[tokio::test]
+async fn a_replay_goes_on_past_a_batch_it_has_seen_before() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let keys: Vec<String> = (0..25).map(|i| format!("again/{i:02}")).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    dead_letter(&pipeline, &key_refs).await;
+    let queue = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            repeat_receive: 2,
+            ..Faults::default()
+        },
+    )
+    .await;
+
+    let run = Run::of(
+        p.xpsync(&["dlq", "replay"])
+            .env("XPSYNC_QUEUE__ENDPOINT_URL", &queue.endpoint),
+    )
+    .await;
+
+    assert!(run.success(), "{run}");
+    assert_eq!(summary(&run)["moved"], 25, "{run}");
+    assert_eq!(queue.injected(), 2, "the first batch was given twice more");
+    assert_eq!(pipeline.depth(&pipeline.dead_letter_url).await, 0);
+    assert_eq!(pipeline.depth(&pipeline.queue_url).await, 25);
 }
 
 #[tokio::test]

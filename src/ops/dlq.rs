@@ -53,10 +53,10 @@ pub struct ReplaySummary {
     pub dry_run: bool,
 }
 
-/// Moves up to `max` messages from the dead-letter queue to `main`; only those
 /// Batches of only re-received messages after which a replay stops.
 const STALE_BATCHES_TOLERATED: u32 = 5;
 
+/// Moves up to `max` messages from the dead-letter queue to `main`; only those
 /// naming a key under `prefix`, if given. `report` gets a line per message.
 pub async fn replay(
     main: &Queue,

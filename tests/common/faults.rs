@@ -44,6 +44,10 @@ pub struct Faults {
     /// An upload's parts are listed without their ETags (ListParts), as by some
     /// S3-compatible servers.
     pub list_parts_without_etags: bool,
+    /// The first SQS ReceiveMessage answer that holds messages is given again for
+    /// the next n receives, as SQS may hand out messages already received (its
+    /// hosts are sampled, a visibility may end).
+    pub repeat_receive: u32,
     /// ListParts is answered 403 AccessDenied: a policy without
     /// `s3:ListMultipartUploadParts`.
     pub refuse_list_parts: bool,
@@ -194,6 +198,9 @@ struct Counts {
     refuse_writes: std::sync::atomic::AtomicBool,
     refuse_heads: std::sync::atomic::AtomicBool,
     refuse_queue_sends: std::sync::atomic::AtomicBool,
+    /// The receive answer given again ([`Faults::repeat_receive`]): its
+    /// content type and body, and how many times it has been.
+    repeated: std::sync::Mutex<Option<(hyper::header::HeaderValue, Bytes, u32)>>,
     uploads: AtomicU64,
     /// Object GETs and PUTs (the faults' clock).
     objects: AtomicU64,
@@ -212,6 +219,7 @@ impl Default for Counts {
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
             refuse_heads: std::sync::atomic::AtomicBool::new(false),
             refuse_queue_sends: std::sync::atomic::AtomicBool::new(false),
+            repeated: std::sync::Mutex::new(None),
             uploads: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             object_gets: AtomicU64::new(0),
@@ -311,11 +319,32 @@ async fn handle(
     if is_object && method == "PUT" && !request.headers().contains_key("x-amz-copy-source") {
         seen.uploads.fetch_add(1, Ordering::SeqCst);
     }
-    let sends_messages = request
+    let sqs_target = request
         .headers()
         .get("x-amz-target")
         .and_then(|target| target.to_str().ok())
-        .is_some_and(|target| target.starts_with("AmazonSQS.SendMessage"));
+        .unwrap_or_default()
+        .to_owned();
+    let sends_messages = sqs_target.starts_with("AmazonSQS.SendMessage");
+    let receives = faults.repeat_receive > 0 && sqs_target == "AmazonSQS.ReceiveMessage";
+    if receives {
+        let mut repeated = seen.repeated.lock().expect("not poisoned");
+        if let Some((content_type, body, times)) = repeated.as_mut() {
+            if *times < faults.repeat_receive {
+                *times += 1;
+                injected.fetch_add(1, Ordering::SeqCst);
+                return Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", content_type.clone())
+                    .body(
+                        Full::new(body.clone())
+                            .map_err(|never| match never {})
+                            .boxed(),
+                    )
+                    .expect("a response");
+            }
+        }
+    }
     if sends_messages && seen.refuse_queue_sends.load(Ordering::SeqCst) {
         return fault(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
     }
@@ -420,6 +449,24 @@ async fn handle(
         Err(_) => return fault(StatusCode::BAD_GATEWAY, "BadGateway"),
     };
     let (parts, body) = response.into_parts();
+    if receives && parts.status.is_success() {
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut repeated = seen.repeated.lock().expect("not poisoned");
+        let holds_messages = String::from_utf8_lossy(&bytes).contains("\"MessageId\"");
+        if repeated.is_none() && holds_messages {
+            if let Some(content_type) = parts.headers.get("content-type") {
+                *repeated = Some((content_type.clone(), bytes.clone(), 0));
+            }
+        }
+        return Response::from_parts(
+            parts,
+            Full::new(bytes).map_err(|never| match never {}).boxed(),
+        );
+    }
     if object_get > 0 && parts.status.is_success() && hits(faults.corrupt_get, object_get) {
         let mut bytes = body
             .collect()
