@@ -51,6 +51,30 @@ async fn completes(p: &Partitions, source_etag: &str, secs: u64) {
     .await;
 }
 
+/// The message of a key, as the tests send it themselves (a duplicate event).
+fn key_event() -> String {
+    serde_json::json!({"xpsync": 1, "bucket": SOURCE_BUCKET, "key": KEY}).to_string()
+}
+
+/// Starts worker A with `env`, sends it the key's message, and waits until `proxy`
+/// holds A's split back.
+async fn held_splitter(
+    p: &Partitions,
+    pipeline: &Pipeline,
+    proxy: &FaultProxy,
+    env: &[(&str, &str)],
+) -> Daemon {
+    let a = Daemon::start(p, "worker-a", env).await;
+    pipeline.send(&key_event()).await;
+    eventually(
+        Duration::from_secs(60),
+        "worker A's split is held",
+        || async { proxy.held() == 1 },
+    )
+    .await;
+    a
+}
+
 fn kill_9(daemon: &Daemon) {
     let status = std::process::Command::new("kill")
         .args(["-KILL", &daemon.pid().to_string()])
@@ -230,16 +254,8 @@ async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
     ]);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let env_a: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let event = serde_json::json!({"xpsync": 1, "bucket": SOURCE_BUCKET, "key": KEY}).to_string();
-
-    let a = Daemon::start(&p, "worker-a", &env_a).await;
-    pipeline.send(&event).await;
-    eventually(
-        Duration::from_secs(60),
-        "worker A's marker is held",
-        || async { held.held() == 1 },
-    )
-    .await;
+    let event = key_event();
+    let a = held_splitter(&p, &pipeline, &held, &env_a).await;
     let b = Daemon::start(&p, "worker-b", &env).await;
     pipeline.send(&event).await;
     eventually(Duration::from_secs(60), "worker B has split", || async {
@@ -381,6 +397,54 @@ async fn a_split_whose_messages_cannot_be_sent_leaves_no_upload_and_comes_back()
 
     completes(&p, &source_etag, 120).await;
     assert_eq!(p.target_bytes(KEY).await, Some(body));
+    eventually(Duration::from_secs(60), "the queue is drained", || async {
+        pipeline.depth(&pipeline.queue_url).await == 0
+    })
+    .await;
+    assert!(p.target_uploads().await.is_empty());
+    assert!(pipeline.dead_letters().await.is_empty());
+}
+
+/// The worst moment for a splitter to die: its upload created and tagged, its
+/// ranges not sent. A duplicate event's splitter joins that upload and sends only a
+/// check, as does the key's own message when it comes back: nobody sends the
+/// ranges, so the checks, finding no part arrive, send them. Nothing is lost.
+#[tokio::test]
+async fn a_splitter_killed_between_tagging_its_upload_and_sending_its_ranges_loses_nothing() {
+    let p = Partitions::start().await;
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 67).await;
+    let source_etag = p.source_etag(KEY).await;
+    let pipeline = Pipeline::wire(&p).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 4 * MIB as u64).await;
+    // Worker A's first send to the queue (its ranges) is held, and A killed there.
+    let queue = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            hold_queue_send: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let env = worker_env(&slow.endpoint);
+    let mut env_a = env.clone();
+    env_a.push(("XPSYNC_QUEUE__ENDPOINT_URL", queue.endpoint.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_a: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let event = key_event();
+    let a = held_splitter(&p, &pipeline, &queue, &env_a).await;
+    kill_9(&a);
+    assert_eq!(p.target_uploads().await.len(), 1, "A's upload, tagged");
+
+    let b = Daemon::start(&p, "worker-b", &env).await;
+    pipeline.send(&event).await;
+    completes(&p, &source_etag, 150).await;
+    assert_eq!(p.target_bytes(KEY).await, Some(body));
+    assert!(
+        b.metric("xpsync_splits_total{result=\"merged\"}") >= 1.0,
+        "B did not join A's upload:\n{}",
+        b.logs()
+    );
+    assert!(b.metric("xpsync_splits_total{result=\"resent\"}") >= 1.0);
     eventually(Duration::from_secs(60), "the queue is drained", || async {
         pipeline.depth(&pipeline.queue_url).await == 0
     })

@@ -44,6 +44,9 @@ pub struct Faults {
     /// An upload's parts are listed without their ETags (ListParts), as by some
     /// S3-compatible servers.
     pub list_parts_without_etags: bool,
+    /// The first SQS SendMessage or SendMessageBatch is held back until
+    /// [`FaultProxy::release`] (a worker killed meanwhile never sends it).
+    pub hold_queue_send: bool,
     /// The first SQS ReceiveMessage answer that holds messages is given again for
     /// the next n receives, as SQS may hand out messages already received (its
     /// hosts are sampled, a visibility may end).
@@ -347,6 +350,14 @@ async fn handle(
     }
     if sends_messages && seen.refuse_queue_sends.load(Ordering::SeqCst) {
         return fault(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
+    }
+    let first_send = || {
+        seen.held
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    };
+    if sends_messages && faults.hold_queue_send && first_send() {
+        let _go = seen.gate.acquire().await.expect("never closed");
     }
     if method == "HEAD" && seen.refuse_heads.load(Ordering::SeqCst) {
         return fault(StatusCode::BAD_REQUEST, "InvalidRequest");
