@@ -8,9 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::faults::{FaultProxy, Faults};
+use common::kms::KmsProxy;
 use common::pipeline::{eventually, Daemon, Pipeline};
 use common::proxy::SlowProxy;
-use common::{Partitions, MIB, SOURCE_BUCKET};
+use common::{Partitions, Run, MIB, SOURCE_BUCKET};
 
 const KEY: &str = "giant/object.bin";
 
@@ -449,6 +450,60 @@ async fn a_splitter_killed_between_tagging_its_upload_and_sending_its_ranges_los
         pipeline.depth(&pipeline.queue_url).await == 0
     })
     .await;
+    assert!(p.target_uploads().await.is_empty());
+    assert!(pipeline.dead_letters().await.is_empty());
+}
+
+/// A target bucket encrypting with KMS by default, as S3 does it (opaque ETags for
+/// the parts, the marker and the object): the split is tagged and joined by the
+/// marker's size, its parts checked by Content-MD5, and the object verified by the
+/// recorded source ETag. A duplicate event mid-copy joins the upload.
+#[tokio::test]
+async fn a_split_object_reaches_a_target_encrypting_with_kms_by_default() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let kms = KmsProxy::bucket_default(&p.target.endpoint).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 4 * MIB as u64).await;
+    let mut env = worker_env(&slow.endpoint);
+    env.push(("XPSYNC_TARGET__ENDPOINT_URL", kms.endpoint.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemons = [
+        Daemon::start(&p, "worker-a", &env).await,
+        Daemon::start(&p, "worker-b", &env).await,
+    ];
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 68).await;
+    eventually(Duration::from_secs(60), "parts arrive", || async {
+        p.target_upload_parts().await >= 2
+    })
+    .await;
+    pipeline.send(&key_event()).await;
+
+    eventually(
+        Duration::from_secs(150),
+        "the object is complete",
+        || async { p.target_etag(KEY).await.is_some() },
+    )
+    .await;
+    assert_eq!(p.target_bytes(KEY).await, Some(body));
+    let metric = |name: &str| -> f64 { daemons.iter().map(|d| d.metric(name)).sum() };
+    let logs = || format!("{}\n{}", daemons[0].logs(), daemons[1].logs());
+    assert!(
+        metric("xpsync_splits_total{result=\"completed\"}") >= 1.0,
+        "{}",
+        logs()
+    );
+    assert!(
+        metric("xpsync_splits_total{result=\"merged\"}") >= 1.0,
+        "the duplicate did not join the upload under way:\n{}",
+        logs()
+    );
+    assert!(kms.issued() > 12, "the proxy made no part's ETag opaque");
+    eventually(Duration::from_secs(60), "the queue is drained", || async {
+        pipeline.depth(&pipeline.queue_url).await == 0
+    })
+    .await;
+    let run = Run::of(p.xpsync(&["verify"]).envs(env.iter().copied())).await;
+    assert!(run.success(), "verify is not clean: {run}");
     assert!(p.target_uploads().await.is_empty());
     assert!(pipeline.dead_letters().await.is_empty());
 }
