@@ -76,6 +76,18 @@ async fn held_splitter(
     a
 }
 
+/// Waits until the queue holds nothing; then no upload is left on the target and
+/// nothing was dead-lettered.
+async fn nothing_left(p: &Partitions, pipeline: &Pipeline) {
+    eventually(Duration::from_secs(60), "the queue is drained", || async {
+        pipeline.depth(&pipeline.queue_url).await == 0
+    })
+    .await;
+    let uploads = p.target_uploads().await;
+    assert!(uploads.is_empty(), "uploads left behind: {uploads:?}");
+    assert!(pipeline.dead_letters().await.is_empty(), "dead letters");
+}
+
 fn kill_9(daemon: &Daemon) {
     let status = std::process::Command::new("kill")
         .args(["-KILL", &daemon.pid().to_string()])
@@ -102,15 +114,7 @@ async fn a_split_object_survives_a_worker_killed_mid_way_and_every_live_worker_h
 
     completes(&p, &source_etag, 180).await;
     assert_eq!(p.target_bytes(KEY).await, Some(body));
-    eventually(Duration::from_secs(60), "the queue is drained", || async {
-        pipeline.depth(&pipeline.queue_url).await == 0
-    })
-    .await;
-    assert!(
-        p.target_uploads().await.is_empty(),
-        "an upload was left behind"
-    );
-    assert!(pipeline.dead_letters().await.is_empty());
+    nothing_left(&p, &pipeline).await;
     for daemon in [&daemons[0], &daemons[2]] {
         let uploaded = daemon.metric("xpsync_parts_total{result=\"uploaded\"}");
         assert!(
@@ -296,13 +300,7 @@ async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
     );
     let uploads = p.target_uploads().await;
     assert!(uploads.is_empty(), "uploads left: {uploads:?}\n{}", logs());
-    eventually(
-        Duration::from_secs(60),
-        "every message is done with",
-        || async { pipeline.depth(&pipeline.queue_url).await == 0 },
-    )
-    .await;
-    assert!(pipeline.dead_letters().await.is_empty());
+    nothing_left(&p, &pipeline).await;
 }
 
 /// A target that cannot be a split's ledger: the object is copied whole by the
@@ -326,15 +324,7 @@ async fn large_objects_are_copied_whole_by_a_target_without_a_ledger(faults: Fau
         "the operator is not told why nothing is split:\n{}",
         daemon.logs()
     );
-    assert!(
-        p.target_uploads().await.is_empty(),
-        "an upload was left behind"
-    );
-    eventually(Duration::from_secs(60), "the queue is drained", || async {
-        pipeline.depth(&pipeline.queue_url).await == 0
-    })
-    .await;
-    assert!(pipeline.dead_letters().await.is_empty());
+    nothing_left(&p, &pipeline).await;
 }
 
 /// As some S3-compatible servers: ListParts names no part's ETag, so no check
@@ -398,12 +388,7 @@ async fn a_split_whose_messages_cannot_be_sent_leaves_no_upload_and_comes_back()
 
     completes(&p, &source_etag, 120).await;
     assert_eq!(p.target_bytes(KEY).await, Some(body));
-    eventually(Duration::from_secs(60), "the queue is drained", || async {
-        pipeline.depth(&pipeline.queue_url).await == 0
-    })
-    .await;
-    assert!(p.target_uploads().await.is_empty());
-    assert!(pipeline.dead_letters().await.is_empty());
+    nothing_left(&p, &pipeline).await;
 }
 
 /// The worst moment for a splitter to die: its upload created and tagged, its
@@ -446,12 +431,7 @@ async fn a_splitter_killed_between_tagging_its_upload_and_sending_its_ranges_los
         b.logs()
     );
     assert!(b.metric("xpsync_splits_total{result=\"resent\"}") >= 1.0);
-    eventually(Duration::from_secs(60), "the queue is drained", || async {
-        pipeline.depth(&pipeline.queue_url).await == 0
-    })
-    .await;
-    assert!(p.target_uploads().await.is_empty());
-    assert!(pipeline.dead_letters().await.is_empty());
+    nothing_left(&p, &pipeline).await;
 }
 
 /// A target bucket encrypting with KMS by default, as S3 does it (opaque ETags for
@@ -498,12 +478,7 @@ async fn a_split_object_reaches_a_target_encrypting_with_kms_by_default() {
         logs()
     );
     assert!(kms.issued() > 12, "the proxy made no part's ETag opaque");
-    eventually(Duration::from_secs(60), "the queue is drained", || async {
-        pipeline.depth(&pipeline.queue_url).await == 0
-    })
-    .await;
+    nothing_left(&p, &pipeline).await;
     let run = Run::of(p.xpsync(&["verify"]).envs(env.iter().copied())).await;
     assert!(run.success(), "verify is not clean: {run}");
-    assert!(p.target_uploads().await.is_empty());
-    assert!(pipeline.dead_letters().await.is_empty());
 }
