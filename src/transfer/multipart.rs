@@ -326,17 +326,25 @@ async fn find_resumable(
     Ok(best)
 }
 
-/// Uploads of exactly `target_key`.
+/// Uploads of exactly `target_key`, in the order S3 lists them as initiated (ties
+/// by upload id; one without a time last).
 pub(super) async fn list_uploads(
     copier: &Copier,
     target_key: &str,
 ) -> Result<Vec<String>, TransferError> {
     let uploads = copier.target.uploads(target_key).await?;
-    Ok(uploads
+    let mut uploads: Vec<((i64, u32), String)> = uploads
         .iter()
         .filter(|upload| upload.key() == Some(target_key))
-        .filter_map(|upload| upload.upload_id().map(str::to_owned))
-        .collect())
+        .filter_map(|upload| {
+            let initiated = upload
+                .initiated()
+                .map_or((i64::MAX, 0), |t| (t.secs(), t.subsec_nanos()));
+            Some((initiated, upload.upload_id()?.to_owned()))
+        })
+        .collect();
+    uploads.sort();
+    Ok(uploads.into_iter().map(|(_, id)| id).collect())
 }
 
 /// Completes an upload with `parts` (number, ETag) in order.
@@ -400,7 +408,8 @@ pub(super) async fn list_parts(
 }
 
 /// The sizes of parts `numbers` of an upload if every one of them is there; None
-/// at the first one missing, without listing the pages beyond it.
+/// at the first one missing, without listing the pages beyond it. An empty range
+/// asks nothing.
 pub(super) async fn parts_present(
     copier: &Copier,
     target_key: &str,

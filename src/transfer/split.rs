@@ -222,31 +222,20 @@ impl Copier {
         etag: &ETag,
         target_kms: bool,
     ) -> Result<Option<String>, TransferError> {
-        let uploads = match self.target.uploads(target_key).await {
+        let mut uploads = match multipart::list_uploads(self, target_key).await {
             Ok(uploads) => uploads,
             // Not allowed to list: each splitter keeps its own upload.
-            Err(e) if e.operation_refused() => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(TransferError::S3(e)) if e.operation_refused() => return Ok(None),
+            Err(e) => return Err(e),
         };
-        let mut uploads: Vec<((i64, u32), String)> = uploads
-            .iter()
-            .filter(|upload| upload.key() == Some(target_key))
-            .filter_map(|upload| {
-                let initiated = upload
-                    .initiated()
-                    .map_or((i64::MAX, 0), |t| (t.secs(), t.subsec_nanos()));
-                Some((initiated, upload.upload_id()?.to_owned()))
-            })
-            .collect();
-        uploads.sort();
         if let Some(before) = before {
             // Not listed (gone, or not listed yet): every other upload comes first.
-            if let Some(at) = uploads.iter().position(|(_, id)| id == before) {
+            if let Some(at) = uploads.iter().position(|id| id == before) {
                 uploads.truncate(at);
             }
-            uploads.retain(|(_, id)| id != before);
+            uploads.retain(|id| id != before);
         }
-        for (_, upload) in uploads {
+        for upload in uploads {
             if self
                 .carries_marker(target_key, &upload, etag, target_kms)
                 .await?
@@ -371,10 +360,7 @@ impl Copier {
         // The parts after this range first: until the last ranges are in, some are
         // missing there, and one page says so; only then the parts up to it.
         let id = &work.upload_id;
-        let tail = match last < count {
-            true => multipart::parts_present(self, target_key, id, last + 1..=count).await?,
-            false => Some(Vec::new()),
-        };
+        let tail = multipart::parts_present(self, target_key, id, last + 1..=count).await?;
         let Some(tail) = tail else { return Ok(None) };
         let Some(mut sizes) = multipart::parts_present(self, target_key, id, 1..=last).await?
         else {
@@ -474,19 +460,16 @@ impl Copier {
     /// ranges then find them gone. Failures only leave them to the lifecycle rule.
     async fn abort_duplicates(&self, target_key: &str, source: &SourceObject, target_kms: bool) {
         let Some(etag) = &source.etag else { return };
-        let Ok(uploads) = self.target.uploads(target_key).await else {
+        let Ok(uploads) = multipart::list_uploads(self, target_key).await else {
             return;
         };
-        for upload in uploads.iter().filter(|u| u.key() == Some(target_key)) {
-            let Some(id) = upload.upload_id() else {
-                continue;
-            };
+        for id in uploads {
             if matches!(
-                self.carries_marker(target_key, id, etag, target_kms).await,
+                self.carries_marker(target_key, &id, etag, target_kms).await,
                 Ok(true)
             ) {
                 tracing::info!(upload_id = %id, "aborting another upload of the version just completed");
-                multipart::abort(self, target_key, id).await;
+                multipart::abort(self, target_key, &id).await;
             }
         }
     }
