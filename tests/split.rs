@@ -261,6 +261,8 @@ async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
     let env_a: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let event = key_event();
     let a = held_splitter(&p, &pipeline, &held, &env_a).await;
+    // Initiation times are listed to the second: B's upload comes a second later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let b = Daemon::start(&p, "worker-b", &env).await;
     pipeline.send(&event).await;
     eventually(Duration::from_secs(60), "worker B has split", || async {
@@ -421,6 +423,9 @@ async fn a_splitter_killed_between_tagging_its_upload_and_sending_its_ranges_los
     kill_9(&a);
     assert_eq!(p.target_uploads().await.len(), 1, "A's upload, tagged");
 
+    // S3 lists initiation times to the second, ties going by upload id: B's upload
+    // must come a second later for A's to be the first.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let b = Daemon::start(&p, "worker-b", &env).await;
     pipeline.send(&event).await;
     completes(&p, &source_etag, 150).await;
@@ -430,7 +435,11 @@ async fn a_splitter_killed_between_tagging_its_upload_and_sending_its_ranges_los
         "B did not join A's upload:\n{}",
         b.logs()
     );
-    assert!(b.metric("xpsync_splits_total{result=\"resent\"}") >= 1.0);
+    assert!(
+        b.metric("xpsync_splits_total{result=\"resent\"}") >= 1.0,
+        "the checks sent no range:\n{}",
+        b.logs()
+    );
     nothing_left(&p, &pipeline).await;
 }
 

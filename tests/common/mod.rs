@@ -353,21 +353,25 @@ level = "info"
         Some(out.body.collect().await.expect("read the body").to_vec())
     }
 
-    /// Parts uploaded so far to the target's first incomplete upload (0 if none).
+    /// Parts uploaded so far to the target's incomplete uploads: the most any holds
+    /// (0 if none). An upload aborted or completed between the two listings (a
+    /// duplicate split giving way) counts 0.
     pub async fn target_upload_parts(&self) -> usize {
-        let Some((key, id)) = self.target_uploads().await.into_iter().next() else {
-            return 0;
-        };
-        let parts = self
-            .target_s3
-            .list_parts()
-            .bucket(TARGET_BUCKET)
-            .key(key)
-            .upload_id(id)
-            .send()
-            .await
-            .expect("list the upload's parts");
-        parts.parts().len()
+        let mut most = 0;
+        for (key, id) in self.target_uploads().await {
+            let listed = self
+                .target_s3
+                .list_parts()
+                .bucket(TARGET_BUCKET)
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await;
+            if let Ok(parts) = listed {
+                most = most.max(parts.parts().len());
+            }
+        }
+        most
     }
 
     /// Incomplete multipart uploads on the target, as (key, upload id).
