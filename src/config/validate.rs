@@ -230,10 +230,17 @@ fn check_side(problems: &mut Vec<String>, view: SideView<'_>) {
     if let Some(url) = &c.secret_endpoint_url {
         check_url(problems, &format!("{path}.secret_endpoint_url"), url);
     }
-    if c.refresh_interval < Duration::from_secs(60) {
+    // Secrets Manager is paid per call and throttled: a minute at least. A secret
+    // served by an endpoint of one's own (an emulator) may be re-read every second.
+    let floor = match c.secret_endpoint_url {
+        Some(_) => Duration::from_secs(1),
+        None => Duration::from_secs(60),
+    };
+    if c.refresh_interval < floor {
         problems.push(format!(
-            "{path}.refresh_interval is {}, but must be at least 1m",
-            humantime::format_duration(c.refresh_interval)
+            "{path}.refresh_interval is {}, but must be at least {}",
+            humantime::format_duration(c.refresh_interval),
+            humantime::format_duration(floor)
         ));
     }
 }
