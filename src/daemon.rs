@@ -6,7 +6,7 @@
 //! so that several receives are in flight while many permits are free. Each
 //! long-polls for as many messages as it holds permits
 //! (at most 10; fewer while it holds all the part ranges it can copy, see
-//! [`ranges`]) and hands each to a task tracked by a [`TaskTracker`]. What a task
+//! [`crate::fleet::Ranges`]) and hands each to a task tracked by a [`TaskTracker`]. What a task
 //! does with its message (reconcile, acknowledge, release, dead-letter, heartbeat) is
 //! [`message`]'s; batched deletes are [`ack`]'s; pausing on systemic failure is the
 //! [`breaker`]'s.
@@ -20,9 +20,7 @@
 
 mod ack;
 mod breaker;
-mod fleet;
 mod message;
-mod ranges;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::fleet::Worker;
 use crate::health::{Health, Readiness};
 use crate::protection::Protection;
 use crate::queue::{Queue, MAX_BATCH};
@@ -45,7 +44,6 @@ use ack::Deleter;
 pub use breaker::BREAKER_THRESHOLD;
 use breaker::{Breaker, Gate};
 pub use message::retry_delay;
-use ranges::Ranges;
 
 /// How often the queues' depths are read.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(15);
@@ -86,13 +84,14 @@ pub async fn run(
     tokio::spawn(poll_depths(queue.clone(), http_stop.clone()));
     let (deleter, deleter_task) = Deleter::spawn(queue.clone());
 
+    let reconciler = Reconciler::new(source, target, Arc::clone(&config)).splitting();
     let daemon = Arc::new(Daemon {
-        reconciler: Reconciler::new(source, target, Arc::clone(&config)).splitting(),
+        fleet: Worker::new(reconciler.clone(), queue.clone(), &config),
+        reconciler,
         queue,
         deleter,
         health: Arc::clone(&health),
         slots: Arc::new(Semaphore::new(config.transfer.max_objects)),
-        ranges: Ranges::new(config.transfer.max_parts),
         breaker: Breaker::default(),
         tracker: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
@@ -155,8 +154,8 @@ struct Daemon {
     /// Messages in hand at once (`transfer.max_objects`); a permit is taken before
     /// receiving and held until the message is deleted or released.
     slots: Arc<Semaphore>,
-    /// Range messages in hand, at most what `transfer.max_parts` copies at once.
-    ranges: Arc<Ranges>,
+    /// The fleet's splits: ranges and checks, and the range messages in hand.
+    fleet: Worker,
     /// Pauses receiving while every copy fails the same systemic way.
     breaker: Breaker,
     /// Every message task, so shutdown can wait for them.
@@ -190,10 +189,10 @@ impl Daemon {
     async fn receiver(self: Arc<Self>, shutdown: &CancellationToken, primary: bool) {
         let mut receive_failures = 0u32;
         loop {
-            let room = self.ranges.room();
+            let room = self.fleet.ranges.room();
             if room == 0 {
                 tokio::select! {
-                    () = self.ranges.wait_for_room(Duration::from_millis(200)) => {}
+                    () = self.fleet.ranges.wait_for_room(Duration::from_millis(200)) => {}
                     () = shutdown.cancelled() => return,
                 }
                 continue;

@@ -16,7 +16,10 @@
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use serde_json::Value;
 
-use crate::fleet::{CheckWork, RangeWork};
+use serde::Deserialize;
+
+use crate::fleet::message::FORMAT;
+use crate::fleet::{CheckWork, Native, RangeWork};
 
 /// One key to reconcile.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,9 +201,9 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
 }
 
 fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parsed, String> {
-    if object.get("xpsync").and_then(Value::as_u64) != Some(1) {
+    if object.get("xpsync").and_then(Value::as_u64) != Some(FORMAT) {
         return Err(format!(
-            "an xpsync message of version {}, but only version 1 is known",
+            "an xpsync message of version {}, but only version {FORMAT} is known",
             object["xpsync"]
         ));
     }
@@ -209,42 +212,34 @@ fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parse
         bucket,
         "the message",
     )?;
-    let key = object
-        .get("key")
-        .and_then(Value::as_str)
-        .ok_or("an xpsync message without a key string")?;
-    check_key(key)?;
-    if let Some(range) = object.get("range") {
-        let work: RangeWork = serde_json::from_value(range.clone())
-            .map_err(|e| format!("an xpsync range message that does not read: {e}"))?;
-        if work.first_part == 0
-            || work.last_part < work.first_part
-            || work.part_sizes.len() as u32 != work.last_part - work.first_part + 1
-        {
-            return Err("an xpsync range message whose parts do not add up".into());
+    let message = Native::deserialize(Value::Object(object.clone()))
+        .map_err(|e| format!("an xpsync message that does not read: {e}"))?;
+    check_key(&message.key)?;
+    let key = message.key;
+    match (message.range, message.check) {
+        (Some(_), Some(_)) => Err("an xpsync message with both a range and a check".into()),
+        (Some(work), None) => {
+            if work.first_part == 0
+                || work.last_part < work.first_part
+                || work.part_sizes.len() as u32 != work.last_part - work.first_part + 1
+            {
+                return Err("an xpsync range message whose parts do not add up".into());
+            }
+            Ok(Parsed::Range { key, work })
         }
-        return Ok(Parsed::Range {
-            key: key.to_owned(),
-            work,
-        });
-    }
-    if let Some(check) = object.get("check") {
-        let work: CheckWork = serde_json::from_value(check.clone())
-            .map_err(|e| format!("an xpsync check message that does not read: {e}"))?;
-        if work.part_sizes.is_empty() {
-            return Err("an xpsync check message without parts".into());
+        (None, Some(work)) => {
+            if work.part_sizes.is_empty() {
+                return Err("an xpsync check message without parts".into());
+            }
+            Ok(Parsed::Check { key, work })
         }
-        return Ok(Parsed::Check {
-            key: key.to_owned(),
-            work,
-        });
+        (None, None) => Ok(Parsed::Keys(vec![KeyEvent {
+            key,
+            time: None,
+            tags: false,
+            created: None,
+        }])),
     }
-    Ok(Parsed::Keys(vec![KeyEvent {
-        key: key.to_owned(),
-        time: None,
-        tags: false,
-        created: None,
-    }]))
 }
 
 /// An event's `object` member's size and ETag (named `etag_field`), when it has a size.

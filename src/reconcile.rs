@@ -41,7 +41,9 @@ use crate::transfer::{Copier, WriteOptions};
 use crate::metrics::RestartReason;
 pub use crate::metrics::{Method, Outcome};
 
+mod fleet;
 mod report;
+pub use fleet::SplitChecked;
 pub use report::{Done, ReconcileError, Report};
 
 /// How many times a key is started over because its source changed mid-copy.
@@ -64,6 +66,9 @@ pub struct Reconciler {
     /// Objects of at least `transfer.split_threshold` are split for the fleet
     /// rather than copied here (the daemon, which has a queue to send ranges to).
     splits: bool,
+    /// Set once the target is found unable to keep a split's ledger
+    /// ([`crate::fleet::Ledger`]): nothing is split from then on.
+    no_ledger: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Reconciler {
@@ -76,6 +81,7 @@ impl Reconciler {
             config,
             in_progress: KeyLocks::default(),
             splits: false,
+            no_ledger: Default::default(),
         }
     }
 
@@ -300,8 +306,8 @@ impl Reconciler {
         }
 
         // Copy, or split for the fleet.
-        if self.splits && self.copier.splits(source.size) {
-            if let Some(split) = self.copier.split(&source, &target_key, &options).await? {
+        if self.splits && self.ledger().splits(source.size) {
+            if let Some(split) = self.ledger().split(&source, &target_key, &options).await? {
                 return Ok(Done {
                     bytes: source.size,
                     split: Some(split),

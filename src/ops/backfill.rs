@@ -19,6 +19,7 @@ use crate::aws::S3Side;
 use crate::config::Config;
 use crate::error::S3Error;
 use crate::etag::ETag;
+use crate::fleet::Native;
 use crate::object::SourceObject;
 use crate::queue::{Outgoing, Queue, MAX_BATCH};
 use crate::reconcile::{Outcome, Reconciler, Report};
@@ -253,7 +254,7 @@ async fn send(queue: &Queue, config: &Config, keys: Vec<String>) -> Done {
     let messages: Vec<Outgoing> = keys
         .iter()
         .map(|key| Outgoing {
-            body: json!({"xpsync": 1, "bucket": config.source.bucket, "key": key}).to_string(),
+            body: Native::key(&config.source.bucket, key).body(),
             attributes: vec![("xpsync-origin".to_owned(), "backfill".to_owned())],
             delay: None,
         })
