@@ -9,16 +9,16 @@
 //! Secrets ([`Secret`]) never print: their `Debug` and `Serialize` say `<redacted>`,
 //! which is what `xpsync check-config` relies on.
 
-use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
+mod load;
+mod secret;
 mod validate;
+
+pub use secret::{Secret, Sse};
 
 /// S3's smallest part (all but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -102,7 +102,7 @@ pub struct TargetConfig {
     pub storage_class: String,
     /// Server-side encryption: `""` (the bucket's default), `AES256` or `aws:kms`.
     #[serde(default)]
-    pub sse: String,
+    pub sse: Sse,
     /// KMS key for `sse = "aws:kms"`; empty: the account's S3 key.
     #[serde(default)]
     pub sse_kms_key_id: String,
@@ -424,34 +424,6 @@ impl Default for LogConfig {
     }
 }
 
-/// A value that must never be printed: logs, errors and `check-config` see `<redacted>`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value itself, for handing to the SDK and nowhere else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("<redacted>")
-    }
-}
-
 /// The configuration could not be read, or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -471,32 +443,6 @@ pub enum Needs {
 }
 
 impl Config {
-    /// Reads `file` (if given) and the `XPSYNC_*` environment, without validating.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError::Parse(format!(
-                    "file {} does not exist",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        // XPSYNC_CONFIG names the file (`--config`); it is no setting.
-        figment = figment.merge(Env::prefixed("XPSYNC_").ignore(&["config"]).split("__"));
-        figment
-            .extract()
-            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))
-    }
-
-    /// Reads and validates, for a command that needs `needs`.
-    pub fn load_valid(file: Option<&Path>, needs: Needs) -> Result<Self, ConfigError> {
-        let config = Self::load(file)?;
-        config.validate(needs)?;
-        Ok(config)
-    }
-
     /// Whether `key` (a source key) is replicated at all.
     pub fn is_replicated(&self, key: &str) -> bool {
         let r = &self.replicate;
@@ -508,34 +454,6 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string(self).expect("the configuration always serializes")
     }
-}
-
-/// One line per problem: the key, what is wrong, and where the value came from
-/// (a file, or the environment variable to fix).
-fn describe_figment_error(error: figment::Error) -> String {
-    error
-        .into_iter()
-        .map(|e| {
-            let key = e.path.join(".").to_lowercase();
-            let origin = match &e.metadata {
-                Some(m) if m.name.contains("environment") => format!(
-                    "environment variable XPSYNC_{}",
-                    e.path.join("__").to_uppercase()
-                ),
-                Some(m) => match &m.source {
-                    Some(source) => source.to_string(),
-                    None => m.name.to_string(),
-                },
-                None => "the configuration".into(),
-            };
-            if key.is_empty() {
-                format!("{} (in {origin})", e.kind)
-            } else {
-                format!("{key}: {} (in {origin})", e.kind)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+use aws_sdk_s3::types::StorageClass;
 use tracing::Instrument;
 
 use crate::aws::S3Side;
@@ -90,11 +90,6 @@ impl Reconciler {
     pub fn splitting(mut self) -> Self {
         self.splits = true;
         self
-    }
-
-    /// Whether the target is asked to encrypt with SSE-KMS.
-    pub fn target_asks_kms(&self) -> bool {
-        self.config.target.sse == "aws:kms"
     }
 
     pub fn copier(&self) -> &Copier {
@@ -455,9 +450,7 @@ impl Reconciler {
         if !target.storage_class.is_empty() {
             options.storage_class = Some(StorageClass::from(target.storage_class.as_str()));
         }
-        if !target.sse.is_empty() {
-            options.sse = Some(ServerSideEncryption::from(target.sse.as_str()));
-        }
+        options.sse = target.sse.header();
         if !target.sse_kms_key_id.is_empty() {
             options.sse_kms_key_id = Some(target.sse_kms_key_id.clone());
         }

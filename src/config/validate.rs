@@ -93,13 +93,7 @@ impl Config {
                 t.multipart_threshold.display().iec()
             ));
         }
-        match self.target.sse.as_str() {
-            "" | "AES256" | "aws:kms" => {}
-            other => problems.push(format!(
-                "target.sse is {other:?}, but must be \"\", \"AES256\" or \"aws:kms\""
-            )),
-        }
-        if !self.target.sse_kms_key_id.is_empty() && self.target.sse != "aws:kms" {
+        if !self.target.sse_kms_key_id.is_empty() && self.target.sse != Sse::Kms {
             problems.push("target.sse_kms_key_id is set, but target.sse is not \"aws:kms\"".into());
         }
         if !self.target.storage_class.is_empty()

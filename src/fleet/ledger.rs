@@ -131,8 +131,8 @@ impl<'a> Ledger<'a> {
         })?;
         let (mine, encryption) = multipart::create(self.copier, source, target_key, options).await?;
         self.copier.saw_target_encryption(encryption.as_ref());
-        let target_kms = self.copier.etags_opaque(options);
-        let stream = self.copier.settings().stream_parts && !target_kms;
+        let opaque = self.copier.etags_opaque(options);
+        let stream = self.copier.settings().stream_parts && !opaque;
         let plan = match multipart::plan_for(self.copier, source, stream).await {
             Ok(plan) => plan,
             Err(e) => {
@@ -142,7 +142,7 @@ impl<'a> Ledger<'a> {
         };
         let mut winner = mine.clone();
         if plan.len() < MARKER_PART {
-            match self.tag(target_key, &mine, &etag, target_kms).await {
+            match self.tag(target_key, &mine, &etag, opaque).await {
                 Ok(Tagged::Ledger { earlier }) => winner = earlier.unwrap_or(winner),
                 Ok(Tagged::NoLedger(why)) => {
                     multipart::abort(self.copier, target_key, &mine).await;
@@ -170,7 +170,7 @@ impl<'a> Ledger<'a> {
             part_sizes,
             parts_per_range: per,
             preserved: plan.preserved,
-            target_kms,
+            target_kms: opaque,
             parts_present: None,
             stalled: 0,
             resends: 0,
@@ -186,7 +186,7 @@ impl<'a> Ledger<'a> {
         target_key: &str,
         mine: &str,
         etag: &ETag,
-        target_kms: bool,
+        opaque: bool,
     ) -> Result<Tagged, TransferError> {
         let (body, content_md5) = marker(etag);
         let target = self.copier.target();
@@ -215,7 +215,7 @@ impl<'a> Ledger<'a> {
             Err(e) => return Err(e.into()),
         }
         let earlier = self
-            .first_marked(target_key, Some(mine), etag, target_kms)
+            .first_marked(target_key, Some(mine), etag, opaque)
             .await?;
         Ok(Tagged::Ledger { earlier })
     }
@@ -233,7 +233,7 @@ impl<'a> Ledger<'a> {
         target_key: &str,
         before: Option<&str>,
         etag: &ETag,
-        target_kms: bool,
+        opaque: bool,
     ) -> Result<Option<String>, TransferError> {
         let mut uploads = match multipart::list_uploads(self.copier, target_key).await {
             Ok(uploads) => uploads,
@@ -250,7 +250,7 @@ impl<'a> Ledger<'a> {
         }
         for upload in uploads {
             if self
-                .carries_marker(target_key, &upload, etag, target_kms)
+                .carries_marker(target_key, &upload, etag, opaque)
                 .await?
             {
                 return Ok(Some(upload));
@@ -266,7 +266,7 @@ impl<'a> Ledger<'a> {
         target_key: &str,
         upload: &str,
         etag: &ETag,
-        target_kms: bool,
+        opaque: bool,
     ) -> Result<bool, TransferError> {
         let listed = match self.marker_part(target_key, upload).await {
             Ok(listed) => listed,
@@ -275,7 +275,7 @@ impl<'a> Ledger<'a> {
         };
         let (body, _) = marker(etag);
         Ok(listed.is_some_and(|(size, listed_etag)| {
-            size == body.len() as u64 && (target_kms || listed_etag == Some(ETag::of_bytes(&body)))
+            size == body.len() as u64 && (opaque || listed_etag == Some(ETag::of_bytes(&body)))
         }))
     }
 
@@ -305,19 +305,19 @@ impl<'a> Ledger<'a> {
             }))
     }
 
-    /// Copies the parts of `work` into its upload. `target_kms`: the target is
+    /// Copies the parts of `work` into its upload. `opaque`: the target is
     /// asked for SSE-KMS (its part ETags are opaque).
     pub async fn copy_range(
         &self,
         key: &str,
         target_key: &str,
         work: &RangeWork,
-        target_kms: bool,
+        opaque: bool,
     ) -> Result<RangeOutcome, TransferError> {
         let version = work.etag.clone();
-        let target_kms = target_kms || work.target_kms;
+        let opaque = opaque || work.target_kms;
         if let Some(winner) = self
-            .first_marked(target_key, Some(&work.upload_id), &version, target_kms)
+            .first_marked(target_key, Some(&work.upload_id), &version, opaque)
             .await?
         {
             tracing::info!(upload_id = %work.upload_id, %winner, "another upload of this version came first; giving this one up");
@@ -325,7 +325,7 @@ impl<'a> Ledger<'a> {
             return Ok(RangeOutcome::Superseded { aborted });
         }
         let source = SourceObject::listed(key, 0, Some(version));
-        let stream = self.copier.settings().stream_parts && !target_kms && !self.copier.opaque_seen();
+        let stream = self.copier.settings().stream_parts && !opaque && !self.copier.opaque_seen();
         let mut start = work.first_byte;
         let parts: Vec<(usize, std::ops::Range<u64>)> = work
             .part_sizes
@@ -450,7 +450,7 @@ impl<'a> Ledger<'a> {
         // Begun by whichever splitter won, maybe for another version of the same
         // size: what it records must be this version.
         self.copier.ensure_described(source, target_key, options).await?;
-        self.abort_duplicates(target_key, source, work.target_kms || opaque)
+        self.abort_duplicates(target_key, source, opaque)
             .await;
         Ok(CheckOutcome::Completed(Copied {
             etag,
@@ -463,14 +463,14 @@ impl<'a> Ledger<'a> {
     /// After a split completed: aborts any other upload of its version still there
     /// (a duplicate splitter's whose abort failed, one begun just now); their
     /// ranges then find them gone. Failures only leave them to the lifecycle rule.
-    async fn abort_duplicates(&self, target_key: &str, source: &SourceObject, target_kms: bool) {
+    async fn abort_duplicates(&self, target_key: &str, source: &SourceObject, opaque: bool) {
         let Some(etag) = &source.etag else { return };
         let Ok(uploads) = multipart::list_uploads(self.copier, target_key).await else {
             return;
         };
         for id in uploads {
             if matches!(
-                self.carries_marker(target_key, &id, etag, target_kms).await,
+                self.carries_marker(target_key, &id, etag, opaque).await,
                 Ok(true)
             ) {
                 tracing::info!(upload_id = %id, "aborting another upload of the version just completed");

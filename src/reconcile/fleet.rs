@@ -42,9 +42,9 @@ impl Reconciler {
         work: &RangeWork,
     ) -> Result<RangeOutcome, TransferError> {
         let target_key = self.target_key(key);
-        let target_kms = self.target_asks_kms();
+        let opaque = self.config.target.sse.etags_opaque();
         self.ledger()
-            .copy_range(key, &target_key, work, target_kms)
+            .copy_range(key, &target_key, work, opaque)
             .await
     }
 
@@ -70,9 +70,9 @@ impl Reconciler {
         key: &str,
         work: &CheckWork,
     ) -> Result<Option<String>, TransferError> {
-        let kms = work.target_kms || self.target_asks_kms();
+        let opaque = work.target_kms || self.config.target.sse.etags_opaque();
         self.ledger()
-            .first_marked(&self.target_key(key), None, &work.etag, kms)
+            .first_marked(&self.target_key(key), None, &work.etag, opaque)
             .await
     }
 
