@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Needs};
 use crate::ops::{adopt, backfill, dlq, verify};
 use crate::queue::Queue;
-use crate::reconcile::{Outcome, Reconciler};
+use crate::reconcile::{Hint, Outcome, Reconciler, Tags};
 use crate::{aws, daemon, metrics};
 
 /// Keeps an S3 bucket in one AWS partition in sync with a bucket in another.
@@ -266,7 +266,11 @@ async fn sync(config: Config, keys: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut reports = futures::stream::iter(keys)
         .map(|key| {
             let reconciler = reconciler.clone();
-            async move { reconciler.reconcile_with_tags(&key).await }
+            async move {
+                reconciler
+                    .reconcile(&key, Hint::Nothing, Tags::Compare)
+                    .await
+            }
         })
         .buffered(config.transfer.max_objects);
     let mut failed = 0;

@@ -6,7 +6,7 @@
 //!
 //! 1. **Describe.** HEAD the source and the target key (`target.key_prefix` + K) at
 //!    once. A key a listing has just shown missing from the target
-//!    ([`Reconciler::reconcile_listed`], used by `backfill`) skips the target's HEAD,
+//!    ([`Hint::Listed`], from `backfill`) skips the target's HEAD,
 //!    and, when it is small and stored in one part, the source's too: a GET
 //!    (`If-Match` the listed ETag) is opened and its headers describe the object.
 //! 2. **Decide.** Filtered by `replicate.include_prefixes` / `exclude_prefixes`:
@@ -118,46 +118,16 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Makes the target's copy of `key` match the source's, and says what it did.
-    pub async fn reconcile(&self, key: &str) -> Report {
+    /// Makes the target's copy of `key` match the source's, and says what it did:
+    /// the one entry for every command. `hint` is what is known of the key already
+    /// (a listing's or an event's description saves round trips); `tags` whether
+    /// the tags are compared too, which a HEAD does not show (tag events, `sync`).
+    pub async fn reconcile(&self, key: &str, hint: Hint, tags: Tags) -> Report {
         let span = tracing::info_span!("reconcile", key);
-        self.run(key, None, false).instrument(span).await
+        self.run(key, hint, tags).instrument(span).await
     }
 
-    /// As [`Reconciler::reconcile`], comparing the tags too (a HEAD does not show
-    /// them): for tag events, and for `xpsync sync`.
-    pub async fn reconcile_with_tags(&self, key: &str) -> Report {
-        let span = tracing::info_span!("reconcile", key);
-        self.run(key, None, true).instrument(span).await
-    }
-
-    /// As [`Reconciler::reconcile`], for a key a listing has just shown missing
-    /// from the target, and on the source as `listed` (size, and the ETag if the
-    /// listing gave one). Its first attempt sends no HEAD to the target, and none
-    /// to the source either when the object can be read by one GET. Should the key
-    /// have arrived on the target meanwhile, it is copied again, which is harmless.
-    pub async fn reconcile_listed(&self, listed: SourceObject) -> Report {
-        let key = listed.key.clone();
-        let span = tracing::info_span!("reconcile", key);
-        self.run(&key, Some(Hint::Listed(listed)), false)
-            .instrument(span)
-            .await
-    }
-
-    /// As [`Reconciler::reconcile`], for a key an S3 event described as `described`
-    /// (size and ETag): a small object stored in one part is then read by one GET
-    /// (`If-Match` the event's ETag) sent at the same time as the target's HEAD, with
-    /// no source HEAD: one round trip less per object. A stale event's GET fails its
-    /// `If-Match`, and the key is reconciled from HEADs.
-    pub async fn reconcile_described(&self, described: SourceObject, tags: bool) -> Report {
-        let key = described.key.clone();
-        let span = tracing::info_span!("reconcile", key);
-        self.run(&key, Some(Hint::Described(described)), tags)
-            .instrument(span)
-            .await
-    }
-
-    async fn run(&self, key: &str, hint: Option<Hint>, tags: bool) -> Report {
+    async fn run(&self, key: &str, hint: Hint, tags: Tags) -> Report {
         let started = Instant::now();
         let _only_one = self.in_progress.lock(key).await;
         let _in_flight = metrics::hold(&metrics::OBJECTS_IN_FLIGHT, 1);
@@ -179,14 +149,14 @@ impl Reconciler {
     async fn attempts(
         &self,
         key: &str,
-        mut hint: Option<Hint>,
-        tags: bool,
+        mut hint: Hint,
+        tags: Tags,
     ) -> Result<Done, ReconcileError> {
         let mut source_changes = 0;
         let mut keys_reread = false;
         let mut transient_retries = 0;
         loop {
-            let error = match self.attempt(key, hint.take(), tags).await {
+            let error = match self.attempt(key, std::mem::take(&mut hint), tags).await {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
@@ -236,25 +206,20 @@ impl Reconciler {
     }
 
     /// Describe, decide, copy: once.
-    async fn attempt(
-        &self,
-        key: &str,
-        hint: Option<Hint>,
-        tags: bool,
-    ) -> Result<Done, ReconcileError> {
+    async fn attempt(&self, key: &str, hint: Hint, tags: Tags) -> Result<Done, ReconcileError> {
         let target_key = self.target_key(key);
 
         // Describe. `target` is Some(..) when the target was HEADed now.
         let (source, target, open) = match hint {
-            Some(Hint::Listed(mut listed)) if self.copier.may_open(&listed) => {
+            Hint::Listed(mut listed) if self.copier.may_open(&listed) => {
                 match self.copier.open(&mut listed).await? {
                     Some(open) => (Some(listed), None, Some(open)),
                     None => (None, None, None),
                 }
             }
-            Some(Hint::Listed(_)) => (head_source(&self.source, key).await?, None, None),
+            Hint::Listed(_) => (head_source(&self.source, key).await?, None, None),
             // The GET and the target's HEAD at once: one round trip for both.
-            Some(Hint::Described(mut described)) if self.copier.may_open(&described) => {
+            Hint::Described(mut described) if self.copier.may_open(&described) => {
                 let (opened, target) = tokio::join!(
                     self.copier.open(&mut described),
                     head(&self.target, &target_key)
@@ -266,7 +231,7 @@ impl Reconciler {
                 }
             }
             // Both HEADs at once: on a slow link, one round trip instead of two.
-            Some(Hint::Described(_)) | None => {
+            Hint::Described(_) | Hint::Nothing => {
                 let (source, target) = tokio::join!(
                     head_source(&self.source, key),
                     head(&self.target, &target_key)
@@ -382,7 +347,7 @@ impl Reconciler {
         target: &TargetObject,
         target_key: &str,
         options: &WriteOptions,
-        tags: bool,
+        tags: Tags,
     ) -> Result<bool, ReconcileError> {
         let mut updated = false;
         let described = source.description.as_ref();
@@ -395,7 +360,7 @@ impl Reconciler {
                 .await?;
             updated = true;
         }
-        if tags && self.config.replicate.tags {
+        if tags == Tags::Compare && self.config.replicate.tags {
             updated |= self.copier.sync_tags(&source.key, target_key).await?;
         }
         Ok(updated)
@@ -459,11 +424,33 @@ impl Reconciler {
 }
 
 /// What is known of a key before it is looked at.
-enum Hint {
-    /// A listing has just shown it on the source so, and missing from the target.
+#[derive(Debug, Default)]
+pub enum Hint {
+    /// Nothing: both sides are HEADed, at once.
+    #[default]
+    Nothing,
+    /// A listing has just shown it on the source so (size, and the ETag if the
+    /// listing gave one), and missing from the target. The first attempt sends no
+    /// HEAD to the target, and none to the source either when the object can be read
+    /// by one GET. Should the key have arrived on the target meanwhile, it is copied
+    /// again, which is harmless.
     Listed(SourceObject),
-    /// An S3 event described it so (size, ETag); the target is unknown.
+    /// An S3 event described it so (size and ETag); the target is unknown. A small
+    /// object stored in one part is then read by one GET (`If-Match` the event's
+    /// ETag) sent at the same time as the target's HEAD, with no source HEAD: one
+    /// round trip less per object. A stale event's GET fails its `If-Match`, and the
+    /// key is reconciled from HEADs.
     Described(SourceObject),
+}
+
+/// Whether a reconcile compares the tags too (a HEAD does not show them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tags {
+    /// Only the bytes and the description: a tag change alone goes unseen.
+    Skip,
+    /// The tags as well, brought up to the source's in place: for tag events and
+    /// `xpsync sync`.
+    Compare,
 }
 
 /// HEAD the source `key`, described; None if it does not exist.

@@ -34,7 +34,6 @@ impl Config {
         config.validate(needs)?;
         Ok(config)
     }
-
 }
 
 /// One line per problem: the key, what is wrong, and where the value came from
@@ -68,4 +67,3 @@ fn describe_figment_error(error: figment::Error) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
-

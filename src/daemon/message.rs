@@ -27,8 +27,9 @@ use crate::error::ErrorKind;
 use crate::event::{self, KeyEvent, Parsed};
 use crate::fleet::{Step, Verdict};
 use crate::metrics::{self, MessageResult};
+use crate::object::SourceObject;
 use crate::queue::Received;
-use crate::reconcile::{Outcome, Report};
+use crate::reconcile::{Hint, Outcome, Report};
 use crate::retry;
 
 impl Daemon {
@@ -155,15 +156,13 @@ impl Daemon {
         let work = async {
             let mut reports = Vec::with_capacity(keys.len());
             for key in keys {
-                let report = match (&key.created, key.tags) {
-                    (Some((size, etag)), tags) => {
-                        let etag = crate::etag::ETag::parse(etag.as_deref());
-                        let described = crate::object::SourceObject::listed(&key.key, *size, etag);
-                        self.reconciler.reconcile_described(described, tags).await
+                let hint = match &key.created {
+                    Some((size, etag)) => {
+                        Hint::Described(SourceObject::listed(&key.key, *size, etag.clone()))
                     }
-                    (None, true) => self.reconciler.reconcile_with_tags(&key.key).await,
-                    (None, false) => self.reconciler.reconcile(&key.key).await,
+                    None => Hint::Nothing,
                 };
+                let report = self.reconciler.reconcile(&key.key, hint, key.tags).await;
                 reports.push(report);
             }
             reports

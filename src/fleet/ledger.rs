@@ -129,7 +129,8 @@ impl<'a> Ledger<'a> {
         let etag = source.etag.clone().ok_or_else(|| {
             TransferError::Unsupported("the source names no ETag for the object".into())
         })?;
-        let (mine, encryption) = multipart::create(self.copier, source, target_key, options).await?;
+        let (mine, encryption) =
+            multipart::create(self.copier, source, target_key, options).await?;
         self.copier.saw_target_encryption(encryption.as_ref());
         let opaque = self.copier.etags_opaque(options);
         let stream = self.copier.settings().stream_parts && !opaque;
@@ -162,7 +163,10 @@ impl<'a> Ledger<'a> {
             multipart::abort(self.copier, target_key, &mine).await;
         }
         let part_sizes = plan.sizes().to_vec();
-        let per = parts_per_range(&part_sizes, self.copier.settings().split_range_size.as_u64());
+        let per = parts_per_range(
+            &part_sizes,
+            self.copier.settings().split_range_size.as_u64(),
+        );
         let joined = winner != mine;
         let check = CheckWork {
             upload_id: winner,
@@ -375,7 +379,8 @@ impl<'a> Ledger<'a> {
         let id = &work.upload_id;
         let tail = multipart::parts_present(self.copier, target_key, id, last + 1..=count).await?;
         let Some(tail) = tail else { return Ok(None) };
-        let Some(mut sizes) = multipart::parts_present(self.copier, target_key, id, 1..=last).await?
+        let Some(mut sizes) =
+            multipart::parts_present(self.copier, target_key, id, 1..=last).await?
         else {
             return Ok(None);
         };
@@ -449,9 +454,10 @@ impl<'a> Ledger<'a> {
         };
         // Begun by whichever splitter won, maybe for another version of the same
         // size: what it records must be this version.
-        self.copier.ensure_described(source, target_key, options).await?;
-        self.abort_duplicates(target_key, source, opaque)
-            .await;
+        self.copier
+            .ensure_described(source, target_key, options)
+            .await?;
+        self.abort_duplicates(target_key, source, opaque).await;
         Ok(CheckOutcome::Completed(Copied {
             etag,
             method: Method::Multipart,

@@ -22,7 +22,7 @@ use crate::etag::ETag;
 use crate::fleet::Native;
 use crate::object::SourceObject;
 use crate::queue::{Outgoing, Queue, MAX_BATCH};
-use crate::reconcile::{Outcome, Reconciler, Report};
+use crate::reconcile::{Hint, Outcome, Reconciler, Report, Tags};
 
 /// What to do with the keys that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -173,9 +173,15 @@ pub async fn backfill(
                                     // Some servers list no ETags: parse() gives None.
                                     let etag = ETag::parse(c.source_etag.as_deref());
                                     let listed = SourceObject::listed(&c.key, size, etag);
-                                    reconciler.reconcile_listed(listed).await
+                                    reconciler
+                                        .reconcile(&c.key, Hint::Listed(listed), Tags::Skip)
+                                        .await
                                 }
-                                _ => reconciler.reconcile(&c.key).await,
+                                _ => {
+                                    reconciler
+                                        .reconcile(&c.key, Hint::Nothing, Tags::Skip)
+                                        .await
+                                }
                             })
                         }
                         .boxed(),
