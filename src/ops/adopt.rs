@@ -22,8 +22,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::compare::{compare, Comparison, Status};
+use super::Ops;
 use crate::aws::S3Side;
-use crate::config::Config;
 use crate::error::S3Error;
 use crate::etag::ETag;
 use crate::object::{Encryption, TargetObject};
@@ -151,20 +151,29 @@ pub struct AdoptSummary {
     pub failed: u64,
 }
 
+/// How `adopt` goes about it.
+#[derive(Debug, Clone, Copy)]
+pub struct AdoptOptions {
+    /// Candidates checked at once.
+    pub concurrency: usize,
+    /// Where bytes cannot be compared (SSE-KMS ETags), a target copy of the same
+    /// size written no earlier than the source counts as the same.
+    pub trust_kms_size_and_time: bool,
+}
+
 /// Adopts every copy under `prefix` that holds the source's bytes in another
 /// layout; `report` gets a JSON line per candidate.
 pub async fn adopt(
-    reconciler: &Reconciler,
-    (source, target): (&S3Side, &S3Side),
-    config: &Config,
+    ops: &Ops,
     prefix: &str,
-    (concurrency, trust_kms): (usize, bool),
+    options: AdoptOptions,
     mut report: impl FnMut(&Value),
 ) -> Result<AdoptSummary, S3Error> {
+    let reconciler = &ops.reconciler();
     let mut summary = AdoptSummary::default();
     let listed = std::cell::Cell::new((0u64, 0u64));
     {
-        let candidates = compare(source, target, config, prefix)
+        let candidates = compare(&ops.source, &ops.target, &ops.config, prefix)
             .inspect_ok(|c| {
                 let (s, t) = listed.get();
                 listed.set((
@@ -176,8 +185,8 @@ pub async fn adopt(
                 let candidate = c.status == Status::Different && c.source_size == c.target_size;
                 async move { candidate }
             })
-            .map_ok(|c| adopt_one(reconciler, source, target, config, c, trust_kms))
-            .try_buffer_unordered(concurrency.max(1));
+            .map_ok(|c| adopt_one(ops, reconciler, c, options.trust_kms_size_and_time))
+            .try_buffer_unordered(options.concurrency.max(1));
         futures::pin_mut!(candidates);
         while let Some((key, result)) = candidates.try_next().await? {
             summary.candidates += 1;
@@ -204,15 +213,14 @@ pub async fn adopt(
 
 /// Checks one candidate and, where it holds the source's bytes, records it.
 async fn adopt_one(
+    ops: &Ops,
     reconciler: &Reconciler,
-    source: &S3Side,
-    target: &S3Side,
-    config: &Config,
     c: Comparison,
     trust_kms: bool,
 ) -> Result<(String, Result<Match, String>), S3Error> {
+    let (source, target) = (&ops.source, &ops.target);
     let key = c.key.clone();
-    let target_key = format!("{}{}", config.target.key_prefix, key);
+    let target_key = ops.target_key(&key);
     let result = async {
         let Some(source_etag) = ETag::parse(c.source_etag.as_deref()) else {
             return Ok(Match::Unknowable("the source listing names no ETag".into()));
