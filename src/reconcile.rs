@@ -209,37 +209,7 @@ impl Reconciler {
     async fn attempt(&self, key: &str, hint: Hint, tags: Tags) -> Result<Done, ReconcileError> {
         let target_key = self.target_key(key);
 
-        // Describe. `target` is Some(..) when the target was HEADed now.
-        let (source, target, open) = match hint {
-            Hint::Listed(mut listed) if self.copier.may_open(&listed) => {
-                match self.copier.open(&mut listed).await? {
-                    Some(open) => (Some(listed), None, Some(open)),
-                    None => (None, None, None),
-                }
-            }
-            Hint::Listed(_) => (head_source(&self.source, key).await?, None, None),
-            // The GET and the target's HEAD at once: one round trip for both.
-            Hint::Described(mut described) if self.copier.may_open(&described) => {
-                let (opened, target) = tokio::join!(
-                    self.copier.open(&mut described),
-                    head(&self.target, &target_key)
-                );
-                let target = target?.map(|head| TargetObject::from_head(&head));
-                match opened? {
-                    Some(open) => (Some(described), Some(target), Some(open)),
-                    None => (None, Some(target), None),
-                }
-            }
-            // Both HEADs at once: on a slow link, one round trip instead of two.
-            Hint::Described(_) | Hint::Nothing => {
-                let (source, target) = tokio::join!(
-                    head_source(&self.source, key),
-                    head(&self.target, &target_key)
-                );
-                let target = target?.map(|head| TargetObject::from_head(&head));
-                (source?, Some(target), None)
-            }
-        };
+        let (source, target, open) = self.describe(key, &target_key, hint).await?;
 
         // Decide.
         let Some(source) = source else {
@@ -288,6 +258,47 @@ impl Reconciler {
             return Err(ReconcileError::Superseded(RestartReason::ChangedAfterWrite));
         }
         Ok(Done::copied(source.size, copied, started))
+    }
+
+    /// Describe: the source as it is now (None: gone), the target when it was
+    /// HEADed now (`Some(None)`: missing), and a GET of the source already answered
+    /// where the hint let one be opened.
+    async fn describe(
+        &self,
+        key: &str,
+        target_key: &str,
+        hint: Hint,
+    ) -> Result<Described, ReconcileError> {
+        Ok(match hint {
+            Hint::Listed(mut listed) if self.copier.may_open(&listed) => {
+                match self.copier.open(&mut listed).await? {
+                    Some(open) => (Some(listed), None, Some(open)),
+                    None => (None, None, None),
+                }
+            }
+            Hint::Listed(_) => (head_source(&self.source, key).await?, None, None),
+            // The GET and the target's HEAD at once: one round trip for both.
+            Hint::Described(mut described) if self.copier.may_open(&described) => {
+                let (opened, target) = tokio::join!(
+                    self.copier.open(&mut described),
+                    head(&self.target, target_key)
+                );
+                let target = target?.map(|head| TargetObject::from_head(&head));
+                match opened? {
+                    Some(open) => (Some(described), Some(target), Some(open)),
+                    None => (None, Some(target), None),
+                }
+            }
+            // Both HEADs at once: on a slow link, one round trip instead of two.
+            Hint::Described(_) | Hint::Nothing => {
+                let (source, target) = tokio::join!(
+                    head_source(&self.source, key),
+                    head(&self.target, target_key)
+                );
+                let target = target?.map(|head| TargetObject::from_head(&head));
+                (source?, Some(target), None)
+            }
+        })
     }
 
     /// A HEAD's 403 names no code: a one-byte GET of the same key on the same side
@@ -422,6 +433,14 @@ impl Reconciler {
         options
     }
 }
+
+/// What describing a key found: the source (None: gone), the target if it was
+/// HEADed (`Some(None)`: missing), and a GET of the source already answered.
+type Described = (
+    Option<SourceObject>,
+    Option<Option<TargetObject>>,
+    Option<crate::transfer::OpenGet>,
+);
 
 /// What is known of a key before it is looked at.
 #[derive(Debug, Default)]

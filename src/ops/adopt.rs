@@ -100,41 +100,56 @@ pub async fn content_matches(
     let mut digests = Vec::with_capacity(sizes.len());
     let mut start = 0u64;
     for size in sizes {
-        let request = source
-            .client
-            .get_object()
-            .bucket(&source.bucket)
-            .key(key)
-            .if_match(source_etag.quoted())
-            .range(format!("bytes={}-{}", start, start + size - 1));
-        let output = source.observe("GetObject", request.send().await)?;
-        let mut body = output.body;
-        let mut md5 = Md5::new();
-        let mut read = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                S3Error::new(
-                    source.side,
-                    "GetObject",
-                    crate::error::ErrorKind::Transient,
-                    format!("reading the body: {e}"),
-                )
-            })?;
-            read += chunk.len() as u64;
-            md5.update(&chunk);
+        match range_md5(source, key, source_etag, start..start + size).await? {
+            Ok(digest) => digests.push(digest),
+            Err(why) => return Ok(Match::Unknowable(why)),
         }
-        if read != size {
-            return Ok(Match::Unknowable(format!(
-                "the source returned {read} bytes for a range of {size}"
-            )));
-        }
-        digests.push(ETag::from_md5(&md5.finalize()));
         start += size;
     }
     Ok(match ETag::composite(&digests) {
         Some(composed) if composed == target_etag => Match::Same,
         _ => Match::Different,
     })
+}
+
+/// The MD5 of bytes `range` of the source version `source_etag`, read and hashed
+/// as they stream; the inner error if the source returned another length.
+async fn range_md5(
+    source: &S3Side,
+    key: &str,
+    source_etag: &ETag,
+    range: std::ops::Range<u64>,
+) -> Result<Result<ETag, String>, S3Error> {
+    let size = range.end - range.start;
+    let request = source
+        .client
+        .get_object()
+        .bucket(&source.bucket)
+        .key(key)
+        .if_match(source_etag.quoted())
+        .range(format!("bytes={}-{}", range.start, range.end - 1));
+    let output = source.observe("GetObject", request.send().await)?;
+    let mut body = output.body;
+    let mut md5 = Md5::new();
+    let mut read = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            S3Error::new(
+                source.side,
+                "GetObject",
+                crate::error::ErrorKind::Transient,
+                format!("reading the body: {e}"),
+            )
+        })?;
+        read += chunk.len() as u64;
+        md5.update(&chunk);
+    }
+    if read != size {
+        return Ok(Err(format!(
+            "the source returned {read} bytes for a range of {size}"
+        )));
+    }
+    Ok(Ok(ETag::from_md5(&md5.finalize())))
 }
 
 /// Counts over a whole adoption.
