@@ -236,7 +236,7 @@ impl Reconciler {
         }
 
         // Copy, or split for the fleet.
-        if self.splits && self.ledger().splits(source.size) {
+        if self.splits && self.ledger().copies_by_fleet(source.size) {
             if let Some(split) = self.ledger().split(&source, &target_key, &options).await? {
                 return Ok(Done {
                     bytes: source.size,

@@ -102,7 +102,7 @@ impl<'a> Ledger<'a> {
     }
 
     /// Whether an object of `size` bytes is copied by the fleet rather than here.
-    pub fn splits(&self, size: u64) -> bool {
+    pub fn copies_by_fleet(&self, size: u64) -> bool {
         let threshold = self.copier.settings().split_threshold.as_u64();
         threshold > 0 && size >= threshold && !self.no_ledger.load(Ordering::Relaxed)
     }

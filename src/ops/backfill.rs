@@ -35,7 +35,7 @@ pub enum Mode {
 
 /// Counts over the whole run.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
+pub struct BackfillSummary {
     pub source_keys: u64,
     pub target_keys: u64,
     /// Keys a reconcile would act on.
@@ -55,7 +55,7 @@ pub struct Summary {
     pub recent: u64,
 }
 
-impl Summary {
+impl BackfillSummary {
     /// The summary in CloudWatch's embedded metric format: one JSON line that
     /// CloudWatch Logs turns into metrics (namespace `xpsync/sweep`, dimension
     /// `Bucket`), so a scheduled sweep needs no Pushgateway.
@@ -95,7 +95,7 @@ pub enum Action<'a> {
 }
 
 /// One finished unit of work.
-enum Done {
+enum Finished {
     Reconciled(Report),
     Sent {
         count: u64,
@@ -122,14 +122,14 @@ pub async fn backfill(
     ops: &Ops,
     scope: Scope<'_>,
     mut report: impl FnMut(&Value),
-) -> Result<Summary, S3Error> {
+) -> Result<BackfillSummary, S3Error> {
     let config = &*ops.config;
     let comparisons = compare(&ops.source, &ops.target, config, scope.prefix);
     futures::pin_mut!(comparisons);
     let newer_than = scope.min_age.map(|age| unix_now() - age.as_secs() as i64);
-    let mut summary = Summary::default();
+    let mut summary = BackfillSummary::default();
     let mut progress = Progress::new();
-    let mut in_flight: FuturesUnordered<BoxFuture<'_, Done>> = FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<BoxFuture<'_, Finished>> = FuturesUnordered::new();
     let mut batch: Vec<String> = Vec::with_capacity(MAX_BATCH);
     let mut listed_all = false;
     loop {
@@ -168,7 +168,7 @@ fn start<'a>(
     config: &'a Config,
     batch: &mut Vec<String>,
     report: &mut impl FnMut(&Value),
-) -> Option<BoxFuture<'a, Done>> {
+) -> Option<BoxFuture<'a, Finished>> {
     match *action {
         Action::DryRun => {
             report(&json!(c));
@@ -185,7 +185,7 @@ fn start<'a>(
                 _ => Hint::Nothing,
             };
             let work = async move { reconciler.reconcile(&c.key, hint, Tags::Skip).await };
-            Some(work.map(Done::Reconciled).boxed())
+            Some(work.map(Finished::Reconciled).boxed())
         }
         Action::Enqueue(queue) => {
             batch.push(c.key);
@@ -201,7 +201,7 @@ fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-impl Summary {
+impl BackfillSummary {
     /// Counts a key as listed; true if a reconcile would act on it and it is not
     /// too recent (written after `newer_than`, seconds since the epoch).
     fn count_listed(&mut self, c: &Comparison, config: &Config, newer_than: Option<i64>) -> bool {
@@ -222,9 +222,9 @@ impl Summary {
     }
 
     /// Counts one finished unit of work; failures are reported.
-    fn tally(&mut self, done: Done, report: &mut impl FnMut(&Value)) {
+    fn tally(&mut self, done: Finished, report: &mut impl FnMut(&Value)) {
         match done {
-            Done::Reconciled(r) => match r.outcome() {
+            Finished::Reconciled(r) => match r.outcome() {
                 Outcome::Copied => {
                     self.copied += 1;
                     self.bytes_copied += r.bytes();
@@ -239,7 +239,7 @@ impl Summary {
                 }
                 Outcome::Unchanged | Outcome::Absent | Outcome::Filtered => self.unchanged += 1,
             },
-            Done::Sent { count, failed } => {
+            Finished::Sent { count, failed } => {
                 self.enqueued += count - failed.len() as u64;
                 self.failed += failed.len() as u64;
                 for (key, error) in failed {
@@ -272,7 +272,7 @@ fn acts_on(c: &Comparison, config: &Config) -> bool {
 }
 
 /// Sends one batch of xpsync messages; failures come back with their key.
-async fn send(queue: &Queue, config: &Config, keys: Vec<String>) -> Done {
+async fn send(queue: &Queue, config: &Config, keys: Vec<String>) -> Finished {
     let messages: Vec<Outgoing> = keys
         .iter()
         .map(|key| Outgoing {
@@ -287,7 +287,7 @@ async fn send(queue: &Queue, config: &Config, keys: Vec<String>) -> Done {
         .into_iter()
         .map(|(i, error)| (keys[i].clone(), error))
         .collect();
-    Done::Sent {
+    Finished::Sent {
         count: keys.len() as u64,
         failed,
     }

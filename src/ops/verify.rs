@@ -13,7 +13,7 @@ use crate::error::S3Error;
 
 /// Counts over the whole comparison.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
+pub struct VerifySummary {
     pub source_keys: u64,
     pub target_keys: u64,
     pub same: u64,
@@ -65,7 +65,7 @@ pub async fn stale_uploads(
     Ok(stale)
 }
 
-impl Summary {
+impl VerifySummary {
     pub fn clean(&self) -> bool {
         self.missing == 0 && self.different == 0 && self.extra == 0 && self.unknown == 0
     }
@@ -80,9 +80,9 @@ pub async fn verify(
     prefix: &str,
     deep: bool,
     mut report: impl FnMut(&Comparison),
-) -> Result<Summary, S3Error> {
+) -> Result<VerifySummary, S3Error> {
     let (source, target) = (&ops.source, &ops.target);
-    let mut summary = Summary::default();
+    let mut summary = VerifySummary::default();
     let comparisons = compare(source, target, &ops.config, prefix);
     futures::pin_mut!(comparisons);
     while let Some(mut c) = comparisons.try_next().await? {
