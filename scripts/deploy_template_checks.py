@@ -199,7 +199,8 @@ GETATT_PLACEHOLDERS = {
 }
 DOCUMENTED_PLACEHOLDERS = {"Partition", "SourceBucket", "Region", "AccountId", "QueueName",
                            "DeadLetterQueueName", "SecretArn", "ClusterName", "StackName",
-                           "LogGroupName", "ExecutionRoleArn", "OneOffTaskRoleArn", "SweepTaskRoleArn"}
+                           "LogGroupName", "ExecutionRoleArn", "OneOffTaskRoleArn", "SweepTaskRoleArn",
+                           "StackId"}
 NO_VALUE = Tagged("Ref", "AWS::NoValue")
 
 
@@ -208,6 +209,8 @@ def placeholder(value, problems, where):
     deploy/iam/*.json write it."""
     if value in (SECRET_ARN, Tagged("Ref", "TargetCredentialsSecret")):
         return "${SecretArn}"
+    if value == Tagged("Ref", "AWS::StackId"):
+        return "${StackId}"
     if isinstance(value, str) and "${" not in value:
         return value
     if isinstance(value, Tagged):
