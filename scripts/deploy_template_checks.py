@@ -280,11 +280,6 @@ def config_keys():
     return keys
 
 
-# The [cloudwatch] table (the workers' embedded metrics, issue 23), written by the
-# stack before config/xpsync.example.toml documents it. Noted, not failed, while it is
-# missing there; once documented, it is checked like every other key (and this set
-# can go).
-CONFIG_KEYS_PENDING = {"cloudwatch.emf", "cloudwatch.interval", "cloudwatch.namespace", "cloudwatch.stack"}
 XPSYNC_TASK_DEFINITIONS = ("TaskDefinition", "SweepTaskDefinition", "OneOffTaskDefinition")
 
 
@@ -298,10 +293,7 @@ def check_container_variables(problems, resources):
             if not variable["Name"].startswith("XPSYNC_"):
                 continue
             path = ".".join(p.lower() for p in variable["Name"][len("XPSYNC_"):].split("__"))
-            if path not in known and path in CONFIG_KEYS_PENDING:
-                print(f"note: {name} variable {variable['Name']}: {path} is not documented in "
-                      f"{EXAMPLE_CONFIG.relative_to(ROOT)} yet", file=sys.stderr)
-            elif path not in known:
+            if path not in known:
                 problems.append(f"{name} variable {variable['Name']}: {path} is not a key of "
                                 f"{EXAMPLE_CONFIG.relative_to(ROOT)}")
             if variable["Name"] == "XPSYNC_TARGET__CREDENTIALS__SECRET_ID" and variable["Value"] != SECRET_ID:

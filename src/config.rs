@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 
 mod load;
 mod secret;
+mod timeouts;
 mod validate;
 
 pub use secret::{Secret, Sse};
+pub use timeouts::TimeoutsConfig;
 
 /// S3's smallest part (all but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -60,6 +62,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Metrics as CloudWatch embedded metric format on stdout (`run` only).
+    #[serde(default)]
+    pub cloudwatch: CloudWatchConfig,
 }
 
 /// The side objects are read from.
@@ -256,69 +261,6 @@ pub struct ServerConfig {
     pub listen: String,
 }
 
-/// How long a request may go unanswered: a server that accepts a request and never
-/// answers costs a retry, never a held message.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TimeoutsConfig {
-    /// To open a connection. Default: 10s.
-    #[serde(with = "humantime_serde")]
-    pub connect: Duration,
-    /// From a request sent to its answer's first byte, for requests without a
-    /// body. An upload gets this plus its length at 128 KiB/s (a 5 GiB part on a
-    /// slow link legitimately takes long); an SQS receive gets it plus
-    /// `queue.wait_time`. Default: 60s.
-    #[serde(with = "humantime_serde")]
-    pub first_byte: Duration,
-    /// How long a body (read or sent) may make no progress before the transfer is
-    /// cut and retried (the SDK's stalled-stream protection). Default: 30s.
-    #[serde(with = "humantime_serde")]
-    pub between_reads: Duration,
-}
-
-impl Default for TimeoutsConfig {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(10),
-            first_byte: Duration::from_secs(60),
-            between_reads: Duration::from_secs(30),
-        }
-    }
-}
-
-impl TimeoutsConfig {
-    /// The slowest rate an upload is allowed before its answer is given up on.
-    pub const SLOWEST_UPLOAD: u64 = 128 * 1024;
-
-    /// The SDK's timeouts for requests without a body.
-    pub fn sdk(&self) -> aws_config::timeout::TimeoutConfig {
-        self.sdk_with_first_byte(self.first_byte)
-    }
-
-    /// The SDK's timeouts, with time to first byte `first_byte`.
-    pub fn sdk_with_first_byte(&self, first_byte: Duration) -> aws_config::timeout::TimeoutConfig {
-        aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(self.connect)
-            .read_timeout(first_byte)
-            .build()
-    }
-
-    /// Time to the answer's first byte for an upload of `length` bytes.
-    pub fn upload_first_byte(&self, length: u64) -> Duration {
-        self.first_byte + Duration::from_secs(length / Self::SLOWEST_UPLOAD)
-    }
-
-    /// The SDK's stalled-stream protection: a body making no progress for
-    /// `between_reads` is cut.
-    pub fn stalled_streams(
-        &self,
-    ) -> aws_config::stalled_stream_protection::StalledStreamProtectionConfig {
-        aws_config::stalled_stream_protection::StalledStreamProtectionConfig::enabled()
-            .grace_period(self.between_reads)
-            .build()
-    }
-}
-
 /// Behaviour on SIGTERM.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -327,6 +269,34 @@ pub struct ShutdownConfig {
     /// Default: 25s.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+}
+
+/// The daemon's metrics for CloudWatch: embedded metric format (EMF) lines on
+/// stdout, which awslogs hands to CloudWatch Logs, which makes them metrics.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudWatchConfig {
+    /// Print them. Default: false.
+    pub emf: bool,
+    /// How often. Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The metrics' namespace. Default: xpsync.
+    pub namespace: String,
+    /// The `Stack` dimension of every metric, telling deployments apart (the
+    /// template sets its stack name). Default: empty.
+    pub stack: String,
+}
+
+impl Default for CloudWatchConfig {
+    fn default() -> Self {
+        Self {
+            emf: false,
+            interval: Duration::from_secs(60),
+            namespace: "xpsync".into(),
+            stack: String::new(),
+        }
+    }
 }
 
 /// Logging.

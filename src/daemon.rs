@@ -82,6 +82,16 @@ pub async fn run(
         }
     }
     tokio::spawn(poll_depths(queue.clone(), http_stop.clone()));
+    let emf = config.cloudwatch.emf.then(|| {
+        let c = &config.cloudwatch;
+        let publishing = metrics::emf::publish(
+            c.namespace.clone(),
+            c.stack.clone(),
+            c.interval,
+            http_stop.clone(),
+        );
+        tokio::spawn(publishing)
+    });
     let (deleter, deleter_task) = Deleter::spawn(queue.clone());
 
     let reconciler = Reconciler::new(source, target, Arc::clone(&config)).splitting();
@@ -116,6 +126,10 @@ pub async fn run(
 
     daemon.drain(signalled, deleter_task).await;
     http_stop.cancel();
+    if let Some(emf) = emf {
+        // Its last lines: what the final interval counted.
+        let _ = emf.await;
+    }
     http.await.context("the HTTP server task")??;
     Ok(())
 }

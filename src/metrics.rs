@@ -10,6 +10,8 @@
 //! This module depends only on [`crate::error`]; the domain modules re-export the
 //! label enums they speak in (`reconcile::Outcome`, `transfer::Method`).
 
+pub mod emf;
+
 use std::sync::LazyLock;
 
 use crate::error::ErrorKind;
@@ -487,6 +489,11 @@ impl Drop for GaugeHold {
     fn drop(&mut self) {
         self.gauge.sub(self.amount);
     }
+}
+
+/// Every metric family, as it is now.
+pub fn gather() -> Vec<prometheus::proto::MetricFamily> {
+    REGISTRY.gather()
 }
 
 /// The registry in Prometheus text format.

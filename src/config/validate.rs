@@ -178,6 +178,16 @@ impl Config {
                 self.log.format
             ));
         }
+        let cloudwatch = &self.cloudwatch;
+        if cloudwatch.emf && cloudwatch.interval < Duration::from_secs(1) {
+            problems.push(format!(
+                "cloudwatch.interval is {}, but must be at least 1s",
+                humantime::format_duration(cloudwatch.interval)
+            ));
+        }
+        if cloudwatch.emf && cloudwatch.namespace.is_empty() {
+            problems.push("cloudwatch.namespace is empty, but CloudWatch needs one".into());
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             problems.push(format!(
                 "log.level is {:?}, but must be a level such as \"info\" or a filter directive",

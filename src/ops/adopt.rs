@@ -237,7 +237,7 @@ async fn adopt_one(
     let key = c.key.clone();
     let target_key = ops.target_key(&key);
     let result = async {
-        let Some(source_etag) = ETag::parse(c.source_etag.as_deref()) else {
+        let Some(source_etag) = c.source_etag.clone() else {
             return Ok(Match::Unknowable("the source listing names no ETag".into()));
         };
         let found = content_matches(source, target, &key, &target_key, &source_etag)

@@ -18,7 +18,6 @@ use super::progress::Progress;
 use super::Ops;
 use crate::config::Config;
 use crate::error::S3Error;
-use crate::etag::ETag;
 use crate::fleet::Native;
 use crate::object::SourceObject;
 use crate::queue::{Outgoing, Queue, MAX_BATCH};
@@ -179,7 +178,7 @@ fn start<'a>(
             let hint = match (c.status, c.source_size) {
                 // Some servers list no ETags: parse() gives None.
                 (Status::Missing, Some(size)) => {
-                    let etag = ETag::parse(c.source_etag.as_deref());
+                    let etag = c.source_etag.clone();
                     Hint::Listed(SourceObject::listed(&c.key, size, etag))
                 }
                 _ => Hint::Nothing,

@@ -87,7 +87,7 @@ pub async fn verify(
     futures::pin_mut!(comparisons);
     while let Some(mut c) = comparisons.try_next().await? {
         if deep && c.status == Status::Different && c.source_size == c.target_size {
-            if let Some(etag) = crate::etag::ETag::parse(c.source_etag.as_deref()) {
+            if let Some(etag) = c.source_etag.clone() {
                 let target_key = ops.target_key(&c.key);
                 match super::adopt::content_matches(source, target, &c.key, &target_key, &etag)
                     .await
