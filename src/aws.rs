@@ -38,6 +38,33 @@ pub struct S3Side {
     pub bucket: String,
     /// Set when keys come from a secret, so a rejection can force a re-read.
     secret: Option<SecretCredentials>,
+    /// When each operation last passed on this side.
+    passes: Arc<Passes>,
+}
+
+/// How long an operation that passed on some key makes its refusal on another
+/// key that key's own verdict ([`S3Error::per_object`]).
+const PASSED_RECENTLY: Duration = Duration::from_secs(600);
+
+/// When each operation last passed: an `AccessDenied` of an operation that passes
+/// on other keys concerns the refused object alone (a prefix-scoped deny, another
+/// owner's object), while one that passes nowhere may be a policy refusing it on
+/// every key.
+#[derive(Debug, Default)]
+struct Passes(std::sync::Mutex<std::collections::HashMap<&'static str, Instant>>);
+
+impl Passes {
+    fn passed(&self, operation: &'static str) {
+        let mut passes = self.0.lock().expect("never poisoned");
+        passes.insert(operation, Instant::now());
+    }
+
+    fn passed_recently(&self, operation: &str) -> bool {
+        let passes = self.0.lock().expect("never poisoned");
+        passes
+            .get(operation)
+            .is_some_and(|at| at.elapsed() < PASSED_RECENTLY)
+    }
 }
 
 impl S3Side {
@@ -63,6 +90,13 @@ impl S3Side {
                 );
             }
         }
+        match &mut result {
+            Ok(_) => self.passes.passed(operation),
+            Err(e) if e.kind == ErrorKind::Denied => {
+                e.per_object = self.passes.passed_recently(operation);
+            }
+            Err(_) => {}
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
@@ -76,6 +110,11 @@ impl S3Side {
             }
         }
         result
+    }
+
+    /// Whether `operation` passed on this side lately, on any key.
+    pub fn passed_recently(&self, operation: &str) -> bool {
+        self.passes.passed_recently(operation)
     }
 
     /// Every incomplete multipart upload under `prefix`, all pages.
@@ -187,6 +226,7 @@ async fn s3_side(
         client: aws_sdk_s3::Client::from_conf(builder.build()),
         bucket: bucket.to_owned(),
         secret,
+        passes: Arc::default(),
     })
 }
 

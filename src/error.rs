@@ -36,8 +36,14 @@ impl fmt::Display for Side {
 /// What a failure means for whoever must decide what to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The keys were rejected or lack permission: systemic, affects every object.
+    /// The keys were rejected (unknown, badly signed, expired), or a bare 403 that
+    /// names no reason: systemic, affects every object.
     Auth,
+    /// The keys were accepted, but may not do this (`AccessDenied`): one object's
+    /// verdict where the same operation passes on other keys
+    /// ([`S3Error::per_object`]), else possibly a policy refusing it on every key,
+    /// which counts toward the breaker like a systemic failure.
+    Denied,
     /// The bucket (or queue) does not exist: systemic.
     BucketMissing,
     /// The key does not exist (or the upload is gone).
@@ -51,8 +57,9 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Auth,
+        ErrorKind::Denied,
         ErrorKind::BucketMissing,
         ErrorKind::NotFound,
         ErrorKind::PreconditionFailed,
@@ -63,6 +70,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Auth => "auth",
+            ErrorKind::Denied => "denied",
             ErrorKind::BucketMissing => "bucket_missing",
             ErrorKind::NotFound => "not_found",
             ErrorKind::PreconditionFailed => "precondition_failed",
@@ -93,6 +101,10 @@ pub struct S3Error {
     pub message: String,
     /// S3's error code, when its answer had a body naming one.
     pub code: Option<String>,
+    /// The failure is known to concern this object alone: an `AccessDenied` while
+    /// the same operation passes on other keys, or a GET refused after the key's
+    /// HEAD passed (a KMS key the keys may not use).
+    pub per_object: bool,
 }
 
 impl S3Error {
@@ -109,7 +121,15 @@ impl S3Error {
             kind,
             message: message.into(),
             code: None,
+            per_object: false,
         }
+    }
+
+    /// Whether this is one object's verdict, final: a listed per-object code, or a
+    /// refusal known to concern this object alone. Such a key is dead-lettered once,
+    /// with S3's words, and never counts toward the breaker.
+    pub fn is_verdict(&self) -> bool {
+        self.kind == ErrorKind::Permanent || (self.kind == ErrorKind::Denied && self.per_object)
     }
 
     /// Whether S3 said the keys themselves are wrong (unknown, badly signed,
@@ -127,11 +147,7 @@ impl S3Error {
     /// does not implement it (some S3-compatible ones). Not expired or wrong keys,
     /// which are systemic and pass.
     pub fn operation_refused(&self) -> bool {
-        match self.kind {
-            ErrorKind::Auth => self.code.as_deref() == Some("AccessDenied"),
-            ErrorKind::Permanent => true,
-            _ => false,
-        }
+        matches!(self.kind, ErrorKind::Denied | ErrorKind::Permanent)
     }
 
     /// Classifies an SDK error by its code and HTTP status.
@@ -148,6 +164,7 @@ impl S3Error {
             kind,
             message: describe(&err, code.clone(), status),
             code,
+            per_object: false,
         }
     }
 }
@@ -166,8 +183,9 @@ pub const PER_OBJECT_PERMANENT: [&str; 6] = [
 fn s3_kind<E>(err: &SdkError<E>, code: Option<&str>, status: Option<u16>) -> ErrorKind {
     match (err, code, status) {
         (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
-        | (_, Some("InvalidToken" | "AccessDenied" | "AllAccessDisabled"), _)
+        | (_, Some("InvalidToken" | "AllAccessDisabled"), _)
         | (_, None, Some(401 | 403)) => ErrorKind::Auth,
+        (_, Some("AccessDenied"), _) => ErrorKind::Denied,
         (_, Some("NoSuchBucket"), _) => ErrorKind::BucketMissing,
         (_, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"), _) | (_, None, Some(404)) => {
             ErrorKind::NotFound

@@ -43,6 +43,7 @@ pub use crate::metrics::{Method, Outcome};
 
 mod fleet;
 mod report;
+mod verdict;
 pub use fleet::SplitChecked;
 pub use report::{Done, ReconcileError, Report};
 
@@ -156,7 +157,7 @@ impl Reconciler {
         let mut keys_reread = false;
         let mut transient_retries = 0;
         loop {
-            let error = match self.attempt(key, std::mem::take(&mut hint), tags).await {
+            let mut error = match self.attempt(key, std::mem::take(&mut hint), tags).await {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
@@ -183,12 +184,17 @@ impl Reconciler {
                     }
                 }
                 // Keys S3 named as rejected have marked the secret stale; a HEAD's 403
-                // names nothing, so it is confirmed first. Then one more try.
+                // names nothing, so it is confirmed first: a refusal of this object
+                // is its verdict (or the policy's), else one more try.
                 ErrorKind::Auth if !keys_reread => {
                     keys_reread = true;
-                    if let Some(e) = error.s3().filter(|e| e.code.is_none()) {
-                        self.confirm_rejection(e.side, key).await;
+                    if self.confirm_rejection(key, &mut error).await {
+                        return Err(error);
                     }
+                }
+                ErrorKind::Denied => {
+                    self.judge_refusal(key, &mut error).await;
+                    return Err(error);
                 }
                 ErrorKind::Transient if transient_retries < TRANSIENT_RETRIES => {
                     transient_retries += 1;
@@ -299,25 +305,6 @@ impl Reconciler {
                 (source?, Some(target), None)
             }
         })
-    }
-
-    /// A HEAD's 403 names no code: a one-byte GET of the same key on the same side
-    /// does, and [`S3Side::observe`] re-reads the secret only if it says the keys
-    /// themselves were rejected (not merely refused this object).
-    async fn confirm_rejection(&self, side: crate::error::Side, key: &str) {
-        let (side, key) = match side {
-            crate::error::Side::Source => (&self.source, key.to_owned()),
-            crate::error::Side::Target => (&self.target, self.target_key(key)),
-        };
-        let request = side
-            .client
-            .get_object()
-            .bucket(&side.bucket)
-            .key(key)
-            .range("bytes=0-0");
-        if let Err(e) = side.observe("GetObject", request.send().await) {
-            tracing::debug!(error = %e, "confirming an authorisation failure");
-        }
     }
 
     /// The source's `key` as a HEAD describes it now; None if it is gone.

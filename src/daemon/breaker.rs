@@ -1,8 +1,10 @@
 //! The breaker: when every copy fails the same way, stop taking messages.
 //!
 //! **Closed** (normal): [`BREAKER_THRESHOLD`] failures in a row that are systemic
-//! (keys rejected, a bucket missing, a secret that cannot be read) or permanent
-//! (which a misjudged systemic fault would look like) open it.
+//! (keys rejected, a bucket missing, a secret that cannot be read), or refusals of
+//! an operation that passes on no key (a policy refusing writes, say), open it. One
+//! object's verdict (a listed per-object code, a refusal of that object alone) is
+//! never counted, however many come in a row: it says nothing of the service.
 //!
 //! **Open**: no message is received; `/readyz` reports the cause; a probe (a
 //! listing of both buckets, reading the keys again) is tried after a pause that
@@ -81,6 +83,10 @@ impl Default for Breaker {
 impl Breaker {
     /// Records what reconciling a key came to.
     pub(super) fn record(&self, report: &Report, health: &Health) {
+        if report.error().is_some_and(|e| e.is_verdict()) {
+            // One object's verdict: it says nothing of the service.
+            return;
+        }
         let result = match report.error() {
             Some(e) => Err((e.kind(), e.to_string())),
             None => Ok(matches!(
@@ -96,7 +102,10 @@ impl Breaker {
     /// text of its error.
     pub(super) fn record_work(&self, result: Result<bool, (ErrorKind, String)>, health: &Health) {
         let mut state = self.state.lock().expect("never poisoned");
-        let counts = |kind: ErrorKind| kind.is_systemic() || kind == ErrorKind::Permanent;
+        // A refusal that no key was seen to escape may be a policy refusing the
+        // operation on every key: it counts, and its message is retried, not
+        // dead-lettered, until the breaker holds.
+        let counts = |kind: ErrorKind| kind.is_systemic() || kind == ErrorKind::Denied;
         match &mut *state {
             State::Closed { in_a_row } => match result {
                 Err((kind, cause)) if counts(kind) => {
@@ -210,7 +219,15 @@ mod tests {
     use crate::reconcile::{ReconcileError, Report};
 
     fn failed(kind: ErrorKind) -> Report {
-        let error = S3Error::new(Side::Target, "PutObject", kind, "AccessDenied: no");
+        report_of(S3Error::new(
+            Side::Target,
+            "PutObject",
+            kind,
+            "AccessDenied: no",
+        ))
+    }
+
+    fn report_of(error: S3Error) -> Report {
         Report {
             key: "k".into(),
             duration: Duration::ZERO,
@@ -231,11 +248,32 @@ mod tests {
         let (breaker, health) = (Breaker::default(), Health::default());
         breaker.record(&failed(ErrorKind::Auth), &health);
         breaker.record(&failed(ErrorKind::Transient), &health);
-        breaker.record(&failed(ErrorKind::Permanent), &health);
+        breaker.record(&failed(ErrorKind::Denied), &health);
         assert_eq!(breaker.gate(), Gate::Receive);
         breaker.record(&failed(ErrorKind::Auth), &health);
         assert!(matches!(breaker.gate(), Gate::Probe(_)));
         assert!(matches!(health.readiness(), Readiness::Paused(_)));
+    }
+
+    #[test]
+    fn one_objects_verdicts_never_open_it_however_many_in_a_row() {
+        let (breaker, health) = (Breaker::default(), Health::default());
+        let mut refused = S3Error::new(
+            Side::Source,
+            "GetObject",
+            ErrorKind::Denied,
+            "AccessDenied: kms:Decrypt",
+        );
+        refused.per_object = true;
+        for _ in 0..BREAKER_THRESHOLD * 3 {
+            breaker.record(&failed(ErrorKind::Permanent), &health);
+            breaker.record(&report_of(refused.clone()), &health);
+        }
+        assert_eq!(breaker.gate(), Gate::Receive);
+        assert!(matches!(
+            health.readiness(),
+            Readiness::Starting | Readiness::Ready
+        ));
     }
 
     #[test]

@@ -23,7 +23,6 @@ use tracing::Instrument;
 
 use super::Daemon;
 use crate::config::MAX_VISIBILITY;
-use crate::error::ErrorKind;
 use crate::event::{self, KeyEvent, Parsed};
 use crate::fleet::{Step, Verdict};
 use crate::metrics::{self, MessageResult};
@@ -199,7 +198,7 @@ impl Daemon {
             }
             self.deleter.delete(&message.id, &message.receipt);
             self.finish(MessageResult::Deleted, "every key reconciled; deleted");
-        } else if errors.iter().all(|e| e.kind() == ErrorKind::Permanent) {
+        } else if errors.iter().all(|e| e.is_verdict()) {
             // Wrong with these objects, and wrong every time: no use retrying.
             let reason = reports
                 .iter()

@@ -81,6 +81,12 @@ pub fn compare<'a>(
                 Ok(true) => Status::Same,
                 Ok(false) => Status::Different,
                 Err(e) if e.kind == crate::error::ErrorKind::NotFound => Status::Missing,
+                // The listing passed with the same keys: a 403 here is this key's
+                // (a prefix-scoped deny), unless S3 says the keys were rejected.
+                Err(e) if e.kind == crate::error::ErrorKind::Auth && !e.keys_rejected() => {
+                    error = Some(e.to_string());
+                    Status::Unknown
+                }
                 Err(e) if e.kind.is_systemic() => return Err(e),
                 Err(e) => {
                     error = Some(e.to_string());

@@ -52,6 +52,16 @@ impl ReconcileError {
     pub fn is_systemic(&self) -> bool {
         self.kind().is_systemic()
     }
+
+    /// Whether this is the object's own verdict, final ([`S3Error::is_verdict`], or
+    /// an object xpsync cannot copy): its message is dead-lettered once, and it
+    /// never counts toward the breaker.
+    pub fn is_verdict(&self) -> bool {
+        match self {
+            ReconcileError::Transfer(TransferError::S3(e)) => e.is_verdict(),
+            e => e.kind() == ErrorKind::Permanent,
+        }
+    }
 }
 
 /// What a successful reconcile did.

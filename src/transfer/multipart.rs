@@ -122,7 +122,7 @@ impl Upload<'_> {
         if let Err(e) = &result {
             if matches!(
                 e.kind(),
-                ErrorKind::PreconditionFailed | ErrorKind::Permanent
+                ErrorKind::PreconditionFailed | ErrorKind::Permanent | ErrorKind::Denied
             ) || matches!(e, TransferError::Verification(_))
             {
                 abort(self.copier, self.target_key, upload_id).await;
