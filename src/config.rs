@@ -19,7 +19,7 @@ mod secret;
 mod timeouts;
 mod validate;
 
-pub use secret::{Secret, Sse};
+pub use secret::{Archived, RestoreTier, Secret, Sse};
 pub use timeouts::TimeoutsConfig;
 
 /// S3's smallest part (all but the last).
@@ -251,6 +251,14 @@ pub struct ReplicateConfig {
     pub include_prefixes: Vec<String>,
     /// Keys under one of these prefixes are not replicated. Default: none.
     pub exclude_prefixes: Vec<String>,
+    /// Archived sources (Glacier, Deep Archive, Intelligent-Tiering archive tiers,
+    /// not restored): `skip` (counted as `archived`) or `restore`. Default: skip.
+    pub archived: Archived,
+    /// With `archived = "restore"`: the retrieval tier. Default: Bulk.
+    pub restore_tier: RestoreTier,
+    /// With `archived = "restore"`: days the restored copy stays readable (not for
+    /// Intelligent-Tiering, whose restored objects stay). Default: 1.
+    pub restore_days: u32,
 }
 
 /// The HTTP server.
@@ -365,6 +373,9 @@ impl Default for ReplicateConfig {
             tags: true,
             include_prefixes: Vec::new(),
             exclude_prefixes: Vec::new(),
+            archived: Archived::Skip,
+            restore_tier: RestoreTier::Bulk,
+            restore_days: 1,
         }
     }
 }

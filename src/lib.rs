@@ -1,6 +1,7 @@
 //! xpsync keeps an S3 bucket in one AWS partition in sync with a bucket in another,
 //! where S3 Replication cannot reach. See the README for the architecture.
 
+pub mod archive;
 pub mod aws;
 pub mod cli;
 pub mod config;

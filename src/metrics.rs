@@ -238,6 +238,14 @@ pub static SPLITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static RESTORES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "xpsync_restores_total",
+        "Archived source objects asked to be restored (replicate.archived = \"restore\"), by result",
+        &["result"],
+    )
+});
+
 /// Always 1, labelled with the version.
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     let g = register(
@@ -271,6 +279,9 @@ pub fn init() {
     }
     for result in SplitResult::ALL {
         SPLITS.with_label_values(&[result.as_str()]);
+    }
+    for result in RestoreResult::ALL {
+        RESTORES.with_label_values(&[result.as_str()]);
     }
     for reason in RestartReason::ALL {
         RESTARTS.with_label_values(&[reason.as_str()]);
@@ -334,6 +345,9 @@ label! {
         /// The source key does not exist, and the target needs nothing.
         Absent => "absent",
         Filtered => "filtered",
+        /// The source is archived (Glacier, Deep Archive, an Intelligent-Tiering
+        /// archive tier) and not restored: skipped, or its restore asked for.
+        Archived => "archived",
         Failed => "failed",
     }
 }
@@ -414,6 +428,23 @@ impl RangeResult {
 impl SplitResult {
     pub fn count(self) {
         SPLITS.with_label_values(&[self.as_str()]).inc();
+    }
+}
+
+label! {
+    /// What asking to restore an archived object came to (`xpsync_restores_total{result}`).
+    RestoreResult {
+        /// RestoreObject sent and accepted.
+        Requested => "requested",
+        /// A restore was under way already: nothing sent.
+        InProgress => "in_progress",
+        Failed => "failed",
+    }
+}
+
+impl RestoreResult {
+    pub fn count(self) {
+        RESTORES.with_label_values(&[self.as_str()]).inc();
     }
 }
 

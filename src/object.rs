@@ -11,6 +11,7 @@
 //! A [`TargetObject`] is what a HEAD of the target key tells, including the source
 //! ETag a copy recorded in its metadata.
 
+use crate::archive::Access;
 use std::collections::HashMap;
 
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
@@ -97,6 +98,11 @@ pub struct SourceObject {
     pub description: Option<Description>,
     /// How many tags it has; None: not known (a HEAD does not say).
     pub tag_count: Option<u32>,
+    /// Whether its bytes can be read now; a listing or an event cannot say, and a
+    /// GET answers it ([`crate::archive`]).
+    pub access: Access,
+    /// Stored in S3 Intelligent-Tiering (whose archive tiers restore without days).
+    pub intelligent_tiering: bool,
 }
 
 impl SourceObject {
@@ -109,6 +115,8 @@ impl SourceObject {
             encryption: None,
             description: None,
             tag_count: None,
+            access: Access::Readable,
+            intelligent_tiering: false,
         }
     }
 
@@ -124,6 +132,9 @@ impl SourceObject {
             )),
             description: Some(description_from!(head)),
             tag_count: None,
+            access: Access::from_head(head),
+            intelligent_tiering: head.storage_class()
+                == Some(&aws_sdk_s3::types::StorageClass::IntelligentTiering),
         }
     }
 

@@ -241,6 +241,10 @@ impl Reconciler {
             }
         }
 
+        if source.access.is_archived() {
+            return self.archived(&source).await;
+        }
+
         // Copy, or split for the fleet.
         if self.splits && self.ledger().copies_by_fleet(source.size) {
             if let Some(split) = self.ledger().split(&source, &target_key, &options).await? {
@@ -277,9 +281,14 @@ impl Reconciler {
     ) -> Result<Described, ReconcileError> {
         Ok(match hint {
             Hint::Listed(mut listed) if self.copier.may_open(&listed) => {
-                match self.copier.open(&mut listed).await? {
-                    Some(open) => (Some(listed), None, Some(open)),
-                    None => (None, None, None),
+                match self.copier.open(&mut listed).await {
+                    Ok(Some(open)) => (Some(listed), None, Some(open)),
+                    Ok(None) => (None, None, None),
+                    // Archived: a HEAD tells whether it is being restored.
+                    Err(e) if answered_archived(&e) => {
+                        (head_source(&self.source, key).await?, None, None)
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             Hint::Listed(_) => (head_source(&self.source, key).await?, None, None),
@@ -290,9 +299,13 @@ impl Reconciler {
                     head(&self.target, target_key)
                 );
                 let target = target?.map(|head| TargetObject::from_head(&head));
-                match opened? {
-                    Some(open) => (Some(described), Some(target), Some(open)),
-                    None => (None, Some(target), None),
+                match opened {
+                    Ok(Some(open)) => (Some(described), Some(target), Some(open)),
+                    Ok(None) => (None, Some(target), None),
+                    Err(e) if answered_archived(&e) => {
+                        (head_source(&self.source, key).await?, Some(target), None)
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             // Both HEADs at once: on a slow link, one round trip instead of two.
@@ -457,6 +470,11 @@ pub enum Tags {
     /// The tags as well, brought up to the source's in place: for tag events and
     /// `xpsync sync`.
     Compare,
+}
+
+/// Whether a GET was answered as S3 answers it for an archived object.
+fn answered_archived(e: &crate::transfer::TransferError) -> bool {
+    matches!(e, crate::transfer::TransferError::S3(e) if e.code.as_deref() == Some("InvalidObjectState"))
 }
 
 /// HEAD the source `key`, described; None if it does not exist.

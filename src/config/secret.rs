@@ -1,6 +1,7 @@
 //! Values of the configuration that are more than strings: a [`Secret`] that is never
-//! printed, and the target's server-side encryption ([`Sse`]), which decides whether
-//! its ETags can be MD5s of the bytes.
+//! printed, the target's server-side encryption ([`Sse`]), which decides whether
+//! its ETags can be MD5s of the bytes, and what becomes of archived sources
+//! ([`Archived`], [`RestoreTier`]).
 
 use std::fmt;
 
@@ -96,6 +97,38 @@ impl<'de> Deserialize<'de> for Sse {
                     "is {value:?}, but must be \"\", \"AES256\" or \"aws:kms\""
                 ))
             })
+    }
+}
+
+/// What becomes of an archived source object (`replicate.archived`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Archived {
+    /// Counted as `archived` and left: its message is deleted, never dead-lettered.
+    #[default]
+    Skip,
+    /// RestoreObject, once; the object is copied when its restore completes.
+    Restore,
+}
+
+/// The retrieval tier of a restore (`replicate.restore_tier`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreTier {
+    /// Hours (Glacier: 5-12, Deep Archive: up to 48); the cheapest.
+    #[default]
+    Bulk,
+    Standard,
+    /// Minutes; Glacier Flexible Retrieval only.
+    Expedited,
+}
+
+impl RestoreTier {
+    pub fn sdk(self) -> aws_sdk_s3::types::Tier {
+        match self {
+            RestoreTier::Bulk => aws_sdk_s3::types::Tier::Bulk,
+            RestoreTier::Standard => aws_sdk_s3::types::Tier::Standard,
+            RestoreTier::Expedited => aws_sdk_s3::types::Tier::Expedited,
+        }
     }
 }
 

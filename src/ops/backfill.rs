@@ -52,6 +52,9 @@ pub struct BackfillSummary {
     pub failed: u64,
     /// Differing keys left out because they were written less than `--min-age` ago.
     pub recent: u64,
+    /// Source keys archived and not on the target: counted apart, not as drift;
+    /// acted on only with `replicate.archived = "restore"`.
+    pub archived: u64,
 }
 
 impl BackfillSummary {
@@ -71,6 +74,7 @@ impl BackfillSummary {
                     "Dimensions": [["Bucket"]],
                     "Metrics": [
                         {"Name": "DifferingKeys", "Unit": "Count"},
+                        {"Name": "ArchivedKeys", "Unit": "Count"},
                         {"Name": "DifferingBytes", "Unit": "Bytes"},
                         {"Name": "Enqueued", "Unit": "Count"},
                         {"Name": "Failed", "Unit": "Count"},
@@ -79,6 +83,7 @@ impl BackfillSummary {
             },
             "Bucket": bucket,
             "DifferingKeys": self.differing,
+            "ArchivedKeys": self.archived,
             "DifferingBytes": self.differing_bytes,
             "Enqueued": self.enqueued,
             "Failed": self.failed,
@@ -206,6 +211,10 @@ impl BackfillSummary {
     fn count_listed(&mut self, c: &Comparison, config: &Config, newer_than: Option<i64>) -> bool {
         self.source_keys += u64::from(c.source_size.is_some());
         self.target_keys += u64::from(c.target_size.is_some());
+        if c.status == Status::Archived {
+            self.archived += 1;
+            return config.replicate.archived == crate::config::Archived::Restore;
+        }
         if !acts_on(c, config) {
             return false;
         }
@@ -237,6 +246,8 @@ impl BackfillSummary {
                     report(&r.to_json());
                 }
                 Outcome::Unchanged | Outcome::Absent | Outcome::Filtered => self.unchanged += 1,
+                // Counted when listed; a restore asked for is the daemon's to finish.
+                Outcome::Archived => {}
             },
             Finished::Sent { count, failed } => {
                 self.enqueued += count - failed.len() as u64;
@@ -266,7 +277,7 @@ fn acts_on(c: &Comparison, config: &Config) -> bool {
     match c.status {
         Status::Missing | Status::Different | Status::Unknown => true,
         Status::Extra => config.replicate.deletes,
-        Status::Same | Status::Filtered => false,
+        Status::Same | Status::Filtered | Status::Archived => false,
     }
 }
 

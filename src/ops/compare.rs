@@ -32,6 +32,9 @@ pub enum Status {
     Filtered,
     /// On both, but the HEAD that would tell failed (`error` says why).
     Unknown,
+    /// On the source in an archive's storage class, and not the same on the
+    /// target: not readable until restored ([`crate::archive`]).
+    Archived,
 }
 
 /// One key, compared.
@@ -71,6 +74,7 @@ pub fn compare<'a>(
         let mut error = None;
         let status = match &pair {
             Pair::SourceOnly(s) if !config.is_replicated(&s.key) => Status::Filtered,
+            Pair::SourceOnly(s) if s.archived => Status::Archived,
             Pair::SourceOnly(_) => Status::Missing,
             Pair::TargetOnly(t) if !config.is_replicated(&t.key) => Status::Filtered,
             Pair::TargetOnly(_) => Status::Extra,
@@ -79,6 +83,7 @@ pub fn compare<'a>(
             // key's: the comparison goes on.
             Pair::Both(s, t) => match same(target, key_prefix, s, t).await {
                 Ok(true) => Status::Same,
+                Ok(false) if s.archived => Status::Archived,
                 Ok(false) => Status::Different,
                 Err(e) if e.kind == crate::error::ErrorKind::NotFound => Status::Missing,
                 // The listing passed with the same keys: a 403 here is this key's

@@ -22,6 +22,9 @@ pub struct Entry {
     pub etag: Option<ETag>,
     /// When it was last written, in seconds since the epoch, if listed.
     pub modified: Option<i64>,
+    /// In an archive's storage class (Glacier, Deep Archive): not readable until
+    /// restored ([`crate::archive`]).
+    pub archived: bool,
 }
 
 /// A key as found on the two sides.
@@ -61,6 +64,7 @@ pub fn list<'a>(
                     size: object.size().unwrap_or(0).max(0) as u64,
                     etag: ETag::parse(object.e_tag()),
                     modified: object.last_modified().map(|t| t.secs()),
+                    archived: crate::archive::listed_archived(object.storage_class()),
                 }))
             })
             .collect();
@@ -120,6 +124,7 @@ mod tests {
             key: key.into(),
             size: 1,
             etag: Some(ETag::new("e")),
+            archived: false,
             modified: None,
         })
     }

@@ -22,6 +22,9 @@ pub struct VerifySummary {
     pub extra: u64,
     /// Keys whose comparison failed (a HEAD refused, say): not known to be the same.
     pub unknown: u64,
+    /// Source keys archived and not on the target: not readable until restored,
+    /// so not differences (they do not change the exit code).
+    pub archived: u64,
     /// Incomplete uploads on the target older than the threshold (not differences:
     /// they do not change the exit code).
     pub stale_uploads: u64,
@@ -110,6 +113,7 @@ pub async fn verify(
             Status::Different => summary.different += 1,
             Status::Extra => summary.extra += 1,
             Status::Unknown => summary.unknown += 1,
+            Status::Archived => summary.archived += 1,
         }
         if !matches!(c.status, Status::Same | Status::Filtered) {
             report(&c);

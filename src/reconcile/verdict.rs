@@ -1,4 +1,5 @@
-//! What a refusal means: one object's verdict, or the service's failure.
+//! What a refusal means: one object's verdict, or the service's failure; and what
+//! an archived source comes to.
 //!
 //! S3 answers `AccessDenied` both when a policy refuses an operation on every key
 //! (the service is broken: the breaker's business) and when one object may not be
@@ -13,7 +14,8 @@
 //!   names the code: keys rejected (the secret is re-read, as `observe` does), or
 //!   the object refused.
 
-use super::{head_source, ReconcileError, Reconciler};
+use super::{head_source, Done, Outcome, ReconcileError, Reconciler};
+use crate::config::Archived;
 use crate::error::{ErrorKind, S3Error, Side};
 use crate::transfer::TransferError;
 
@@ -67,6 +69,35 @@ impl Reconciler {
                 e.message
             );
         }
+    }
+}
+
+impl Reconciler {
+    /// The source is archived, not restored: counted as such, and, with
+    /// `replicate.archived = "restore"`, its restore asked for (once).
+    pub(super) async fn archived(
+        &self,
+        source: &crate::object::SourceObject,
+    ) -> Result<Done, ReconcileError> {
+        let replicate = &self.config.replicate;
+        if replicate.archived == Archived::Restore {
+            let asked = crate::archive::restore(
+                &self.source,
+                &source.key,
+                source.access,
+                source.intelligent_tiering,
+                replicate,
+            )
+            .await?;
+            tracing::info!(
+                restore = asked.as_str(),
+                "the source is archived; its restore is asked for, and it is copied when restored"
+            );
+        }
+        Ok(Done {
+            bytes: source.size,
+            ..Done::of(Outcome::Archived)
+        })
     }
 }
 
