@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::faults::{FaultProxy, Faults};
 use common::pipeline::{eventually, Daemon, Pipeline};
-use common::{bytes_of, sdk_config, secret_json, Keys, Partitions, SECRET_ID, TARGET_REGION};
+use common::s3::sdk_config;
+use common::{bytes_of, secret_json, Keys, Partitions, SECRET_ID, TARGET_REGION};
 
 const MINUTE: Duration = Duration::from_secs(60);
 

@@ -114,7 +114,7 @@ async fn verify_goes_on_past_a_key_whose_head_fails() {
     );
     // Make b/two differ in ETag on the target, so verify must HEAD it; the HEAD is
     // refused.
-    common::put(
+    common::s3::put(
         &p.target_s3,
         common::TARGET_BUCKET,
         "b/two",

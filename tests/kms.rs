@@ -8,9 +8,9 @@ mod common;
 
 use common::faults::{FaultProxy, Faults};
 use common::kms::KmsProxy;
+use common::s3::{put, put_multipart, s3_client, sdk_config};
 use common::{
-    bytes_of, put, put_multipart, s3_client, sdk_config, Partitions, Run, MIB, SOURCE_BUCKET,
-    SOURCE_KEY_ID, SOURCE_REGION, SOURCE_SECRET_KEY,
+    bytes_of, Partitions, Run, MIB, SOURCE_BUCKET, SOURCE_KEY_ID, SOURCE_REGION, SOURCE_SECRET_KEY,
 };
 
 const SMALL_PARTS: [(&str, &str); 2] = [

@@ -6,7 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use bytesize::ByteSize;
-use common::{bytes_of, put, Partitions, Run, MIB, SOURCE_BUCKET, TARGET_BUCKET};
+use common::s3::put;
+use common::{bytes_of, Partitions, Run, MIB, SOURCE_BUCKET, TARGET_BUCKET};
 use futures::StreamExt;
 use serde_json::Value;
 use xpsync::config::{Config, CredentialsConfig, Needs, Secret};
@@ -235,7 +236,7 @@ async fn user_metadata_near_s3s_limit_is_copied_without_the_recorded_etag_where_
         .send()
         .await
         .unwrap();
-    common::put_multipart_with(
+    common::s3::put_multipart_with(
         &p.source_s3,
         SOURCE_BUCKET,
         "near-limit/parts",

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::faults::{FaultProxy, Faults};
 use common::pipeline::{eventually, Daemon, Pipeline};
-use common::{bytes_of, put, put_parts, Partitions, Run, MIB, TARGET_BUCKET};
+use common::s3::{put, put_parts};
+use common::{bytes_of, Partitions, Run, MIB, TARGET_BUCKET};
 use serde_json::Value;
 
 fn summary(run: &Run) -> Value {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use common::faults::{FaultProxy, Faults};
 use common::pipeline::{eventually, Daemon, Pipeline};
-use common::{bytes_of, put, Partitions, Run, MIB, SOURCE_BUCKET, TARGET_BUCKET};
+use common::s3::put;
+use common::{bytes_of, Partitions, Run, MIB, SOURCE_BUCKET, TARGET_BUCKET};
 use futures::StreamExt;
 use serde_json::{json, Value};
 

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::types::{EventBridgeConfiguration, NotificationConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::{
-    free_port, sdk_config, Partitions, SOURCE_BUCKET, SOURCE_KEY_ID, SOURCE_REGION,
-    SOURCE_SECRET_KEY,
-};
+use super::emulator::free_port;
+use super::s3::sdk_config;
+use super::{Partitions, SOURCE_BUCKET, SOURCE_KEY_ID, SOURCE_REGION, SOURCE_SECRET_KEY};
 
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 
@@ -126,7 +125,6 @@ impl Pipeline {
             .expect("send a message");
     }
 
-    /// Approximate messages of a queue: visible, in flight and delayed.
     /// Empties the main queue.
     pub async fn purge(&self) {
         self.sqs
@@ -137,6 +135,7 @@ impl Pipeline {
             .expect("purge the queue");
     }
 
+    /// Approximate messages of a queue: visible, in flight and delayed.
     pub async fn depth(&self, url: &str) -> u64 {
         let out = self
             .sqs
@@ -278,6 +277,15 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the daemon is running")
+    }
+
+    /// Kills the process outright (SIGKILL): no shutdown of any kind.
+    pub fn kill(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
     }
 
     /// Sends SIGTERM, unless the daemon has already exited.
