@@ -268,44 +268,42 @@ level = "info"
     /// `body`: the same bytes, an ETag that names the source's version as `etag`
     /// says, and no incomplete upload of the key left behind.
     pub async fn assert_copied_intact(&self, key: &str, body: &[u8], etag: Etag) {
+        if let Err(e) = self.copied_intact(key, body, etag).await {
+            panic!("{e}");
+        }
+    }
+
+    /// As [`Partitions::assert_copied_intact`]: why the copy is not intact, if
+    /// it is not.
+    pub async fn copied_intact(&self, key: &str, body: &[u8], etag: Etag) -> Result<(), String> {
         let copy = self
             .target_bytes(key)
             .await
-            .unwrap_or_else(|| panic!("{key:?} is not on the target"));
+            .ok_or_else(|| format!("{key:?} is not on the target"))?;
         if let Some(at) = first_difference(&copy, body) {
-            panic!(
+            return Err(format!(
                 "{key:?} is not intact: the target's {} bytes differ from the source's {} from byte {at} on",
                 copy.len(),
                 body.len()
-            );
+            ));
         }
         let source = self.source_etag(key).await;
         let target = self.target_etag(key).await.unwrap_or_default();
         match etag {
-            Etag::Same => assert_eq!(
-                target, source,
-                "{key:?}: the copy's ETag is not the source's"
-            ),
-            Etag::Recorded => {
-                let head = self
-                    .target_s3
-                    .head_object()
-                    .bucket(TARGET_BUCKET)
-                    .key(key)
-                    .send()
-                    .await
-                    .expect("HEAD the copy");
-                let recorded = head
-                    .metadata()
-                    .and_then(|m| m.get("xpsync-source-etag"))
-                    .map(String::as_str);
-                assert_eq!(
-                    recorded,
-                    Some(source.as_str()),
-                    "{key:?}: the copy (ETag {target}) does not record the source's ETag"
-                );
+            Etag::Same if target != source => {
+                return Err(format!(
+                    "{key:?}: the copy's ETag {target} is not the source's {source}"
+                ));
             }
-            Etag::Opaque => {}
+            Etag::Recorded => {
+                let recorded = self.recorded_etag(key).await;
+                if recorded.as_deref() != Some(source.as_str()) {
+                    return Err(format!(
+                        "{key:?}: the copy (ETag {target}) records {recorded:?} as the source's ETag, not {source}"
+                    ));
+                }
+            }
+            Etag::Same | Etag::Opaque => {}
         }
         let left: Vec<String> = self
             .target_uploads()
@@ -314,10 +312,25 @@ level = "info"
             .filter(|(k, _)| k == key)
             .map(|(_, id)| id)
             .collect();
-        assert!(
-            left.is_empty(),
-            "{key:?}: incomplete uploads left on the target: {left:?}"
-        );
+        if !left.is_empty() {
+            return Err(format!(
+                "{key:?}: incomplete uploads left on the target: {left:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The source ETag the target's copy of `key` records (`xpsync-source-etag`).
+    pub async fn recorded_etag(&self, key: &str) -> Option<String> {
+        let head = self
+            .target_s3
+            .head_object()
+            .bucket(TARGET_BUCKET)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        head.metadata()?.get("xpsync-source-etag").cloned()
     }
 
     /// Parts uploaded so far to the target's incomplete uploads: the most any holds
