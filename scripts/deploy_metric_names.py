@@ -5,7 +5,7 @@ Every metric name in the Grafana dashboard, the Prometheus rules and the rules'
 unit tests must be one src/metrics.rs registers (a histogram also as its _bucket,
 _sum and _count series), a process metric of the prometheus crate's process
 collector, `up`, or a series the rules record. Label names in selectors must be the
-metric's own (or job, instance, and le for buckets), and every label value matched
+metric's own (or job, instance, stack, and le for buckets), and every label value matched
 with = must appear as a string literal in src/, so that `queue="dlq"` for
 `queue="dead_letter"` is caught, not silently never firing.
 
@@ -46,8 +46,9 @@ PROCESS_METRICS = {
 }
 # Series Prometheus itself attaches to every scrape.
 SCRAPE_METRICS = {"up"}
-# Labels every scraped series carries.
-TARGET_LABELS = {"job", "instance"}
+# Labels every scraped series carries: the scrape's, and the CloudFormation stack the
+# worker belongs to (added by the metrics collector, deploy/prometheus/adot-collector.yaml).
+TARGET_LABELS = {"job", "instance", "stack"}
 
 PROMQL_KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right",
@@ -58,7 +59,7 @@ GRAFANA_VARS = {
     "$__rate_interval": "5m",
     "$__interval": "1m",
     "$__range": "1h",
-    "$job": "xpsync",
+    "$stack": "xpsync",
     "$instance": ".*",
 }
 

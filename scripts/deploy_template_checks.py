@@ -10,12 +10,35 @@ What cfn-lint cannot know:
   fits: it holds exactly that stack's eight parameters, each one a parameter here whose
   constraints its value meets; once xpsync's own required parameters (image, VPC,
   subnets) are added, no other parameter lacks a default, and the Rules hold.
-- Every XPSYNC_* variable of the workers' and the sweep's containers is a
-  configuration key that config/xpsync.example.toml documents (XPSYNC_<TABLE>__<KEY>).
-- The task role's policy is deploy/iam/source-task-policy.json and OperatorPolicy's is
-  deploy/iam/operator-policy.json, statement for statement, once the template's
-  references are written as those files' placeholders; the workers cannot receive
-  from or delete in the dead-letter queue, and keep sending to the main queue.
+- Every XPSYNC_* variable of the workers', the sweep's and the one-off tasks'
+  containers is a configuration key that config/xpsync.example.toml documents
+  (XPSYNC_<TABLE>__<KEY>); the [cloudwatch] keys are only noted while it does not yet.
+- Every policy that is also a file of deploy/iam/ (the task role, OperatorPolicy,
+  OperatorDeadLetterPolicy, OperatorRunTaskPolicy, the collector's role) says the same
+  as the file, statement for statement and condition for condition, once the
+  template's references are written as the files' placeholders (each of them
+  explained in deploy/iam/README.md); the workers cannot receive from or delete in
+  the dead-letter queue, and keep sending to the main queue.
+- The operators: only the workers, the sweep and OperatorPolicy read the target keys;
+  OperatorRole (people) holds the DLQ and run-task policies, for an hour at most, and
+  trusts OperatorPrincipalArns, or the account when it is empty; OneOffTaskRole is
+  for ECS tasks only; the run-task policy passes no role but the execution, one-off
+  and sweep roles; the customer-managed keys (queues, topic, log groups) are wired.
+- Images: in aws-cn, ImageUri and the collector's image must be ECR images of a China
+  region (an SSM parameter's AllowedPattern, tried on sample images), checked before
+  any task definition.
+- Metrics: the workers' CloudWatch embedded metrics are on by default, with the
+  namespace and Stack the alarms and the dashboard read; every xpsync metric these
+  name is one src/metrics.rs registers, with its own labels as dimensions; the
+  dashboard has the Grafana dashboard's rows; the fleet alarms (failure ratio,
+  breaker trips, workers not ready) fire on what they are about and not otherwise
+  (metric math evaluated on sample periods); the stopped-task rule, the memory alarm
+  and the no-events alarm are wired; every alarm, rule and alert links an existing
+  runbook section by a full URL.
+- The metrics collector: its configuration is deploy/prometheus/adot-collector.yaml
+  (and its SigV4 variant), it finds the worker service's tasks through the ECS API on
+  the workers' port, labels them with the stack, and is one task; the Grafana
+  dashboard picks a stack and the rules aggregate by stack.
 - Memory: a MemoryLimit row for every task Memory, leaving at least 256 MiB and holding
   at least multipart_threshold (64 MiB); no MemoryLimit parameter; the Fargate
   Cpu/Memory rules name only allowed Memory values.
@@ -51,8 +74,23 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "cloudformation" / "xpsync.yaml"
-TASK_POLICY = ROOT / "deploy" / "iam" / "source-task-policy.json"
-OPERATOR_POLICY = ROOT / "deploy" / "iam" / "operator-policy.json"
+IAM = ROOT / "deploy" / "iam"
+TASK_POLICY = IAM / "source-task-policy.json"
+OPERATOR_POLICY = IAM / "operator-policy.json"
+# Every policy of the template that is also a file of deploy/iam/: (resource, its
+# inline policy's index, or None for a managed policy) -> file.
+POLICY_FILES = {
+    ("TaskRole", 0): TASK_POLICY,
+    ("OperatorPolicy", None): OPERATOR_POLICY,
+    ("OperatorDeadLetterPolicy", None): IAM / "operator-dlq-policy.json",
+    ("OperatorRunTaskPolicy", None): IAM / "operator-run-task-policy.json",
+    ("MetricsCollectorTaskRole", 0): IAM / "metrics-collector-policy.json",
+}
+IAM_README = IAM / "README.md"
+RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+PROMETHEUS_README = ROOT / "deploy" / "prometheus" / "README.md"
+COLLECTOR_CONFIG = ROOT / "deploy" / "prometheus" / "adot-collector.yaml"
+GRAFANA = ROOT / "deploy" / "grafana" / "xpsync.json"
 EXAMPLE_CONFIG = ROOT / "config" / "xpsync.example.toml"
 LAMBDA_PARAMETERS = ROOT / "tests" / "migration" / "lambda-stack-parameters.json"
 
@@ -80,6 +118,13 @@ EXPECTED_RESOURCES = [
     "OperatorPolicy", "OperatorRole", "AlarmTopic", "AlarmTopicPolicy",
     "AlarmEmailSubscription", "OldestMessageAgeAlarm", "DeadLetterQueueAlarm",
     "RunningBelowDesiredAlarm", "SweepDriftAlarm", "SweepNotStartedAlarm", "SweepFailedRule",
+    # issue 23
+    "ImageUriCheck", "OneOffTaskDefinition", "OneOffTaskRole", "OperatorDeadLetterPolicy",
+    "OperatorRunTaskPolicy", "QueueKeyPolicy", "MetricsCollectorImageUriCheck", "MetricsCollectorTaskRole",
+    "MetricsCollectorTaskDefinition", "MetricsCollectorSecurityGroup", "MetricsCollectorRemoteWriteEgress",
+    "MetricsCollectorScrapeIngress", "MetricsCollectorService", "DiscoveryService", "WorkerTaskStoppedRule",
+    "MemoryUtilizationAlarm", "NoSourceEventsAlarm", "FailureRatioAlarm", "BreakerTripsAlarm",
+    "WorkersNotReadyAlarm", "Dashboard",
 ]
 SWEEP_RESOURCES = [
     "SweepTaskRole", "SweepTaskDefinition", "SweepSchedulerRole", "SweepScheduleGroup",
@@ -139,21 +184,35 @@ SUB_PLACEHOLDERS = {
     "${AWS::Partition}": "${Partition}",
     "${AWS::Region}": "${Region}",
     "${AWS::AccountId}": "${AccountId}",
+    "${AWS::StackName}": "${StackName}",
     "${SourceBucketName}": "${SourceBucket}",
     "${Cluster}": "${ClusterName}",
+    "${LogGroup}": "${LogGroupName}",
 }
 GETATT_PLACEHOLDERS = {
     "EventQueue.Arn": "arn:${Partition}:sqs:${Region}:${AccountId}:${QueueName}",
     "DeadLetterQueue.Arn": "arn:${Partition}:sqs:${Region}:${AccountId}:${DeadLetterQueueName}",
+    "Cluster.Arn": "arn:${Partition}:ecs:${Region}:${AccountId}:cluster/${ClusterName}",
+    "ExecutionRole.Arn": "${ExecutionRoleArn}",
+    "OneOffTaskRole.Arn": "${OneOffTaskRoleArn}",
+    "SweepTaskRole.Arn": "${SweepTaskRoleArn}",
 }
 DOCUMENTED_PLACEHOLDERS = {"Partition", "SourceBucket", "Region", "AccountId", "QueueName",
-                           "DeadLetterQueueName", "SecretArn", "ClusterName"}
+                           "DeadLetterQueueName", "SecretArn", "ClusterName", "StackName",
+                           "LogGroupName", "ExecutionRoleArn", "OneOffTaskRoleArn", "SweepTaskRoleArn",
+                           "StackId"}
+NO_VALUE = Tagged("Ref", "AWS::NoValue")
 
 
 def placeholder(value, problems, where):
-    """A policy Resource of the template, written as deploy/iam/*.json write it."""
-    if value == SECRET_ARN:
+    """A policy Resource (or condition value) of the template, written as
+    deploy/iam/*.json write it."""
+    if value in (SECRET_ARN, Tagged("Ref", "TargetCredentialsSecret")):
         return "${SecretArn}"
+    if value == Tagged("Ref", "AWS::StackId"):
+        return "${StackId}"
+    if isinstance(value, str) and "${" not in value:
+        return value
     if isinstance(value, Tagged):
         if value.tag == "Sub" and isinstance(value.value, str):
             text = value.value
@@ -172,18 +231,28 @@ def as_list(value):
 
 
 def statements(document, resource_of):
+    """{Sid: (effect, actions, resources, conditions)}; elements a condition leaves out
+    (!If [..., ..., !Ref AWS::NoValue], resolved beforehand) are dropped."""
+    def condition(c):
+        return {op: {key: sorted(resource_of(v) for v in as_list(value)) for key, value in kv.items()}
+                for op, kv in (c or {}).items()}
     return {
         s.get("Sid", "?"): (
             s["Effect"],
             sorted(as_list(s["Action"])),
-            sorted(resource_of(r) for r in as_list(s["Resource"])),
+            sorted(resource_of(r) for r in as_list(s["Resource"]) if r != NO_VALUE),
+            condition(s.get("Condition")),
         )
         for s in document["Statement"]
     }
 
 
-def compare_policy(problems, name, document, path):
-    """The template's policy document against its standalone file, statement for statement."""
+def compare_policy(problems, name, document, path, template=None):
+    """The template's policy document against its standalone file, statement for
+    statement (conditions included); with the template, its !If resolved at the
+    parameters' defaults (the sweep on)."""
+    if template is not None:
+        document = resolve(document, default_values(template), template["Conditions"])
     mine = statements(document, lambda r: placeholder(r, problems, name))
     theirs = statements(json.loads(path.read_text()), lambda r: r)
     for sid in sorted(set(mine) | set(theirs)):
@@ -211,10 +280,13 @@ def config_keys():
     return keys
 
 
+XPSYNC_TASK_DEFINITIONS = ("TaskDefinition", "SweepTaskDefinition", "OneOffTaskDefinition")
+
+
 def check_container_variables(problems, resources):
     known = config_keys()
     count = 0
-    for name in ("TaskDefinition", "SweepTaskDefinition"):
+    for name in XPSYNC_TASK_DEFINITIONS:
         container = resources[name]["Properties"]["ContainerDefinitions"][0]
         for variable in container.get("Environment", []):
             count += 1
@@ -276,6 +348,11 @@ def evaluate(node, values, conditions=None):
             return any(evaluate(x, values, conditions) for x in v)
         if f == "Contains":
             return evaluate(v[1], values, conditions) in evaluate(v[0], values, conditions)
+        if f == "Join":
+            items = evaluate(v[1], values, conditions)
+            if isinstance(items, str):  # a CommaDelimitedList given as written
+                items = items.split(",")
+            return v[0].join(items)
         raise Unknown(f)
     if isinstance(node, list):
         return [evaluate(x, values, conditions) for x in node]
@@ -383,24 +460,108 @@ def check_memory(problems, template):
             problems.append(f"rule FargateCpu{cpu} allows Memory {memory}, which the parameter does not")
 
 
-def check_roles(problems, resources):
-    task = compare_policy(problems, "TaskRole",
-                          resources["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"], TASK_POLICY)
+def policy_document(resources, name, index):
+    props = resources[name]["Properties"]
+    return props["PolicyDocument"] if index is None else props["Policies"][index]["PolicyDocument"]
+
+
+def check_roles(problems, template):
+    """Every policy against its deploy/iam/ file; who may read the target keys; the
+    operators' roles and who may assume them."""
+    resources = template["Resources"]
+    compared = {}
+    for (name, index), path in POLICY_FILES.items():
+        compared[name] = compare_policy(problems, name, policy_document(resources, name, index), path, template)
+    for path in sorted(IAM.glob("*.json")):
+        if path not in POLICY_FILES.values() and path.name != "target-policy.json":
+            problems.append(f"{path.relative_to(ROOT)}: no policy of the template is compared with it")
+    readme = IAM_README.read_text()
+    for used in sorted(DOCUMENTED_PLACEHOLDERS):
+        if f"`${{{used}}}`" not in readme:
+            problems.append(f"{IAM_README.relative_to(ROOT)}: the placeholder ${{{used}}} is not explained")
+
+    task = compared["TaskRole"]
     if len(resources["TaskRole"]["Properties"]["Policies"]) != 1:
         problems.append("TaskRole: expected one inline policy")
-    for effect, actions, targets in task.values():
+    for effect, actions, targets, _ in task.values():
         if GETATT_PLACEHOLDERS["DeadLetterQueue.Arn"] in targets and (
                 {"sqs:ReceiveMessage", "sqs:DeleteMessage"} & set(actions)):
             problems.append("TaskRole: receiving from or deleting in the dead-letter queue is the operators'")
     if not any(GETATT_PLACEHOLDERS["EventQueue.Arn"] in t and "sqs:SendMessage" in a
-               for _, a, t in task.values()):
+               for _, a, t, _ in task.values()):
         problems.append("TaskRole: the workers send range and check messages to the main queue")
-    operator = compare_policy(problems, "OperatorPolicy",
-                              resources["OperatorPolicy"]["Properties"]["PolicyDocument"], OPERATOR_POLICY)
-    role = resources.get("OperatorRole", {}).get("Properties", {})
-    if role.get("ManagedPolicyArns") != [Tagged("Ref", "OperatorPolicy")]:
-        problems.append("OperatorRole must hold OperatorPolicy")
-    return len(task), len(operator)
+
+    # The target keys: the workers, the sweep, and OperatorPolicy (backfill, verify);
+    # never the DLQ policy, the run-task policy, the collector, or a role people assume.
+    readers = set()
+    for name, resource in resources.items():
+        if resource["Type"] not in ("AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+            continue
+        if "secretsmanager:GetSecretValue" in json.dumps(resource["Properties"], default=repr):
+            readers.add(name)
+    if readers != {"TaskRole", "SweepTaskRole", "OperatorPolicy"}:
+        problems.append(f"the target keys' secret is readable by {sorted(readers)}; "
+                        "expected TaskRole, SweepTaskRole and OperatorPolicy only")
+    dlq = compared["OperatorDeadLetterPolicy"]
+    if any(not a.startswith("sqs:") for _, actions, _, _ in dlq.values() for a in actions):
+        problems.append("OperatorDeadLetterPolicy: the queues only (dlq peek and replay)")
+
+    role = resources["OperatorRole"]
+    props = role["Properties"]
+    if role.get("Condition") != "CreatesOperatorRole":
+        problems.append("OperatorRole: only with CreateOperatorRole (Condition CreatesOperatorRole)")
+    if props.get("ManagedPolicyArns") != [Tagged("Ref", "OperatorDeadLetterPolicy"),
+                                          Tagged("Ref", "OperatorRunTaskPolicy")]:
+        problems.append("OperatorRole: OperatorDeadLetterPolicy and OperatorRunTaskPolicy, never OperatorPolicy "
+                        "(people do not read the target keys)")
+    if int(props.get("MaxSessionDuration", 3600)) > 3600:
+        problems.append("OperatorRole: sessions of at most an hour")
+    spec = template["Parameters"].get("OperatorPrincipalArns", {})
+    if spec.get("Type") != "CommaDelimitedList" or spec.get("Default") != "":
+        problems.append("parameter OperatorPrincipalArns: a CommaDelimitedList, empty by default")
+    pattern = spec.get("AllowedPattern", "")
+    for arn, fits in (("arn:aws-cn:iam::123456789012:role/oncall", True),
+                      ("arn:aws:iam::123456789012:user/alice", True),
+                      ("arn:aws-cn:iam::123456789012:root", True), ("", True),
+                      ("arn:aws-cn:sts::123456789012:assumed-role/oncall/alice", False),
+                      ("123456789012", False)):
+        if bool(re.fullmatch(pattern, arn)) != fits:
+            problems.append(f"parameter OperatorPrincipalArns: its pattern {'rejects' if fits else 'accepts'} {arn!r}")
+    statement = props["AssumeRolePolicyDocument"]["Statement"]
+    conditions = template["Conditions"]
+    for given, expected in ((["arn:aws-cn:iam::123456789012:role/oncall"], ["arn:aws-cn:iam::123456789012:role/oncall"]),
+                            ([""], [Tagged("Sub", "arn:${AWS::Partition}:iam::${AWS::AccountId}:root")])):
+        values = {**default_values(template), "OperatorPrincipalArns": given}
+        principals = [as_list(resolve(s["Principal"], values, conditions).get("AWS", [])) for s in statement]
+        services = [s["Principal"].get("Service") for s in statement if "Service" in s["Principal"]]
+        if [p for ps in principals for p in ps] != expected or services:
+            problems.append(f"OperatorRole with OperatorPrincipalArns={given}: trusts {principals} "
+                            f"and services {services}; expected {expected} alone")
+
+    oneoff = resources["OneOffTaskRole"]["Properties"]
+    if oneoff.get("ManagedPolicyArns") != [Tagged("Ref", "OperatorPolicy"), Tagged("Ref", "OperatorDeadLetterPolicy")]:
+        problems.append("OneOffTaskRole: OperatorPolicy and OperatorDeadLetterPolicy")
+    trusted = [s["Principal"] for s in oneoff["AssumeRolePolicyDocument"]["Statement"]]
+    if trusted != [{"Service": "ecs-tasks.amazonaws.com"}]:
+        problems.append(f"OneOffTaskRole: ECS tasks only; trusts {trusted}")
+
+    run = compared["OperatorRunTaskPolicy"]
+    passed = {r for _, actions, targets, _ in run.values() if "iam:PassRole" in actions for r in targets}
+    if passed != {"${ExecutionRoleArn}", "${OneOffTaskRoleArn}", "${SweepTaskRoleArn}"}:
+        problems.append(f"OperatorRunTaskPolicy passes {sorted(passed)}: the execution role, the one-off "
+                        "and the sweep's task roles only (never the workers')")
+    families = {r for _, actions, targets, _ in run.values() if "ecs:RunTask" in actions for r in targets}
+    if any(not re.search(r"task-definition/\$\{StackName\}-(oneoff|sweep):\*$", f) for f in families):
+        problems.append(f"OperatorRunTaskPolicy runs {sorted(families)}: the one-off and sweep families only")
+
+    key = resources.get("QueueKeyPolicy", {})
+    roles = key.get("Properties", {}).get("Roles", [])
+    if key.get("Condition") != "HasQueueKey" or roles != [
+            Tagged("Ref", "TaskRole"), Tagged("Ref", "OneOffTaskRole"),
+            Tagged("If", ["SweepEnabled", Tagged("Ref", "SweepTaskRole"), NO_VALUE]),
+            Tagged("If", ["CreatesOperatorRole", Tagged("Ref", "OperatorRole"), NO_VALUE])]:
+        problems.append("QueueKeyPolicy: with QueueKmsKeyArn, for every role that uses the queues")
+    return {name: len(c) for name, c in compared.items()}
 
 
 def check_alarms(problems, resources):
@@ -410,9 +571,10 @@ def check_alarms(problems, resources):
         for key in ("AlarmActions", "OKActions"):
             if props.get(key) != [ALARM_TOPIC]:
                 problems.append(f"{name}.{key} must be [{ALARM_TOPIC!r}]")
-    targets = resources["SweepFailedRule"]["Properties"]["Targets"]
-    if [t["Arn"] for t in targets] != [ALARM_TOPIC]:
-        problems.append("SweepFailedRule must notify the alarm topic")
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::Events::Rule" and name != "SourceBucketEventRule":
+            if [t["Arn"] for t in resource["Properties"]["Targets"]] != [ALARM_TOPIC]:
+                problems.append(f"{name} must notify the alarm topic")
     for name in ("AlarmTopic", "AlarmTopicPolicy"):
         if resources[name].get("Condition") != "CreatesAlarmTopic":
             problems.append(f"{name}: only without AlarmTopicArn (Condition CreatesAlarmTopic)")
@@ -442,7 +604,7 @@ def check_sweep(problems, resources):
         problems.append("SweepTaskDefinition: its own task role, SweepTaskRole")
     sweep_role = statements(resources["SweepTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"],
                             lambda r: placeholder(r, problems, "SweepTaskRole"))
-    granted = {a for _, actions, _ in sweep_role.values() for a in actions}
+    granted = {a for _, actions, _, _ in sweep_role.values() for a in actions}
     if granted != {"s3:ListBucket", "sqs:SendMessage", "secretsmanager:GetSecretValue"}:
         problems.append(f"SweepTaskRole: lists the source, sends to the queue, reads the secret; has {sorted(granted)}")
     target = resources["ConsistencySweepSchedule"]["Properties"]["Target"]
@@ -512,11 +674,14 @@ def check_replicate_switches(problems, template):
 
 
 class MetricMath:
-    """The part of CloudWatch metric math the scaling policy may use: + - * /,
-    comparisons, IF(condition, then, else); ids of other metrics of the query."""
+    """The part of CloudWatch metric math the scaling policy and the alarms may use:
+    + - * /, comparisons, IF(condition, then, else), FILL(metric, value); ids of other
+    metrics of the query. A metric without a data point is None, and so is anything
+    computed from it, except through FILL. With by_id, value_of gets the metric's id
+    and its whole entry (statistic included), not only its Metric."""
 
-    def __init__(self, query, value_of):
-        self.query, self.value_of, self.seen = query, value_of, set()
+    def __init__(self, query, value_of, by_id=False):
+        self.query, self.value_of, self.seen, self.by_id = query, value_of, set(), by_id
 
     def metric(self, metric_id):
         if metric_id not in self.query:
@@ -527,7 +692,9 @@ class MetricMath:
         try:
             entry = self.query[metric_id]
             if "Expression" in entry:
-                return self.expression(entry["Expression"])
+                return self.expression(" ".join(entry["Expression"].split()))
+            if self.by_id:
+                return self.value_of(metric_id, entry)
             return self.value_of(entry["MetricStat"]["Metric"])
         finally:
             self.seen.discard(metric_id)
@@ -541,18 +708,31 @@ class MetricMath:
         if isinstance(node, ast.Name):
             return self.metric(node.id)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -self.node(node.operand)
+            value = self.node(node.operand)
+            return None if value is None else -value
         if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
             left, right = self.node(node.left), self.node(node.right)
+            if left is None or right is None:
+                return None
             if isinstance(node.op, ast.Div) and right == 0:
                 raise ZeroDivisionError("a division by zero (no data point)")
             return BINARY[type(node.op)](left, right)
         if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in COMPARE:
-            return float(COMPARE[type(node.ops[0])](self.node(node.left), self.node(node.comparators[0])))
+            left, right = self.node(node.left), self.node(node.comparators[0])
+            if left is None or right is None:
+                return None
+            return float(COMPARE[type(node.ops[0])](left, right))
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "IF"
                 and len(node.args) == 3):
             condition, when_true, when_false = node.args
-            return self.node(when_true if self.node(condition) != 0 else when_false)
+            chosen = self.node(condition)
+            if chosen is None:
+                return None
+            return self.node(when_true if chosen != 0 else when_false)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "FILL"
+                and len(node.args) == 2):
+            value = self.node(node.args[0])
+            return self.node(node.args[1]) if value is None else value
         raise ValueError(f"{ast.dump(node)} is beyond what this script evaluates")
 
 
@@ -631,6 +811,446 @@ def check_scaling(problems, template):
     return len(scenarios)
 
 
+# ---------------------------------------------------------------------------
+# Issue 23: metrics that reach the user, alarms for dying workers, the operators'
+# policies, the images
+# ---------------------------------------------------------------------------
+
+# The xpsync metrics src/metrics.rs registers, as scripts/deploy_metric_names.py reads them.
+sys.path.insert(0, str(ROOT / "scripts"))
+import deploy_metric_names  # noqa: E402
+
+RUNBOOK_BASE = "https://xpsync.invalid/"
+RUNBOOK_DOC = "deploy/prometheus/README.md"
+CHINA_ECR_IMAGES = ["123456789012.dkr.ecr.cn-northwest-1.amazonaws.com.cn/xpsync:0.1.0",
+                    "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/mirror/aws-otel-collector:v0.43.3",
+                    "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/xpsync@sha256:" + "a" * 64]
+OTHER_IMAGES = ["xpsync:0.1.0", "docker.io/library/xpsync:0.1.0",
+                "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3",
+                "123456789012.dkr.ecr.us-west-2.amazonaws.com/xpsync:0.1.0",
+                "123456789012.dkr.ecr.cn-northwest-1.amazonaws.com.cn.evil.example/xpsync:0.1.0"]
+EMF_ALARMS = ["FailureRatioAlarm", "BreakerTripsAlarm", "WorkersNotReadyAlarm"]
+COLLECTOR_RESOURCES = ["MetricsCollectorImageUriCheck", "MetricsCollectorTaskRole", "MetricsCollectorTaskDefinition",
+                       "MetricsCollectorSecurityGroup", "MetricsCollectorScrapeIngress", "MetricsCollectorService"]
+
+
+def github_anchor(heading):
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def runbook_anchors():
+    return {github_anchor(m) for m in re.findall(r"^#+ (.+)$", PROMETHEUS_README.read_text(), re.M)}
+
+
+def check_runbooks(problems, resources):
+    """Every alarm, event rule and alert links its runbook by a full URL (the
+    template under RunbookBaseUrl, the rules under the placeholder base), to a
+    section deploy/prometheus/README.md has."""
+    anchors = runbook_anchors()
+    linked = 0
+    for name, resource in resources.items():
+        texts = []
+        if resource["Type"] == "AWS::CloudWatch::Alarm":
+            texts.append(resource["Properties"].get("AlarmDescription"))
+        elif resource["Type"] == "AWS::Events::Rule" and name != "SourceBucketEventRule":
+            texts += [t.get("InputTransformer", {}).get("InputTemplate") for t in resource["Properties"]["Targets"]]
+        for text in texts:
+            text = text.value if isinstance(text, Tagged) and text.tag == "Sub" else None
+            found = re.findall(r"\$\{RunbookBaseUrl\}" + re.escape(RUNBOOK_DOC) + r"#([a-z0-9_-]+)", text or "")
+            if len(found) != 1 or found[0] not in anchors:
+                problems.append(f"{name}: its description must end with Runbook: ${{RunbookBaseUrl}}{RUNBOOK_DOC}#"
+                                f"<a section of it>; has {found or text!r}")
+            linked += 1
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            url = rule.get("annotations", {}).get("runbook_url", "")
+            anchor = url.rpartition("#")[2]
+            if url != f"{RUNBOOK_BASE}{RUNBOOK_DOC}#{anchor}" or anchor not in anchors:
+                problems.append(f"rules.yml {rule['alert']}: runbook_url {url!r}; expected "
+                                f"{RUNBOOK_BASE}{RUNBOOK_DOC}#<a section of it>")
+            if "runbook" in rule.get("annotations", {}):
+                problems.append(f"rules.yml {rule['alert']}: a relative runbook annotation; use runbook_url")
+            linked += 1
+    return linked
+
+
+def check_images(problems, template):
+    """In aws-cn, the workers' and the collector's images are ECR images of a China
+    region: an SSM parameter's AllowedPattern checks it before any task definition."""
+    resources = template["Resources"]
+    if template["Conditions"].get("InChina") != Tagged("Equals", [Tagged("Ref", "AWS::Partition"), "aws-cn"]):
+        problems.append("condition InChina: the aws-cn partition")
+    for check, parameter, definitions in (
+            ("ImageUriCheck", "ImageUri", XPSYNC_TASK_DEFINITIONS),
+            ("MetricsCollectorImageUriCheck", "MetricsCollectorImageUri", ("MetricsCollectorTaskDefinition",))):
+        props = resources[check]["Properties"]
+        pattern = props.get("AllowedPattern")
+        if (resources[check]["Type"] != "AWS::SSM::Parameter" or props.get("Value") != Tagged("Ref", parameter)
+                or not isinstance(pattern, Tagged) or pattern.tag != "If" or pattern.value[0] != "InChina"
+                or pattern.value[2] != "^.+$"):
+            problems.append(f"{check}: an SSM parameter holding {parameter}, AllowedPattern "
+                            "!If [InChina, <China ECR>, \"^.+$\"]")
+            continue
+        china = pattern.value[1]
+        for image in CHINA_ECR_IMAGES + [XPSYNC_REQUIRED["ImageUri"]]:
+            if not re.fullmatch(china, image):
+                problems.append(f"{check}: the China pattern rejects the ECR image {image}")
+        for image in OTHER_IMAGES:
+            if re.fullmatch(china, image):
+                problems.append(f"{check}: the China pattern accepts {image}, not an ECR image of a China region")
+        for name in definitions:
+            definition = resources[name]
+            if check not in as_list(definition.get("DependsOn", [])):
+                problems.append(f"{name}: DependsOn {check}, so a wrong image fails the stack first")
+            if definition["Properties"]["ContainerDefinitions"][0]["Image"] != Tagged("Ref", parameter):
+                problems.append(f"{name}: its image is {parameter}")
+    return len(CHINA_ECR_IMAGES) + len(OTHER_IMAGES)
+
+
+def check_kms(problems, template):
+    """Optional customer-managed keys: the queues, the created topic, every log group."""
+    parameters, resources = template["Parameters"], template["Resources"]
+    for name in ("QueueKmsKeyArn", "AlarmTopicKmsKeyArn", "LogsKmsKeyArn"):
+        spec = parameters.get(name, {})
+        pattern = spec.get("AllowedPattern", "")
+        fits = [("", True), ("arn:aws-cn:kms:cn-northwest-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", True),
+                ("arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", True),
+                ("alias/xpsync", False), ("1234abcd-12ab-34cd-56ef-1234567890ab", False)]
+        if spec.get("Default") != "" or any(bool(re.fullmatch(pattern, v)) != ok for v, ok in fits):
+            problems.append(f"parameter {name}: empty by default, a key ARN (not an alias or an id)")
+    key = lambda c, p: Tagged("If", [c, Tagged("Ref", p), NO_VALUE])  # noqa: E731
+    for queue in ("EventQueue", "DeadLetterQueue"):
+        props = resources[queue]["Properties"]
+        if (props.get("KmsMasterKeyId") != key("HasQueueKey", "QueueKmsKeyArn")
+                or props.get("SqsManagedSseEnabled") != Tagged("If", ["HasQueueKey", NO_VALUE, True])):
+            problems.append(f"{queue}: QueueKmsKeyArn when given, SSE-SQS otherwise")
+    if resources["AlarmTopic"]["Properties"].get("KmsMasterKeyId") != key("HasAlarmTopicKey", "AlarmTopicKmsKeyArn"):
+        problems.append("AlarmTopic: encrypted with AlarmTopicKmsKeyArn when given")
+    groups = [n for n, r in resources.items() if r["Type"] == "AWS::Logs::LogGroup"]
+    for name in groups:
+        if resources[name]["Properties"].get("KmsKeyId") != key("HasLogsKey", "LogsKmsKeyArn"):
+            problems.append(f"{name}: encrypted with LogsKmsKeyArn when given")
+    statement = resources["QueueKeyPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    if [(sorted(as_list(s["Action"])), s["Resource"]) for s in statement] != [
+            (["kms:Decrypt", "kms:GenerateDataKey"], Tagged("Ref", "QueueKmsKeyArn"))]:
+        problems.append("QueueKeyPolicy: kms:GenerateDataKey and kms:Decrypt on QueueKmsKeyArn")
+    return 3
+
+
+def cloudwatch_metrics():
+    """{name: labels} of what the workers' embedded metrics may carry: the Prometheus
+    names, a histogram as its _sum and _count."""
+    return {n: l for n, l in deploy_metric_names.registered_metrics().items() if not n.endswith("_bucket")}
+
+
+def check_cloudwatch_metric(problems, where, name, dimensions, known, literals):
+    """One metric of namespace xpsync, with its {dimension: value}."""
+    if name not in known:
+        problems.append(f"{where}: {name} is not a metric of src/metrics.rs")
+        return
+    if dimensions.get("Stack") not in (Tagged("Ref", "AWS::StackName"), "${AWS::StackName}"):
+        problems.append(f"{where}: {name} without Stack = the stack's name")
+    for dimension, value in dimensions.items():
+        if dimension == "Stack":
+            continue
+        if dimension not in known[name]:
+            problems.append(f"{where}: {name} has no label {dimension!r} (it has {sorted(known[name])})")
+        elif value is not None and value not in literals:
+            problems.append(f"{where}: {dimension}={value!r}: no such label value in src/")
+
+
+def check_emf(problems, template):
+    """The workers' embedded metrics: switched by CloudWatchMetrics, on by default;
+    the alarms and the dashboard read the namespace and Stack the workers write."""
+    parameters, resources = template["Parameters"], template["Resources"]
+    spec = parameters.get("CloudWatchMetrics", {})
+    if [str(v) for v in spec.get("AllowedValues", [])] != ["true", "false"] or spec.get("Default") != "true":
+        problems.append('parameter CloudWatchMetrics: "true" or "false", on by default')
+    environment = {v["Name"]: v["Value"] for v in
+                   resources["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Environment"]}
+    expected = {"XPSYNC_CLOUDWATCH__EMF": Tagged("Ref", "CloudWatchMetrics"),
+                "XPSYNC_CLOUDWATCH__STACK": Tagged("Ref", "AWS::StackName"),
+                "XPSYNC_CLOUDWATCH__NAMESPACE": "xpsync", "XPSYNC_CLOUDWATCH__INTERVAL": "60s"}
+    for variable, value in expected.items():
+        if environment.get(variable) != value:
+            problems.append(f"TaskDefinition: {variable} must be {value!r}; is {environment.get(variable)!r}")
+    for name in ("SweepTaskDefinition", "OneOffTaskDefinition"):
+        container = resources[name]["Properties"]["ContainerDefinitions"][0]
+        if any(v["Name"].startswith("XPSYNC_CLOUDWATCH__") for v in container["Environment"]):
+            problems.append(f"{name}: the embedded metrics are the daemon's (`run`) only")
+    known, literals = cloudwatch_metrics(), deploy_metric_names.source_literals()
+    count = 0
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        props = resource["Properties"]
+        metrics = [props] if "MetricName" in props else [
+            e["MetricStat"]["Metric"] | {"Period": e["MetricStat"]["Period"]} for e in props.get("Metrics", [])
+            if "MetricStat" in e]
+        for metric in metrics:
+            if metric.get("Namespace") != "xpsync":
+                continue
+            count += 1
+            dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+            check_cloudwatch_metric(problems, name, metric["MetricName"], dims, known, literals)
+            if int(metric.get("Period", 0)) % 60:
+                problems.append(f"{name}: a period of whole minutes (the workers publish every 60 s)")
+            if resource.get("Condition") != "EmfEnabled":
+                problems.append(f"{name}: reads the embedded metrics, so only with CloudWatchMetrics (EmfEnabled)")
+    for name in EMF_ALARMS:
+        if resources[name].get("Condition") != "EmfEnabled":
+            problems.append(f"{name}: only with CloudWatchMetrics (Condition EmfEnabled)")
+    return count
+
+
+def alarm_value(problems, resources, name, data):
+    """The value an alarm's metric math watches, with data[id] for each metric."""
+    query = {e["Id"]: e for e in resources[name]["Properties"]["Metrics"]}
+    returned = [i for i, e in query.items() if e.get("ReturnData", True)]
+    try:
+        return MetricMath(query, lambda metric_id, entry: data.get(metric_id), by_id=True).metric(returned[0])
+    except (ValueError, ZeroDivisionError, SyntaxError, KeyError, IndexError) as error:
+        problems.append(f"{name}: cannot evaluate its metric math ({error})")
+        return None
+
+
+def fires(resources, name, value):
+    props = resources[name]["Properties"]
+    if value is None:
+        return props.get("TreatMissingData") == "breaching"
+    threshold, operator = float(props["Threshold"]), props["ComparisonOperator"]
+    return {"GreaterThanThreshold": value > threshold, "GreaterThanOrEqualToThreshold": value >= threshold,
+            "LessThanThreshold": value < threshold, "LessThanOrEqualToThreshold": value <= threshold}[operator]
+
+
+def check_emf_alarms(problems, resources):
+    """The alarms on xpsync's own metrics, evaluated on the fleet's numbers of one
+    period: each fires once for the fleet, on what it is about."""
+    scenarios = [
+        # (alarm, what, data of one period, fires)
+        ("FailureRatioAlarm", "one reconciliation in ten failing", {"copied": 90, "failed": 10}, True),
+        ("FailureRatioAlarm", "one in a hundred", {"copied": 990, "failed": 10}, False),
+        ("FailureRatioAlarm", "6% of mostly unchanged keys", {"unchanged": 940, "failed": 60}, True),
+        ("FailureRatioAlarm", "only failures, the other results unpublished", {"failed": 25}, True),
+        ("FailureRatioAlarm", "3 failures of 9: too few to say", {"copied": 6, "failed": 3}, False),
+        ("FailureRatioAlarm", "an idle bucket", {}, False),
+        ("BreakerTripsAlarm", "ten workers tripping once on one outage", {"auth": 10}, True),
+        ("BreakerTripsAlarm", "a bucket gone", {"bucket_missing": 3}, True),
+        ("BreakerTripsAlarm", "no trip", {"auth": 0, "bucket_missing": 0}, False),
+        ("BreakerTripsAlarm", "nothing published", {}, False),
+        ("WorkersNotReadyAlarm", "one worker of ten paused for the whole period", {"samples": 50, "ready": 45}, True),
+        ("WorkersNotReadyAlarm", "the whole fleet paused", {"samples": 50, "ready": 0}, True),
+        ("WorkersNotReadyAlarm", "a task stopping for scale-in", {"samples": 50, "ready": 49}, False),
+        ("WorkersNotReadyAlarm", "all ready", {"samples": 50, "ready": 50}, False),
+    ]
+    for name, what, data, expected in scenarios:
+        value = alarm_value(problems, resources, name, data)
+        if fires(resources, name, value) != expected:
+            problems.append(f"{name} with {what}: {value!r}; it must {'' if expected else 'not '}fire")
+    for name in EMF_ALARMS:
+        props = resources[name]["Properties"]
+        if any(d["Name"] not in ("Stack", "result", "kind") for e in props["Metrics"] if "MetricStat" in e
+               for d in e["MetricStat"]["Metric"]["Dimensions"]):
+            problems.append(f"{name}: no dimension names a task: the alarm is the fleet's")
+    return len(scenarios)
+
+
+def check_worker_alarms(problems, template):
+    """A worker that dies, memory, and a bucket whose events stop."""
+    parameters, resources = template["Parameters"], template["Resources"]
+    rule = resources["WorkerTaskStoppedRule"]["Properties"]
+    detail = rule["EventPattern"]["detail"]
+    text = json.dumps(detail, default=repr)
+    if (rule["EventPattern"].get("source") != ["aws.ecs"]
+            or detail.get("clusterArn") != [Tagged("GetAtt", "Cluster.Arn")]
+            or detail.get("group") != [Tagged("Sub", "service:${Service.Name}")]
+            or detail.get("lastStatus") != ["STOPPED"]
+            or '"anything-but": 0' not in text or "OutOfMemory" not in text or "TaskFailedToStart" not in text):
+        problems.append("WorkerTaskStoppedRule: the worker service's tasks stopped with a non-zero exit code, "
+                        "OutOfMemory, or failing to start")
+    alarm = resources["MemoryUtilizationAlarm"]["Properties"]
+    if (alarm.get("Namespace"), alarm.get("MetricName"), alarm.get("Statistic"), alarm.get("Threshold")) != (
+            "AWS/ECS", "MemoryUtilization", "Maximum", Tagged("Ref", "MemoryAlarmPercent")):
+        problems.append("MemoryUtilizationAlarm: AWS/ECS MemoryUtilization of the service, Maximum, above MemoryAlarmPercent")
+    events = resources["NoSourceEventsAlarm"]
+    props = events["Properties"]
+    hours = parameters.get("NoEventsAlarmHours", {})
+    if (events.get("Condition") != "HasNoEventsAlarm"
+            or (props.get("Namespace"), props.get("MetricName")) != ("AWS/Events", "MatchedEvents")
+            or props.get("Dimensions") != [{"Name": "RuleName", "Value": Tagged("Ref", "SourceBucketEventRule")}]
+            or props.get("TreatMissingData") != "breaching" or int(props.get("Period", 0)) != 3600
+            or props.get("EvaluationPeriods") != Tagged("Ref", "NoEventsAlarmHours")
+            or int(hours.get("MaxValue", 99)) * 3600 > 86400 or int(hours.get("MinValue", -1)) != 0):
+        problems.append("NoSourceEventsAlarm: the source rule's MatchedEvents, hourly, missing data breaching, "
+                        "over NoEventsAlarmHours (0: none; at most a day)")
+    return 3
+
+
+def check_collector(problems, template):
+    """The metrics collector: every worker through the ECS API, labelled by stack;
+    its configuration is deploy/prometheus/adot-collector.yaml."""
+    resources = template["Resources"]
+    for name in COLLECTOR_RESOURCES + ["MetricsCollectorRemoteWriteEgress"]:
+        expected = "CollectorWritesOnOtherPort" if name == "MetricsCollectorRemoteWriteEgress" else "HasMetricsCollector"
+        if resources[name].get("Condition") != expected:
+            problems.append(f"{name}: only with Condition {expected}")
+    rules = template.get("Rules", {})
+    if not any(r.get("RuleCondition") == Tagged("Not", [Tagged("Equals", [Tagged("Ref", "MetricsCollectorImageUri"), ""])])
+               and "RemoteWriteUrl" in json.dumps(r["Assertions"], default=repr) for r in rules.values()):
+        problems.append("a Rule: RemoteWriteUrl is required with MetricsCollectorImageUri")
+    container = resources["MetricsCollectorTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    environment = {v["Name"]: v["Value"] for v in container["Environment"]}
+    wanted = {"COLLECTOR_ECS_CLUSTER": Tagged("Ref", "Cluster"), "COLLECTOR_ECS_SERVICE": Tagged("GetAtt", "Service.Name"),
+              "COLLECTOR_STACK": Tagged("Ref", "AWS::StackName"),
+              "PROMETHEUS_REMOTE_WRITE_URL": Tagged("Ref", "RemoteWriteUrl")}
+    for variable, value in wanted.items():
+        if environment.get(variable) != value:
+            problems.append(f"MetricsCollectorTaskDefinition: {variable} must be {value!r}")
+    content = environment.get("AOT_CONFIG_CONTENT")
+    if not (isinstance(content, Tagged) and content.tag == "If" and content.value[0] == "CollectorSignsWrites"):
+        problems.append("MetricsCollectorTaskDefinition: AOT_CONFIG_CONTENT !If [CollectorSignsWrites, signed, plain]")
+        return 0
+    signed, plain = (yaml.safe_load(t) for t in content.value[1:])
+    config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    if plain != config:
+        problems.append(f"MetricsCollectorTaskDefinition: its plain configuration differs from "
+                        f"{COLLECTOR_CONFIG.relative_to(ROOT)}")
+    expected = json.loads(json.dumps(config))
+    expected["extensions"]["sigv4auth"] = {"region": "${env:AWS_REGION}", "service": "aps"}
+    expected["exporters"]["prometheusremotewrite"]["auth"] = {"authenticator": "sigv4auth"}
+    expected["service"]["extensions"].append("sigv4auth")
+    if signed != expected:
+        problems.append("MetricsCollectorTaskDefinition: its SigV4 configuration must be the plain one "
+                        "plus sigv4auth (extension, exporter auth, service)")
+    observer = config["extensions"]["ecs_observer"]
+    worker_ports = [m["ContainerPort"] for m in
+                    resources["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]["PortMappings"]]
+    services = observer.get("services", [])
+    if (observer.get("cluster_name") != "${env:COLLECTOR_ECS_CLUSTER}"
+            or [s.get("name_pattern") for s in services] != ["^${env:COLLECTOR_ECS_SERVICE}$$"]
+            or [s.get("metrics_ports") for s in services] != [worker_ports]
+            or observer.get("task_definitions")):
+        problems.append(f"{COLLECTOR_CONFIG.name}: ecs_observer finds the worker service's tasks (not one-off "
+                        f"tasks) on the workers' port {worker_ports}")
+    scrapes = config["receivers"]["prometheus"]["config"]["scrape_configs"]
+    if (len(scrapes) != 1 or scrapes[0]["job_name"] != "xpsync"
+            or scrapes[0]["file_sd_configs"][0]["files"] != [observer["result_file"]]
+            or {"target_label": "stack", "replacement": "${env:COLLECTOR_STACK}"} not in scrapes[0]["relabel_configs"]):
+        problems.append(f"{COLLECTOR_CONFIG.name}: one scrape, job xpsync, of ecs_observer's file, "
+                        "labelled stack=${env:COLLECTOR_STACK}")
+    if "ecs_observer" not in config["service"]["extensions"]:
+        problems.append(f"{COLLECTOR_CONFIG.name}: ecs_observer must be a service extension")
+    ingress = resources["MetricsCollectorScrapeIngress"]["Properties"]
+    if (ingress.get("GroupId"), ingress.get("FromPort"), ingress.get("SourceSecurityGroupId")) != (
+            Tagged("GetAtt", "TaskSecurityGroup.GroupId"), worker_ports[0],
+            Tagged("GetAtt", "MetricsCollectorSecurityGroup.GroupId")):
+        problems.append("MetricsCollectorScrapeIngress: the workers accept the collector on their port")
+    egress = resources["MetricsCollectorRemoteWriteEgress"]["Properties"]
+    if (egress.get("FromPort"), egress.get("ToPort"), egress.get("CidrIp")) != (
+            Tagged("Ref", "RemoteWritePort"), Tagged("Ref", "RemoteWritePort"), Tagged("Ref", "RemoteWriteCidr")):
+        problems.append("MetricsCollectorRemoteWriteEgress: RemoteWritePort to RemoteWriteCidr")
+    service = resources["MetricsCollectorService"]["Properties"]
+    if str(service.get("DesiredCount")) != "1" or str(service["DeploymentConfiguration"].get("MaximumPercent")) != "100":
+        problems.append("MetricsCollectorService: one collector, never two (every series would be written twice)")
+    discovery = resources["DiscoveryService"]
+    if "8" not in template["Parameters"]["ServiceDiscoveryNamespaceId"]["Description"]:
+        problems.append("parameter ServiceDiscoveryNamespaceId: state Cloud Map's 8-address limit")
+    if discovery["Properties"]["DnsConfig"]["RoutingPolicy"] != "MULTIVALUE":
+        problems.append("DiscoveryService: MULTIVALUE A records")
+    return len(COLLECTOR_RESOURCES)
+
+
+def check_oneoff(problems, resources):
+    """One-off commands: the workers' settings, OneOffTaskRole, no port, no health check."""
+    oneoff = resources["OneOffTaskDefinition"]["Properties"]
+    container = oneoff["ContainerDefinitions"][0]
+    worker = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    if oneoff.get("TaskRoleArn") != Tagged("GetAtt", "OneOffTaskRole.Arn"):
+        problems.append("OneOffTaskDefinition: its task role is OneOffTaskRole")
+    if "HealthCheck" in container or "PortMappings" in container:
+        problems.append("OneOffTaskDefinition: no health check and no port (only `run` listens)")
+    if container.get("Command") in (None, ["run"]):
+        problems.append("OneOffTaskDefinition: a default command other than the daemon's `run`")
+    mine = [v for v in container["Environment"]]
+    theirs = [v for v in worker["Environment"] if not v["Name"].startswith("XPSYNC_CLOUDWATCH__")]
+    if mine != theirs:
+        problems.append("OneOffTaskDefinition: the workers' environment (without the embedded metrics)")
+
+
+def check_dashboard(problems, template):
+    """The CloudWatch dashboard: valid JSON once substituted, the Grafana dashboard's
+    rows in order, xpsync's metrics by their Prometheus names with Stack, and only
+    references the template can substitute."""
+    resources, parameters = template["Resources"], template["Parameters"]
+    body = resources["Dashboard"]["Properties"]["DashboardBody"]
+    if not (isinstance(body, Tagged) and body.tag == "Sub" and isinstance(body.value, str)):
+        problems.append("Dashboard: DashboardBody !Sub of one JSON text")
+        return 0
+    names = set(resources) | set(parameters)
+
+    def substitute(m):
+        ref = m.group(1)
+        if ref.startswith("AWS::") or ref in names or ref.split(".")[0] in resources:
+            return "3600" if ref in parameters and parameters[ref]["Type"] == "Number" else f"@{ref}@"
+        problems.append(f"Dashboard: ${{{ref}}} is neither a parameter nor a resource")
+        return "x"
+    try:
+        data = json.loads(re.sub(r"\$\{([^}!]+)\}", substitute, body.value))
+    except json.JSONDecodeError as error:
+        problems.append(f"Dashboard: its body is not JSON once substituted ({error})")
+        return 0
+    grafana = [p["title"] for p in json.loads(GRAFANA.read_text())["panels"] if p.get("type") == "row"]
+    rows = [w["properties"]["markdown"].lstrip("# ").strip() for w in data["widgets"] if w["type"] == "text"]
+    if rows != grafana:
+        problems.append(f"Dashboard: rows {rows}; the Grafana dashboard's are {grafana}")
+    known, literals = cloudwatch_metrics(), deploy_metric_names.source_literals()
+    used = set()
+    for widget in data["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        where = f"Dashboard {widget['properties'].get('title')!r}"
+        for line in widget["properties"]["metrics"]:
+            if isinstance(line[0], dict):
+                expression = line[0].get("expression", "")
+                for schema, metric, stack in re.findall(
+                        r"SEARCH\('\{xpsync,([^}]*)\} MetricName=\"([^\"]+)\" Stack=\"([^\"]+)\"'", expression):
+                    dims = {d: None for d in schema.split(",")}
+                    dims["Stack"] = "${AWS::StackName}" if stack == "@AWS::StackName@" else stack
+                    check_cloudwatch_metric(problems, where, metric, dims, known, literals)
+                    if set(dims) != {"Stack"} | known.get(metric, set()):
+                        problems.append(f"{where}: SEARCH of {metric} must name all its dimensions "
+                                        f"(Stack and {sorted(known.get(metric, set()))})")
+                    used.add(metric)
+                if "SEARCH(" in expression and "{xpsync," not in expression:
+                    problems.append(f"{where}: a SEARCH outside namespace xpsync")
+                continue
+            parts = [p for p in line if not isinstance(p, dict)]
+            if parts[0] != "xpsync":
+                continue
+            dims = dict(zip(parts[2::2], parts[3::2]))
+            if dims.get("Stack") == "@AWS::StackName@":
+                dims["Stack"] = "${AWS::StackName}"
+            check_cloudwatch_metric(problems, where, parts[1], dims, known, literals)
+            used.add(parts[1])
+    return len(used)
+
+
+def check_stack_label(problems):
+    """The dashboard picks a stack, not a job; the rules group by it."""
+    grafana = json.loads(GRAFANA.read_text())
+    variables = [v["name"] for v in grafana["templating"]["list"]]
+    if "stack" not in variables or "job" in variables:
+        problems.append(f"{GRAFANA.relative_to(ROOT)}: a stack variable, not a job one; has {variables}")
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            expr = rule["expr"]
+            if re.search(r"\b(by|on) \(job\)", expr) or (
+                    re.search(r"\b(sum|max|min|count|group) by \(", expr) and "stack" not in expr):
+                problems.append(f"rules.yml {rule.get('record') or rule.get('alert')}: aggregate by stack")
+
+
 def main():
     problems = []
     text = TEMPLATE.read_text()
@@ -650,22 +1270,39 @@ def main():
     check_lambda_parameter_file(problems, template)
     variables = check_container_variables(problems, resources)
     check_memory(problems, template)
-    task_statements, operator_statements = check_roles(problems, resources)
+    policies = check_roles(problems, template)
     alarms = check_alarms(problems, resources)
     check_secret(problems, resources)
     check_sweep(problems, resources)
     combinations = check_replicate_switches(problems, template)
     scenarios = check_scaling(problems, template)
+    links = check_runbooks(problems, resources)
+    images = check_images(problems, template)
+    keys = check_kms(problems, template)
+    emf_metrics = check_emf(problems, template)
+    alarm_scenarios = check_emf_alarms(problems, resources)
+    check_worker_alarms(problems, template)
+    check_collector(problems, template)
+    check_oneoff(problems, resources)
+    dashboard_metrics = check_dashboard(problems, template)
+    check_stack_label(problems)
     if problems:
         return report(problems)
     print(f"template: ARNs through AWS::Partition; the seed's and the Lambda stack's parameters kept, "
           f"and {LAMBDA_PARAMETERS.relative_to(ROOT)} fits; {variables} container variables are "
-          f"configuration keys; TaskRole matches {TASK_POLICY.relative_to(ROOT)} ({task_statements} "
-          f"statements) and OperatorPolicy {OPERATOR_POLICY.relative_to(ROOT)} ({operator_statements}); "
-          f"MemoryLimit covers every Memory; {alarms} alarms and the failed-sweep rule notify the topic; "
-          f"the sweep is wired; the event rule and XPSYNC_REPLICATE__* follow ReplicateDeletes and "
-          f"ReplicateTags in all {combinations} combinations; the backlog per task counts visible "
-          f"messages only ({scenarios} queue states)")
+          f"configuration keys; {len(policies)} policies match deploy/iam/ "
+          f"({', '.join(f'{n} {c}' for n, c in policies.items())} statements), the target keys only for "
+          f"the workers, the sweep and OperatorPolicy, OperatorRole trusts OperatorPrincipalArns (the "
+          f"account when empty); MemoryLimit covers every Memory; {alarms} alarms and the event rules "
+          f"notify the topic; the sweep is wired; the event rule and XPSYNC_REPLICATE__* follow "
+          f"ReplicateDeletes and ReplicateTags in all {combinations} combinations; the backlog per task "
+          f"counts visible messages only ({scenarios} queue states); {links} runbook links resolve; "
+          f"ImageUri and the collector's image must be China ECR images in aws-cn ({images} images tried); "
+          f"{keys} KMS key parameters wired; {emf_metrics} alarm metrics and {dashboard_metrics} dashboard "
+          f"metrics are xpsync's, by Stack; the fleet alarms fire as they should ({alarm_scenarios} "
+          f"scenarios); the stopped-task rule, memory and no-events alarms, the metrics collector "
+          f"(ECS discovery, stack label, its configuration equal to deploy/prometheus/adot-collector.yaml) "
+          f"and the one-off task definition are wired")
     return 0
 
 

@@ -5,22 +5,24 @@
 //! something failed or differs (a key not reconciled, `verify` found differences,
 //! a listing or a queue failing mid-run); 2 for bad input (configuration,
 //! credentials, arguments). [`exit_code`] decides it for an error, by its type.
+//!
+//! This file holds the clap definitions and the dispatch; what each command prints
+//! is in [`output`] (sync, verify, backfill, adopt), [`dlq`] and [`health`].
 
-use std::io::Write;
+mod dlq;
+mod health;
+mod output;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Needs};
-use crate::ops::{adopt, backfill, dlq, verify};
-use crate::queue::Queue;
-use crate::reconcile::{Outcome, Reconciler};
+use crate::ops::{adopt, backfill};
 use crate::{aws, daemon, metrics};
 
 /// Keeps an S3 bucket in one AWS partition in sync with a bucket in another.
@@ -187,7 +189,7 @@ pub fn print_fatal(error: &anyhow::Error, code: u8) {
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let needs = match cli.command {
-        Command::Healthcheck { url } => return healthcheck(cli.config.as_deref(), url),
+        Command::Healthcheck { url } => return health::healthcheck(cli.config.as_deref(), url),
         Command::Run => Needs::BucketsAndQueue,
         Command::Backfill {
             mode,
@@ -223,7 +225,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::run(config, listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { keys } => sync(config, keys).await,
+        Command::Sync { keys } => output::sync(config, keys).await,
         Command::Backfill {
             prefix,
             mode,
@@ -235,244 +237,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             trust_kms_size_and_time,
         } => {
             if adopt {
-                let concurrency = concurrency.unwrap_or(config.transfer.max_objects);
-                return run_adopt(config, &prefix, concurrency, trust_kms_size_and_time).await;
+                let options = adopt::AdoptOptions {
+                    concurrency: concurrency.unwrap_or(config.transfer.max_objects),
+                    trust_kms_size_and_time,
+                };
+                return output::adopt(config, &prefix, options).await;
             }
-            let options = BackfillOptions {
+            let options = output::BackfillOptions {
                 mode,
                 dry_run,
                 concurrency,
                 min_age,
                 emf,
             };
-            run_backfill(config, &prefix, options).await
+            output::backfill(config, &prefix, options).await
         }
-        Command::Dlq { command } => dlq(config, command).await,
+        Command::Dlq { command } => dlq::dlq(config, command).await,
         Command::Verify {
             prefix,
             stale_uploads_after,
             deep,
-        } => verify(config, &prefix, stale_uploads_after, deep).await,
+        } => output::verify(config, &prefix, stale_uploads_after, deep).await,
         Command::Healthcheck { .. } => {
             unreachable!("handled before the configuration is validated")
-        }
-    }
-}
-
-async fn sync(config: Config, keys: Vec<String>) -> anyhow::Result<ExitCode> {
-    let config = Arc::new(config);
-    let (source, target) = aws::connect(&config).await?;
-    let reconciler = Reconciler::new(source, target, Arc::clone(&config));
-    let mut reports = futures::stream::iter(keys)
-        .map(|key| {
-            let reconciler = reconciler.clone();
-            async move { reconciler.reconcile_with_tags(&key).await }
-        })
-        .buffered(config.transfer.max_objects);
-    let mut failed = 0;
-    let mut stdout = std::io::stdout().lock();
-    while let Some(report) = reports.next().await {
-        failed += usize::from(report.outcome() == Outcome::Failed);
-        writeln!(stdout, "{}", report.to_json()).context("writing to stdout")?;
-    }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-async fn verify(
-    config: Config,
-    prefix: &str,
-    stale_uploads_after: std::time::Duration,
-    deep: bool,
-) -> anyhow::Result<ExitCode> {
-    let (source, target) = aws::connect(&config).await?;
-    let mut stdout = std::io::stdout().lock();
-    let mut summary = verify::verify(&source, &target, &config, prefix, deep, |difference| {
-        // A closed stdout must not stop the comparison; the summary still decides the exit code.
-        let _ = writeln!(stdout, "{}", json!(difference));
-    })
-    .await?;
-    let target_prefix = format!("{}{prefix}", config.target.key_prefix);
-    let stale = verify::stale_uploads(&target, &target_prefix, stale_uploads_after).await?;
-    for upload in &stale {
-        writeln!(stdout, "{}", json!({ "stale_upload": upload })).context("writing to stdout")?;
-    }
-    summary.stale_uploads = stale.len() as u64;
-    writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
-    Ok(if summary.clean() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-async fn run_adopt(
-    config: Config,
-    prefix: &str,
-    concurrency: usize,
-    trust_kms: bool,
-) -> anyhow::Result<ExitCode> {
-    let config = Arc::new(config);
-    let (source, target) = aws::connect(&config).await?;
-    let reconciler = Reconciler::new(source.clone(), target.clone(), Arc::clone(&config));
-    let mut stdout = std::io::stdout().lock();
-    let summary = adopt::adopt(
-        &reconciler,
-        (&source, &target),
-        &config,
-        prefix,
-        (concurrency, trust_kms),
-        |line| {
-            let _ = writeln!(stdout, "{line}");
-        },
-    )
-    .await?;
-    writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
-    Ok(if summary.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// `xpsync backfill`'s flags beyond the prefix.
-struct BackfillOptions {
-    mode: backfill::Mode,
-    dry_run: bool,
-    concurrency: Option<usize>,
-    min_age: Option<std::time::Duration>,
-    emf: bool,
-}
-
-async fn run_backfill(
-    config: Config,
-    prefix: &str,
-    options: BackfillOptions,
-) -> anyhow::Result<ExitCode> {
-    let BackfillOptions {
-        mode,
-        dry_run,
-        concurrency,
-        min_age,
-        emf,
-    } = options;
-    let config = Arc::new(config);
-    let concurrency = concurrency.unwrap_or(config.transfer.max_objects).max(1);
-    let (source, target) = aws::connect(&config).await?;
-    let reconciler = Reconciler::new(source.clone(), target.clone(), Arc::clone(&config));
-    let queue = match (mode, dry_run) {
-        (backfill::Mode::Enqueue, false) => Some(Queue::connect(&config).await?),
-        _ => None,
-    };
-    let action = match (&queue, dry_run) {
-        (_, true) => backfill::Action::DryRun,
-        (Some(queue), false) => backfill::Action::Enqueue(queue),
-        (None, false) => backfill::Action::Copy(&reconciler),
-    };
-    let mut stdout = std::io::stdout().lock();
-    let scope = backfill::Scope {
-        prefix,
-        action,
-        concurrency,
-        min_age,
-    };
-    let summary = backfill::backfill(&source, &target, &config, scope, |line| {
-        let _ = writeln!(stdout, "{line}");
-    })
-    .await?;
-    writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
-    if emf {
-        writeln!(stdout, "{}", summary.to_emf(&config.source.bucket))
-            .context("writing to stdout")?;
-    }
-    Ok(if summary.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-async fn dlq(config: Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let main = Queue::connect(&config).await?;
-    let dead_letters = main.dead_letter_queue().ok_or_else(|| {
-        BadInput(
-            "the queue has no dead-letter queue: set queue.dead_letter_url, or give the queue a RedrivePolicy"
-                .into(),
-        )
-    })?;
-    let bucket = config.source.bucket.as_str();
-    let mut stdout = std::io::stdout().lock();
-    match command {
-        DlqCommand::Peek { max, json } => {
-            let peeked = dlq::peek(&dead_letters, bucket, max).await?;
-            if json {
-                for p in &peeked {
-                    writeln!(stdout, "{}", serde_json::json!(p))?;
-                }
-            } else {
-                writeln!(
-                    stdout,
-                    "{:>8}  {:>8}  {:<40}  REASON",
-                    "AGE", "RECEIVES", "KEYS"
-                )?;
-                for p in &peeked {
-                    let age =
-                        humantime::format_duration(std::time::Duration::from_secs(p.age_seconds));
-                    let keys = if p.keys.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        p.keys.join(", ")
-                    };
-                    writeln!(
-                        stdout,
-                        "{:>8}  {:>8}  {:<40}  {}",
-                        age.to_string(),
-                        p.receive_count,
-                        keys,
-                        p.reason
-                    )?;
-                }
-                writeln!(stdout, "{} message(s) shown; none consumed", peeked.len())?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        DlqCommand::Replay {
-            max,
-            dry_run,
-            prefix,
-        } => {
-            let summary = dlq::replay(
-                &main,
-                &dead_letters,
-                bucket,
-                max,
-                prefix.as_deref(),
-                dry_run,
-                |p, action| {
-                    let _ = writeln!(
-                        stdout,
-                        "{}",
-                        json!({"message_id": p.message_id, "keys": p.keys, "reason": p.reason, "action": action})
-                    );
-                },
-            )
-            .await?;
-            writeln!(stdout, "{}", json!({ "summary": summary }))?;
-            eprintln!(
-                "{} {}, {} skipped, {} failed",
-                if dry_run { "would move" } else { "moved" },
-                summary.moved,
-                summary.skipped,
-                summary.failed
-            );
-            Ok(if summary.failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
         }
     }
 }
@@ -487,42 +274,6 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     };
     tracing::info!(signal = name, "stopping");
     shutdown.cancel();
-}
-
-/// Needs no valid configuration: only `server.listen`, to find the port.
-fn healthcheck(
-    config_file: Option<&std::path::Path>,
-    url: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    let url = match url {
-        Some(url) => url,
-        None => {
-            let listen = Config::load(config_file)
-                .map(|c| c.server.listen)
-                .unwrap_or_else(|_| crate::config::ServerConfig::default().listen);
-            let port = listen
-                .rsplit_once(':')
-                .map(|(_, port)| port.to_owned())
-                .context("server.listen has no port")?;
-            format!("http://127.0.0.1:{port}/healthz")
-        }
-    };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    match agent.get(&url).call() {
-        Ok(response) if response.status().is_success() => Ok(ExitCode::SUCCESS),
-        Ok(response) => {
-            eprintln!("xpsync: {url} answered {}", response.status());
-            Ok(ExitCode::from(1))
-        }
-        Err(e) => {
-            eprintln!("xpsync: {url}: {e}");
-            Ok(ExitCode::from(1))
-        }
-    }
 }
 
 /// Logs go to stderr (stdout carries command output), as JSON or text, filtered by

@@ -9,16 +9,18 @@
 //! Secrets ([`Secret`]) never print: their `Debug` and `Serialize` say `<redacted>`,
 //! which is what `xpsync check-config` relies on.
 
-use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
+mod load;
+mod secret;
+mod timeouts;
 mod validate;
+
+pub use secret::{Secret, Sse};
+pub use timeouts::TimeoutsConfig;
 
 /// S3's smallest part (all but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -60,6 +62,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Metrics as CloudWatch embedded metric format on stdout (`run` only).
+    #[serde(default)]
+    pub cloudwatch: CloudWatchConfig,
 }
 
 /// The side objects are read from.
@@ -102,7 +107,7 @@ pub struct TargetConfig {
     pub storage_class: String,
     /// Server-side encryption: `""` (the bucket's default), `AES256` or `aws:kms`.
     #[serde(default)]
-    pub sse: String,
+    pub sse: Sse,
     /// KMS key for `sse = "aws:kms"`; empty: the account's S3 key.
     #[serde(default)]
     pub sse_kms_key_id: String,
@@ -256,69 +261,6 @@ pub struct ServerConfig {
     pub listen: String,
 }
 
-/// How long a request may go unanswered: a server that accepts a request and never
-/// answers costs a retry, never a held message.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TimeoutsConfig {
-    /// To open a connection. Default: 10s.
-    #[serde(with = "humantime_serde")]
-    pub connect: Duration,
-    /// From a request sent to its answer's first byte, for requests without a
-    /// body. An upload gets this plus its length at 128 KiB/s (a 5 GiB part on a
-    /// slow link legitimately takes long); an SQS receive gets it plus
-    /// `queue.wait_time`. Default: 60s.
-    #[serde(with = "humantime_serde")]
-    pub first_byte: Duration,
-    /// How long a body (read or sent) may make no progress before the transfer is
-    /// cut and retried (the SDK's stalled-stream protection). Default: 30s.
-    #[serde(with = "humantime_serde")]
-    pub between_reads: Duration,
-}
-
-impl Default for TimeoutsConfig {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(10),
-            first_byte: Duration::from_secs(60),
-            between_reads: Duration::from_secs(30),
-        }
-    }
-}
-
-impl TimeoutsConfig {
-    /// The slowest rate an upload is allowed before its answer is given up on.
-    pub const SLOWEST_UPLOAD: u64 = 128 * 1024;
-
-    /// The SDK's timeouts for requests without a body.
-    pub fn sdk(&self) -> aws_config::timeout::TimeoutConfig {
-        self.sdk_with_first_byte(self.first_byte)
-    }
-
-    /// The SDK's timeouts, with time to first byte `first_byte`.
-    pub fn sdk_with_first_byte(&self, first_byte: Duration) -> aws_config::timeout::TimeoutConfig {
-        aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(self.connect)
-            .read_timeout(first_byte)
-            .build()
-    }
-
-    /// Time to the answer's first byte for an upload of `length` bytes.
-    pub fn upload_first_byte(&self, length: u64) -> Duration {
-        self.first_byte + Duration::from_secs(length / Self::SLOWEST_UPLOAD)
-    }
-
-    /// The SDK's stalled-stream protection: a body making no progress for
-    /// `between_reads` is cut.
-    pub fn stalled_streams(
-        &self,
-    ) -> aws_config::stalled_stream_protection::StalledStreamProtectionConfig {
-        aws_config::stalled_stream_protection::StalledStreamProtectionConfig::enabled()
-            .grace_period(self.between_reads)
-            .build()
-    }
-}
-
 /// Behaviour on SIGTERM.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -327,6 +269,34 @@ pub struct ShutdownConfig {
     /// Default: 25s.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+}
+
+/// The daemon's metrics for CloudWatch: embedded metric format (EMF) lines on
+/// stdout, which awslogs hands to CloudWatch Logs, which makes them metrics.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudWatchConfig {
+    /// Print them. Default: false.
+    pub emf: bool,
+    /// How often. Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The metrics' namespace. Default: xpsync.
+    pub namespace: String,
+    /// The `Stack` dimension of every metric, telling deployments apart (the
+    /// template sets its stack name). Default: empty.
+    pub stack: String,
+}
+
+impl Default for CloudWatchConfig {
+    fn default() -> Self {
+        Self {
+            emf: false,
+            interval: Duration::from_secs(60),
+            namespace: "xpsync".into(),
+            stack: String::new(),
+        }
+    }
 }
 
 /// Logging.
@@ -424,34 +394,6 @@ impl Default for LogConfig {
     }
 }
 
-/// A value that must never be printed: logs, errors and `check-config` see `<redacted>`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value itself, for handing to the SDK and nowhere else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("<redacted>")
-    }
-}
-
 /// The configuration could not be read, or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -471,32 +413,6 @@ pub enum Needs {
 }
 
 impl Config {
-    /// Reads `file` (if given) and the `XPSYNC_*` environment, without validating.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError::Parse(format!(
-                    "file {} does not exist",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        // XPSYNC_CONFIG names the file (`--config`); it is no setting.
-        figment = figment.merge(Env::prefixed("XPSYNC_").ignore(&["config"]).split("__"));
-        figment
-            .extract()
-            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))
-    }
-
-    /// Reads and validates, for a command that needs `needs`.
-    pub fn load_valid(file: Option<&Path>, needs: Needs) -> Result<Self, ConfigError> {
-        let config = Self::load(file)?;
-        config.validate(needs)?;
-        Ok(config)
-    }
-
     /// Whether `key` (a source key) is replicated at all.
     pub fn is_replicated(&self, key: &str) -> bool {
         let r = &self.replicate;
@@ -508,34 +424,6 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string(self).expect("the configuration always serializes")
     }
-}
-
-/// One line per problem: the key, what is wrong, and where the value came from
-/// (a file, or the environment variable to fix).
-fn describe_figment_error(error: figment::Error) -> String {
-    error
-        .into_iter()
-        .map(|e| {
-            let key = e.path.join(".").to_lowercase();
-            let origin = match &e.metadata {
-                Some(m) if m.name.contains("environment") => format!(
-                    "environment variable XPSYNC_{}",
-                    e.path.join("__").to_uppercase()
-                ),
-                Some(m) => match &m.source {
-                    Some(source) => source.to_string(),
-                    None => m.name.to_string(),
-                },
-                None => "the configuration".into(),
-            };
-            if key.is_empty() {
-                format!("{} (in {origin})", e.kind)
-            } else {
-                format!("{key}: {} (in {origin})", e.kind)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! so that several receives are in flight while many permits are free. Each
 //! long-polls for as many messages as it holds permits
 //! (at most 10; fewer while it holds all the part ranges it can copy, see
-//! [`ranges`]) and hands each to a task tracked by a [`TaskTracker`]. What a task
+//! [`crate::fleet::Ranges`]) and hands each to a task tracked by a [`TaskTracker`]. What a task
 //! does with its message (reconcile, acknowledge, release, dead-letter, heartbeat) is
 //! [`message`]'s; batched deletes are [`ack`]'s; pausing on systemic failure is the
 //! [`breaker`]'s.
@@ -20,9 +20,7 @@
 
 mod ack;
 mod breaker;
-mod fleet;
 mod message;
-mod ranges;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,11 +28,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::fleet::Worker;
 use crate::health::{Health, Readiness};
 use crate::protection::Protection;
 use crate::queue::{Queue, MAX_BATCH};
@@ -45,7 +44,6 @@ use ack::Deleter;
 pub use breaker::BREAKER_THRESHOLD;
 use breaker::{Breaker, Gate};
 pub use message::retry_delay;
-use ranges::Ranges;
 
 /// How often the queues' depths are read.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(15);
@@ -84,15 +82,26 @@ pub async fn run(
         }
     }
     tokio::spawn(poll_depths(queue.clone(), http_stop.clone()));
+    let emf = config.cloudwatch.emf.then(|| {
+        let c = &config.cloudwatch;
+        let publishing = metrics::emf::publish(
+            c.namespace.clone(),
+            c.stack.clone(),
+            c.interval,
+            http_stop.clone(),
+        );
+        tokio::spawn(publishing)
+    });
     let (deleter, deleter_task) = Deleter::spawn(queue.clone());
 
+    let reconciler = Reconciler::new(source, target, Arc::clone(&config)).splitting();
     let daemon = Arc::new(Daemon {
-        reconciler: Reconciler::new(source, target, Arc::clone(&config)).splitting(),
+        fleet: Worker::new(reconciler.clone(), queue.clone(), &config),
+        reconciler,
         queue,
         deleter,
         health: Arc::clone(&health),
         slots: Arc::new(Semaphore::new(config.transfer.max_objects)),
-        ranges: Ranges::new(config.transfer.max_parts),
         breaker: Breaker::default(),
         tracker: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
@@ -115,31 +124,48 @@ pub async fn run(
     });
     tracing::info!("shutting down: no new messages; in-flight copies get the grace period");
 
-    let in_flight = daemon.tracker.len();
-    let handled_before = daemon.handled.load(Ordering::SeqCst);
-    daemon.tracker.close();
-    let grace = config.shutdown.grace_period;
-    if tokio::time::timeout_at(signalled + grace, daemon.tracker.wait())
-        .await
-        .is_err()
-    {
-        daemon.hard_stop.cancel();
-        daemon.tracker.wait().await;
-    }
-    let finished = daemon.handled.load(Ordering::SeqCst) - handled_before;
-    let released = daemon.released.load(Ordering::SeqCst);
-    let Daemon { deleter, .. } = Arc::into_inner(daemon).expect("every task has ended");
-    drop(deleter);
-    let _ = deleter_task.await;
-    tracing::info!(
-        in_flight_at_signal = in_flight,
-        finished_in_grace = finished,
-        released,
-        "shutdown complete: {finished} of {in_flight} in-flight messages finished within the grace period, {released} released for another worker"
-    );
+    daemon.drain(signalled, deleter_task).await;
     http_stop.cancel();
+    if let Some(emf) = emf {
+        // Its last lines: what the final interval counted.
+        let _ = emf.await;
+    }
     http.await.context("the HTTP server task")??;
     Ok(())
+}
+
+impl Daemon {
+    /// After the signal: waits for the messages in hand until the grace period
+    /// (from `signalled`) ends, cancels what still runs (its messages are released),
+    /// flushes the acknowledgements, and sums it up in one line.
+    async fn drain(
+        self: Arc<Self>,
+        signalled: tokio::time::Instant,
+        deleter_task: tokio::task::JoinHandle<()>,
+    ) {
+        let in_flight = self.tracker.len();
+        let handled_before = self.handled.load(Ordering::SeqCst);
+        self.tracker.close();
+        let grace = self.config.shutdown.grace_period;
+        if tokio::time::timeout_at(signalled + grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            self.hard_stop.cancel();
+            self.tracker.wait().await;
+        }
+        let finished = self.handled.load(Ordering::SeqCst) - handled_before;
+        let released = self.released.load(Ordering::SeqCst);
+        let Daemon { deleter, .. } = Arc::into_inner(self).expect("every task has ended");
+        drop(deleter);
+        let _ = deleter_task.await;
+        tracing::info!(
+            in_flight_at_signal = in_flight,
+            finished_in_grace = finished,
+            released,
+            "shutdown complete: {finished} of {in_flight} in-flight messages finished within the grace period, {released} released for another worker"
+        );
+    }
 }
 
 /// The worker's state, shared by the receive loop and every message task.
@@ -155,8 +181,8 @@ struct Daemon {
     /// Messages in hand at once (`transfer.max_objects`); a permit is taken before
     /// receiving and held until the message is deleted or released.
     slots: Arc<Semaphore>,
-    /// Range messages in hand, at most what `transfer.max_parts` copies at once.
-    ranges: Arc<Ranges>,
+    /// The fleet's splits: ranges and checks, and the range messages in hand.
+    fleet: Worker,
     /// Pauses receiving while every copy fails the same systemic way.
     breaker: Breaker,
     /// Every message task, so shutdown can wait for them.
@@ -172,6 +198,23 @@ struct Daemon {
     protection: Protection,
 }
 
+/// What a receive loop does next.
+enum Next {
+    Receive { most: usize, trial: bool },
+    Again,
+    Stop,
+}
+
+/// What one receive came to.
+enum Took {
+    /// Messages, or none, handed on.
+    Messages,
+    /// The receive failed: the loop backs off.
+    Failed(crate::error::SqsError),
+    /// Shutdown came first.
+    Stopped,
+}
+
 /// At most this many receive calls in flight at once, one per ten message slots:
 /// a receive is a round trip, and while one is out, slots freed meanwhile wait.
 const MAX_RECEIVERS: usize = 4;
@@ -185,90 +228,24 @@ impl Daemon {
         futures::future::join_all(loops).await;
     }
 
-    /// One receive loop. Only the `primary` one probes and takes the half-open
-    /// trial message; the others receive only while the breaker is closed.
+    /// One receive loop: gate, take permits, receive. Only the `primary` one probes
+    /// and takes the half-open trial message; the others receive only while the
+    /// breaker is closed.
     async fn receiver(self: Arc<Self>, shutdown: &CancellationToken, primary: bool) {
         let mut receive_failures = 0u32;
         loop {
-            let room = self.ranges.room();
-            if room == 0 {
-                tokio::select! {
-                    () = self.ranges.wait_for_room(Duration::from_millis(200)) => {}
-                    () = shutdown.cancelled() => return,
-                }
-                continue;
-            }
-            let gate = match (primary, self.breaker.cause()) {
-                (true, _) => self.breaker.gate(),
-                (false, None) => Gate::Receive,
-                (false, Some(_)) => Gate::Wait,
+            let (most, trial) = match self.gate(shutdown, primary).await {
+                Next::Receive { most, trial } => (most, trial),
+                Next::Again => continue,
+                Next::Stop => return,
             };
-            let most = match gate {
-                Gate::Receive => room.min(MAX_BATCH),
-                Gate::Trial => 1,
-                Gate::Probe(pause) => {
-                    self.probe_after(pause, shutdown).await;
-                    if shutdown.is_cancelled() {
-                        return;
-                    }
-                    continue;
-                }
-                Gate::Wait => {
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                    continue;
-                }
+            let Some(permits) = self.permits(most, trial, shutdown).await else {
+                return;
             };
-            let trial = most == 1 && self.breaker.cause().is_some();
-            let first = tokio::select! {
-                permit = Arc::clone(&self.slots).acquire_owned() => permit.expect("never closed"),
-                () = shutdown.cancelled() => {
-                    if trial {
-                        self.breaker.trial_over();
-                    }
-                    return;
-                }
-            };
-            let mut permits = vec![first];
-            while permits.len() < most {
-                match Arc::clone(&self.slots).try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
-            let receive = self.queue.receive(permits.len());
-            tokio::pin!(receive);
-            let received = tokio::select! {
-                received = &mut receive => received,
-                () = shutdown.cancelled() => {
-                    // SQS may already have handed this batch out: wait for it, and
-                    // give what came back at once, rather than leave it hidden for
-                    // the whole visibility timeout.
-                    if let Ok(messages) = receive.await {
-                        for message in &messages {
-                            self.release(message, Duration::ZERO).await;
-                        }
-                    }
-                    return;
-                }
-            };
+            let received = self.receive(permits, trial, shutdown).await;
             match received {
-                Ok(messages) => {
-                    receive_failures = 0;
-                    if trial && messages.is_empty() {
-                        self.breaker.trial_over();
-                    }
-                    for (message, permit) in messages.into_iter().zip(permits) {
-                        self.tracker
-                            .spawn(Arc::clone(&self).handle(message, permit, trial));
-                    }
-                }
-                Err(e) => {
-                    if trial {
-                        self.breaker.trial_over();
-                    }
+                Took::Messages => receive_failures = 0,
+                Took::Failed(e) => {
                     receive_failures += 1;
                     let pause = retry::backoff(
                         receive_failures,
@@ -281,7 +258,114 @@ impl Daemon {
                         () = shutdown.cancelled() => return,
                     }
                 }
+                Took::Stopped => return,
             }
+        }
+    }
+
+    /// Whether to receive now, and how many: none while this worker holds all the
+    /// ranges it can copy, or while the breaker is open (the primary loop probes
+    /// then); one, the trial, while it is half-open.
+    async fn gate(&self, shutdown: &CancellationToken, primary: bool) -> Next {
+        let room = self.fleet.ranges.room();
+        if room == 0 {
+            tokio::select! {
+                () = self.fleet.ranges.wait_for_room(Duration::from_millis(200)) => {}
+                () = shutdown.cancelled() => return Next::Stop,
+            }
+            return Next::Again;
+        }
+        let gate = match (primary, self.breaker.cause()) {
+            (true, _) => self.breaker.gate(),
+            (false, None) => Gate::Receive,
+            (false, Some(_)) => Gate::Wait,
+        };
+        let most = match gate {
+            Gate::Receive => room.min(MAX_BATCH),
+            Gate::Trial => 1,
+            Gate::Probe(pause) => {
+                self.probe_after(pause, shutdown).await;
+                return match shutdown.is_cancelled() {
+                    true => Next::Stop,
+                    false => Next::Again,
+                };
+            }
+            Gate::Wait => {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    () = shutdown.cancelled() => return Next::Stop,
+                }
+                return Next::Again;
+            }
+        };
+        let trial = most == 1 && self.breaker.cause().is_some();
+        Next::Receive { most, trial }
+    }
+
+    /// Up to `most` message slots: waits for the first, takes the others free now.
+    /// None on shutdown.
+    async fn permits(
+        &self,
+        most: usize,
+        trial: bool,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<OwnedSemaphorePermit>> {
+        let first = tokio::select! {
+            permit = Arc::clone(&self.slots).acquire_owned() => permit.expect("never closed"),
+            () = shutdown.cancelled() => {
+                if trial {
+                    self.breaker.trial_over();
+                }
+                return None;
+            }
+        };
+        let mut permits = vec![first];
+        while permits.len() < most {
+            match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        Some(permits)
+    }
+
+    /// One receive of as many messages as `permits`, each handed to a task with its
+    /// permit.
+    async fn receive(
+        self: &Arc<Self>,
+        permits: Vec<OwnedSemaphorePermit>,
+        trial: bool,
+        shutdown: &CancellationToken,
+    ) -> Took {
+        let receive = self.queue.receive(permits.len());
+        tokio::pin!(receive);
+        let received = tokio::select! {
+            received = &mut receive => received,
+            () = shutdown.cancelled() => {
+                // SQS may already have handed this batch out: wait for it, and
+                // give what came back at once, rather than leave it hidden for
+                // the whole visibility timeout.
+                if let Ok(messages) = receive.await {
+                    for message in &messages {
+                        self.release(message, Duration::ZERO).await;
+                    }
+                }
+                return Took::Stopped;
+            }
+        };
+        // A trial that brought no message is over: another may be tried.
+        if trial && received.as_ref().map_or(true, Vec::is_empty) {
+            self.breaker.trial_over();
+        }
+        match received {
+            Ok(messages) => {
+                for (message, permit) in messages.into_iter().zip(permits) {
+                    self.tracker
+                        .spawn(Arc::clone(self).handle(message, permit, trial));
+                }
+                Took::Messages
+            }
+            Err(e) => Took::Failed(e),
         }
     }
 

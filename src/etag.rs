@@ -108,6 +108,14 @@ impl serde::Serialize for ETag {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for ETag {
+    /// Quoted or not, as [`ETag::new`].
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        Ok(Self::new(&value))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

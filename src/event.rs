@@ -16,7 +16,12 @@
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use serde_json::Value;
 
-use crate::fleet::{CheckWork, RangeWork};
+use serde::Deserialize;
+
+use crate::etag::ETag;
+use crate::fleet::message::FORMAT;
+use crate::fleet::{CheckWork, Native, RangeWork};
+use crate::reconcile::Tags;
 
 /// One key to reconcile.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,9 +31,9 @@ pub struct KeyEvent {
     pub time: Option<DateTime>,
     /// The event is about the object's tags (a HEAD does not show them, so only
     /// such an event makes the reconcile compare them).
-    pub tags: bool,
+    pub tags: Tags,
     /// What an Object Created event says of the object: its size and ETag.
-    pub created: Option<(u64, Option<String>)>,
+    pub created: Option<(u64, Option<ETag>)>,
 }
 
 /// What a message asks for.
@@ -119,14 +124,19 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
             .and_then(Value::as_str)
             .and_then(|t| DateTime::from_str(t, DateTimeFormat::DateTimeWithOffset).ok());
         let name = record.get("eventName").and_then(Value::as_str);
-        let tags = name.is_some_and(|name| name.starts_with("ObjectTagging:"));
+        let tags = match name.is_some_and(|name| name.starts_with("ObjectTagging:")) {
+            true => Tags::Compare,
+            false => Tags::Skip,
+        };
         let created = name
             .filter(|name| name.starts_with("ObjectCreated:"))
             .and_then(|_| described(s3.get("object")?, "eTag"));
         match keys.iter_mut().find(|k: &&mut KeyEvent| k.key == key) {
             // Two events of one key in one message: its description is not trusted.
             Some(seen) => {
-                seen.tags |= tags;
+                if tags == Tags::Compare {
+                    seen.tags = tags;
+                }
                 seen.created = None;
             }
             None => keys.push(KeyEvent {
@@ -149,8 +159,8 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
         .then(|| described(detail.get("object")?, "etag"))
         .flatten();
     let tags = match detail_type {
-        Some("Object Created" | "Object Deleted") => false,
-        Some("Object Tags Added" | "Object Tags Deleted") => true,
+        Some("Object Created" | "Object Deleted") => Tags::Skip,
+        Some("Object Tags Added" | "Object Tags Deleted") => Tags::Compare,
         _ => {
             return Err(format!(
                 "an EventBridge S3 event of detail-type {detail_type:?}, not \"Object Created\", \"Object Deleted\", \"Object Tags Added\" or \"Object Tags Deleted\""
@@ -198,9 +208,9 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
 }
 
 fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parsed, String> {
-    if object.get("xpsync").and_then(Value::as_u64) != Some(1) {
+    if object.get("xpsync").and_then(Value::as_u64) != Some(FORMAT) {
         return Err(format!(
-            "an xpsync message of version {}, but only version 1 is known",
+            "an xpsync message of version {}, but only version {FORMAT} is known",
             object["xpsync"]
         ));
     }
@@ -209,52 +219,40 @@ fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parse
         bucket,
         "the message",
     )?;
-    let key = object
-        .get("key")
-        .and_then(Value::as_str)
-        .ok_or("an xpsync message without a key string")?;
-    check_key(key)?;
-    if let Some(range) = object.get("range") {
-        let work: RangeWork = serde_json::from_value(range.clone())
-            .map_err(|e| format!("an xpsync range message that does not read: {e}"))?;
-        if work.first_part == 0
-            || work.last_part < work.first_part
-            || work.part_sizes.len() as u32 != work.last_part - work.first_part + 1
-        {
-            return Err("an xpsync range message whose parts do not add up".into());
+    let message = Native::deserialize(Value::Object(object.clone()))
+        .map_err(|e| format!("an xpsync message that does not read: {e}"))?;
+    check_key(&message.key)?;
+    let key = message.key;
+    match (message.range, message.check) {
+        (Some(_), Some(_)) => Err("an xpsync message with both a range and a check".into()),
+        (Some(work), None) => {
+            if work.first_part == 0
+                || work.last_part < work.first_part
+                || work.part_sizes.len() as u32 != work.last_part - work.first_part + 1
+            {
+                return Err("an xpsync range message whose parts do not add up".into());
+            }
+            Ok(Parsed::Range { key, work })
         }
-        return Ok(Parsed::Range {
-            key: key.to_owned(),
-            work,
-        });
-    }
-    if let Some(check) = object.get("check") {
-        let work: CheckWork = serde_json::from_value(check.clone())
-            .map_err(|e| format!("an xpsync check message that does not read: {e}"))?;
-        if work.part_sizes.is_empty() {
-            return Err("an xpsync check message without parts".into());
+        (None, Some(work)) => {
+            if work.part_sizes.is_empty() {
+                return Err("an xpsync check message without parts".into());
+            }
+            Ok(Parsed::Check { key, work })
         }
-        return Ok(Parsed::Check {
-            key: key.to_owned(),
-            work,
-        });
+        (None, None) => Ok(Parsed::Keys(vec![KeyEvent {
+            key,
+            time: None,
+            tags: Tags::Skip,
+            created: None,
+        }])),
     }
-    Ok(Parsed::Keys(vec![KeyEvent {
-        key: key.to_owned(),
-        time: None,
-        tags: false,
-        created: None,
-    }]))
 }
 
 /// An event's `object` member's size and ETag (named `etag_field`), when it has a size.
-fn described(object: &Value, etag_field: &str) -> Option<(u64, Option<String>)> {
+fn described(object: &Value, etag_field: &str) -> Option<(u64, Option<ETag>)> {
     let size = object.get("size")?.as_u64()?;
-    let etag = object
-        .get(etag_field)
-        .and_then(Value::as_str)
-        .filter(|e| !e.is_empty())
-        .map(str::to_owned);
+    let etag = ETag::parse(object.get(etag_field).and_then(Value::as_str));
     Some((size, etag))
 }
 
@@ -385,12 +383,12 @@ mod tests {
             let Parsed::Keys(k) = parse(&event(detail_type), BUCKET) else {
                 panic!("{detail_type} is not poison")
             };
-            assert!(k[0].tags, "{detail_type}");
+            assert_eq!(k[0].tags, Tags::Compare, "{detail_type}");
         }
         let Parsed::Keys(k) = parse(&event("Object Created"), BUCKET) else {
             panic!()
         };
-        assert!(!k[0].tags);
+        assert_eq!(k[0].tags, Tags::Skip);
         let mut tagging = record(BUCKET, "k");
         tagging["eventName"] = json!("ObjectTagging:Put");
         let body = json!({"Records": [record(BUCKET, "k"), tagging]}).to_string();
@@ -398,7 +396,11 @@ mod tests {
             panic!()
         };
         assert_eq!(k.len(), 1);
-        assert!(k[0].tags, "a key named twice keeps its tag event");
+        assert_eq!(
+            k[0].tags,
+            Tags::Compare,
+            "a key named twice keeps its tag event"
+        );
     }
 
     #[test]
@@ -409,13 +411,13 @@ mod tests {
             panic!()
         };
         let etag = "9e107d9d372bb6826bd81d3542a419d6".to_owned();
-        assert_eq!(k[0].created, Some((1, Some(etag.clone()))));
+        assert_eq!(k[0].created, Some((1, Some(ETag::new(&etag)))));
         let bridge = json!({"source": "aws.s3", "detail-type": "Object Created",
             "detail": {"bucket": {"name": BUCKET}, "object": {"key": "k", "size": 7, "etag": etag}}});
         let Parsed::Keys(k) = parse(&bridge.to_string(), BUCKET) else {
             panic!()
         };
-        assert_eq!(k[0].created, Some((7, Some(etag))));
+        assert_eq!(k[0].created, Some((7, Some(ETag::new(&etag)))));
         let mut deleted = record(BUCKET, "a");
         deleted["eventName"] = json!("ObjectRemoved:Delete");
         let Parsed::Keys(k) = parse(&json!({"Records": [deleted]}).to_string(), BUCKET) else {

@@ -1,231 +1,32 @@
-//! One object shared by the whole fleet (DESIGN §10): the messages it travels in.
+//! One object shared by the whole fleet (DESIGN §10): the wing that splits it, copies
+//! its ranges and completes it. A change to how splits work stays in here.
 //!
 //! An object of at least `transfer.split_threshold` is not copied by the worker that
 //! receives its key. That worker *splits* it: it creates (or joins) the multipart
 //! upload on the target, and sends one **range** message per run of parts and a
 //! delayed **check** message. Any worker copies a range; the check, when it comes,
 //! lists the upload's parts (S3's own ledger: no other state exists) and completes
-//! the object, or sends the ranges still missing again. The shapes are xpsync's
-//! native message with a `range` or `check` member:
+//! the object, or sends the ranges still missing again.
 //!
-//! ```json
-//! {"xpsync": 1, "bucket": "b", "key": "k",
-//!  "range": {"upload_id": "…", "etag": "…", "first_part": 1, "last_part": 4,
-//!            "first_byte": 0, "part_sizes": [8388608, 8388608, 8388608, 8388608]}}
-//! {"xpsync": 1, "bucket": "b", "key": "k",
-//!  "check": {"upload_id": "…", "etag": "…", "part_sizes": [...], "parts_per_range": 4,
-//!            "parts_present": 7}}
-//! ```
+//! The wing has four rooms, and reaches the rest of xpsync through the same entry
+//! points as everything else:
 //!
-//! Beyond DESIGN §10's members, a range carries its parts' sizes and first byte and
-//! a check the whole layout, so that no worker has to rediscover the layout the
-//! splitter chose; `parts_present`, `stalled` and `resends` are how many parts the
-//! previous check found, for how many checks none arrived, and how often missing
-//! ranges were sent again: missing ranges are sent again only once no part has
-//! arrived for longer than a message's visibility timeout (a killed worker's range
-//! comes back by itself after that), and a split that makes no progress after a few
-//! resends is given up and its check dead-lettered, saying why.
+//! - [`message`]: what travels between workers, one serde type ([`Native`]) for
+//!   every native message, the key message included;
+//! - [`ledger`]: the target's multipart upload as the split's ledger ([`Ledger`],
+//!   borrowing the [`crate::transfer::Copier`]): split, copy a range, look at the
+//!   upload, complete it. [`crate::reconcile::Reconciler`] calls it, so a split
+//!   completion is told and checked as any copy is;
+//! - [`worker`]: the daemon's side ([`Worker`]): sends a split's messages, copies a
+//!   range, checks an upload, and says what becomes of the message in hand;
+//! - [`ranges`]: how many range messages one worker holds at once.
 
-use serde::{Deserialize, Serialize};
+pub mod ledger;
+pub mod message;
+pub mod ranges;
+pub mod worker;
 
-/// What a splitter came to: the first check of the upload, and whether the upload
-/// is another splitter's (of the same version), joined: that splitter sends its
-/// ranges, so this one sends only a check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Split {
-    pub check: CheckWork,
-    pub joined: bool,
-}
-
-/// A run of parts to copy into an upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RangeWork {
-    pub upload_id: String,
-    /// The source version the upload copies (unquoted).
-    pub etag: String,
-    /// Parts numbered from 1, inclusive.
-    pub first_part: u32,
-    pub last_part: u32,
-    /// The first byte of `first_part` in the object.
-    pub first_byte: u64,
-    /// The sizes of `first_part..=last_part`.
-    pub part_sizes: Vec<u64>,
-    /// The target's part ETags are opaque (SSE-KMS): parts go with Content-MD5.
-    #[serde(default)]
-    pub target_kms: bool,
-    /// How many parts the whole layout has, and the object's size: the worker whose
-    /// range fills the upload sees it and has it checked at once (0: not known).
-    #[serde(default)]
-    pub layout_parts: u32,
-    #[serde(default)]
-    pub object_size: u64,
-    /// The layout is the source's own (as [`CheckWork::preserved`]).
-    #[serde(default)]
-    pub preserved: bool,
-}
-
-impl RangeWork {
-    /// The check of an upload whose parts are all there: `sizes` are the listed
-    /// parts' sizes in order. None unless they are the whole layout, every part
-    /// present and the object's size in all.
-    pub fn check_of_full(&self, sizes: Vec<u64>) -> Option<CheckWork> {
-        let whole = self.layout_parts > 0
-            && sizes.len() == self.layout_parts as usize
-            && sizes.iter().sum::<u64>() == self.object_size;
-        whole.then(|| CheckWork {
-            upload_id: self.upload_id.clone(),
-            etag: self.etag.clone(),
-            parts_per_range: self.part_sizes.len().max(1) as u32,
-            part_sizes: sizes,
-            preserved: self.preserved,
-            target_kms: self.target_kms,
-            parts_present: None,
-            stalled: 0,
-            resends: 0,
-        })
-    }
-}
-
-/// A look at an upload's parts, to complete it or send what is missing again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckWork {
-    pub upload_id: String,
-    pub etag: String,
-    /// Every part's size, in order: the layout the upload was split in.
-    pub part_sizes: Vec<u64>,
-    /// Parts per range message.
-    pub parts_per_range: u32,
-    /// The layout is the source's own: the composite ETag must be the source's.
-    #[serde(default)]
-    pub preserved: bool,
-    /// The target's part ETags are opaque (SSE-KMS).
-    #[serde(default)]
-    pub target_kms: bool,
-    /// Parts the previous check found; none at the first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parts_present: Option<u32>,
-    /// Checks in a row that found no new part.
-    #[serde(default)]
-    pub stalled: u32,
-    /// Times the missing ranges were sent again.
-    #[serde(default)]
-    pub resends: u32,
-}
-
-impl CheckWork {
-    /// The range message covering parts `first..=last` of this layout.
-    pub fn range(&self, first: u32, last: u32) -> RangeWork {
-        let before = (first - 1) as usize;
-        RangeWork {
-            upload_id: self.upload_id.clone(),
-            etag: self.etag.clone(),
-            first_part: first,
-            last_part: last,
-            first_byte: self.part_sizes[..before].iter().sum(),
-            part_sizes: self.part_sizes[before..last as usize].to_vec(),
-            target_kms: self.target_kms,
-            layout_parts: self.part_sizes.len() as u32,
-            object_size: self.part_sizes.iter().sum(),
-            preserved: self.preserved,
-        }
-    }
-
-    /// Every range of the layout, as (first part, last part).
-    pub fn ranges(&self) -> Vec<(u32, u32)> {
-        let count = self.part_sizes.len() as u32;
-        let per = self.parts_per_range.max(1);
-        (0..count.div_ceil(per))
-            .map(|i| (i * per + 1, ((i + 1) * per).min(count)))
-            .collect()
-    }
-
-    /// The ranges holding at least one of the parts `missing` (1-based numbers).
-    pub fn ranges_of(&self, missing: &[u32]) -> Vec<(u32, u32)> {
-        self.ranges()
-            .into_iter()
-            .filter(|(first, last)| missing.iter().any(|n| (first..=last).contains(&n)))
-            .collect()
-    }
-}
-
-/// How many parts of a layout make a range of at least `range_bytes`: ranges are
-/// the unit one worker copies, sized to take minutes, not hours.
-pub fn parts_per_range(part_sizes: &[u64], range_bytes: u64) -> u32 {
-    let largest = part_sizes.iter().copied().max().unwrap_or(1).max(1);
-    (range_bytes.div_ceil(largest)).clamp(1, 10_000) as u32
-}
-
-/// The body of a native message about `key` in `bucket` with `member` (`range`
-/// or `check`).
-pub fn message(bucket: &str, key: &str, member: &str, work: &impl Serialize) -> String {
-    let mut body = serde_json::json!({"xpsync": 1, "bucket": bucket, "key": key});
-    body[member] = serde_json::to_value(work).expect("fleet messages serialize");
-    body.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(sizes: Vec<u64>, per: u32) -> CheckWork {
-        CheckWork {
-            upload_id: "u".into(),
-            etag: "e".into(),
-            part_sizes: sizes,
-            parts_per_range: per,
-            preserved: false,
-            target_kms: false,
-            parts_present: None,
-            stalled: 0,
-            resends: 0,
-        }
-    }
-
-    #[test]
-    fn ranges_cover_every_part_once() {
-        let c = check(vec![5; 10], 4);
-        assert_eq!(c.ranges(), [(1, 4), (5, 8), (9, 10)]);
-        assert_eq!(c.ranges_of(&[6, 10]), [(5, 8), (9, 10)]);
-        let r = c.range(5, 8);
-        assert_eq!((r.first_byte, r.part_sizes.len()), (20, 4));
-    }
-
-    #[test]
-    fn a_range_holds_at_least_one_part() {
-        assert_eq!(parts_per_range(&[5, 5, 5], 12), 3);
-        assert_eq!(parts_per_range(&[100, 100], 10), 1);
-        assert_eq!(parts_per_range(&[4, 4], 16), 4);
-    }
-
-    #[test]
-    fn only_a_full_upload_makes_a_check_from_a_range() {
-        let c = check(vec![5, 5, 3], 2);
-        let r = c.range(3, 3);
-        assert_eq!((r.layout_parts, r.object_size), (3, 13));
-        let full = r.check_of_full(vec![5, 5, 3]).expect("every part is there");
-        assert_eq!(full.part_sizes, [5, 5, 3]);
-        assert_eq!(full.upload_id, "u");
-        assert!(r.check_of_full(vec![5, 5]).is_none(), "a part missing");
-        assert!(
-            r.check_of_full(vec![5, 5, 4]).is_none(),
-            "another size in all"
-        );
-        let unknown = RangeWork {
-            layout_parts: 0,
-            ..r
-        };
-        assert!(unknown.check_of_full(vec![5, 5, 3]).is_none());
-    }
-
-    #[test]
-    fn messages_round_trip() {
-        let c = check(vec![5, 5, 3], 1);
-        let body = message("b", "k", "check", &c);
-        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let back: CheckWork = serde_json::from_value(value["check"].clone()).unwrap();
-        assert_eq!(back, c);
-        assert_eq!(value["xpsync"], 1);
-    }
-}
+pub use ledger::{CheckOutcome, Ledger, RangeOutcome};
+pub use message::{parts_per_range, CheckWork, Native, RangeWork, Split};
+pub use ranges::Ranges;
+pub use worker::{Step, Verdict, Worker};

@@ -10,6 +10,8 @@
 //! This module depends only on [`crate::error`]; the domain modules re-export the
 //! label enums they speak in (`reconcile::Outcome`, `transfer::Method`).
 
+pub mod emf;
+
 use std::sync::LazyLock;
 
 use crate::error::ErrorKind;
@@ -471,22 +473,27 @@ pub fn error(stage: Stage, kind: ErrorKind) {
 /// Adds to a gauge for as long as it is held: an in-flight count that cannot be
 /// left raised by an early return or a cancelled task.
 #[must_use = "the gauge goes back down when this is dropped"]
-pub struct Held {
+pub struct GaugeHold {
     gauge: &'static IntGauge,
     amount: i64,
 }
 
 /// Adds `amount` to `gauge` until the returned guard is dropped.
-pub fn hold(gauge: &'static LazyLock<IntGauge>, amount: i64) -> Held {
+pub fn hold(gauge: &'static LazyLock<IntGauge>, amount: i64) -> GaugeHold {
     let gauge: &'static IntGauge = gauge;
     gauge.add(amount);
-    Held { gauge, amount }
+    GaugeHold { gauge, amount }
 }
 
-impl Drop for Held {
+impl Drop for GaugeHold {
     fn drop(&mut self) {
         self.gauge.sub(self.amount);
     }
+}
+
+/// Every metric family, as it is now.
+pub fn gather() -> Vec<prometheus::proto::MetricFamily> {
+    REGISTRY.gather()
 }
 
 /// The registry in Prometheus text format.

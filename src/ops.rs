@@ -10,3 +10,44 @@ pub mod dlq;
 pub mod listing;
 pub mod progress;
 pub mod verify;
+
+use std::sync::Arc;
+
+use crate::aws::{self, AwsError, S3Side};
+use crate::config::Config;
+use crate::reconcile::Reconciler;
+
+/// What `verify`, `backfill` and `adopt` work on: both sides, connected, and the
+/// configuration.
+#[derive(Debug, Clone)]
+pub struct Ops {
+    pub source: S3Side,
+    pub target: S3Side,
+    pub config: Arc<Config>,
+}
+
+impl Ops {
+    /// Connects both sides as `config` says.
+    pub async fn connect(config: Config) -> Result<Self, AwsError> {
+        let (source, target) = aws::connect(&config).await?;
+        Ok(Self {
+            source,
+            target,
+            config: Arc::new(config),
+        })
+    }
+
+    /// A reconciler between the two sides that copies whole (never splits).
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler::new(
+            self.source.clone(),
+            self.target.clone(),
+            Arc::clone(&self.config),
+        )
+    }
+
+    /// The target key of source key `key`.
+    pub fn target_key(&self, key: &str) -> String {
+        format!("{}{key}", self.config.target.key_prefix)
+    }
+}

@@ -42,7 +42,7 @@ struct Inner {
 
 /// Holds the protection; released on drop.
 #[must_use = "the protection is released when this is dropped"]
-pub struct Held {
+pub struct Protected {
     inner: Arc<Inner>,
 }
 
@@ -71,16 +71,16 @@ impl Protection {
     }
 
     /// Holds the protection until the returned value is dropped.
-    pub fn hold(&self) -> Option<Held> {
+    pub fn hold(&self) -> Option<Protected> {
         let inner = Arc::clone(self.inner.as_ref()?);
         if inner.holders.fetch_add(1, Ordering::SeqCst) == 0 {
             inner.changed.notify_one();
         }
-        Some(Held { inner })
+        Some(Protected { inner })
     }
 }
 
-impl Drop for Held {
+impl Drop for Protected {
     fn drop(&mut self) {
         if self.inner.holders.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.inner.changed.notify_one();

@@ -6,7 +6,7 @@
 //!
 //! 1. **Describe.** HEAD the source and the target key (`target.key_prefix` + K) at
 //!    once. A key a listing has just shown missing from the target
-//!    ([`Reconciler::reconcile_listed`], used by `backfill`) skips the target's HEAD,
+//!    ([`Hint::Listed`], from `backfill`) skips the target's HEAD,
 //!    and, when it is small and stored in one part, the source's too: a GET
 //!    (`If-Match` the listed ETag) is opened and its headers describe the object.
 //! 2. **Decide.** Filtered by `replicate.include_prefixes` / `exclude_prefixes`:
@@ -26,7 +26,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+use aws_sdk_s3::types::StorageClass;
 use tracing::Instrument;
 
 use crate::aws::S3Side;
@@ -41,7 +41,9 @@ use crate::transfer::{Copier, WriteOptions};
 use crate::metrics::RestartReason;
 pub use crate::metrics::{Method, Outcome};
 
+mod fleet;
 mod report;
+pub use fleet::SplitChecked;
 pub use report::{Done, ReconcileError, Report};
 
 /// How many times a key is started over because its source changed mid-copy.
@@ -64,6 +66,9 @@ pub struct Reconciler {
     /// Objects of at least `transfer.split_threshold` are split for the fleet
     /// rather than copied here (the daemon, which has a queue to send ranges to).
     splits: bool,
+    /// Set once the target is found unable to keep a split's ledger
+    /// ([`crate::fleet::Ledger`]): nothing is split from then on.
+    no_ledger: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Reconciler {
@@ -76,6 +81,7 @@ impl Reconciler {
             config,
             in_progress: KeyLocks::default(),
             splits: false,
+            no_ledger: Default::default(),
         }
     }
 
@@ -84,11 +90,6 @@ impl Reconciler {
     pub fn splitting(mut self) -> Self {
         self.splits = true;
         self
-    }
-
-    /// Whether the target is asked to encrypt with SSE-KMS.
-    pub fn target_asks_kms(&self) -> bool {
-        self.config.target.sse == "aws:kms"
     }
 
     pub fn copier(&self) -> &Copier {
@@ -117,46 +118,16 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Makes the target's copy of `key` match the source's, and says what it did.
-    pub async fn reconcile(&self, key: &str) -> Report {
+    /// Makes the target's copy of `key` match the source's, and says what it did:
+    /// the one entry for every command. `hint` is what is known of the key already
+    /// (a listing's or an event's description saves round trips); `tags` whether
+    /// the tags are compared too, which a HEAD does not show (tag events, `sync`).
+    pub async fn reconcile(&self, key: &str, hint: Hint, tags: Tags) -> Report {
         let span = tracing::info_span!("reconcile", key);
-        self.run(key, None, false).instrument(span).await
+        self.run(key, hint, tags).instrument(span).await
     }
 
-    /// As [`Reconciler::reconcile`], comparing the tags too (a HEAD does not show
-    /// them): for tag events, and for `xpsync sync`.
-    pub async fn reconcile_with_tags(&self, key: &str) -> Report {
-        let span = tracing::info_span!("reconcile", key);
-        self.run(key, None, true).instrument(span).await
-    }
-
-    /// As [`Reconciler::reconcile`], for a key a listing has just shown missing
-    /// from the target, and on the source as `listed` (size, and the ETag if the
-    /// listing gave one). Its first attempt sends no HEAD to the target, and none
-    /// to the source either when the object can be read by one GET. Should the key
-    /// have arrived on the target meanwhile, it is copied again, which is harmless.
-    pub async fn reconcile_listed(&self, listed: SourceObject) -> Report {
-        let key = listed.key.clone();
-        let span = tracing::info_span!("reconcile", key);
-        self.run(&key, Some(Hint::Listed(listed)), false)
-            .instrument(span)
-            .await
-    }
-
-    /// As [`Reconciler::reconcile`], for a key an S3 event described as `described`
-    /// (size and ETag): a small object stored in one part is then read by one GET
-    /// (`If-Match` the event's ETag) sent at the same time as the target's HEAD, with
-    /// no source HEAD: one round trip less per object. A stale event's GET fails its
-    /// `If-Match`, and the key is reconciled from HEADs.
-    pub async fn reconcile_described(&self, described: SourceObject, tags: bool) -> Report {
-        let key = described.key.clone();
-        let span = tracing::info_span!("reconcile", key);
-        self.run(&key, Some(Hint::Described(described)), tags)
-            .instrument(span)
-            .await
-    }
-
-    async fn run(&self, key: &str, hint: Option<Hint>, tags: bool) -> Report {
+    async fn run(&self, key: &str, hint: Hint, tags: Tags) -> Report {
         let started = Instant::now();
         let _only_one = self.in_progress.lock(key).await;
         let _in_flight = metrics::hold(&metrics::OBJECTS_IN_FLIGHT, 1);
@@ -178,14 +149,14 @@ impl Reconciler {
     async fn attempts(
         &self,
         key: &str,
-        mut hint: Option<Hint>,
-        tags: bool,
+        mut hint: Hint,
+        tags: Tags,
     ) -> Result<Done, ReconcileError> {
         let mut source_changes = 0;
         let mut keys_reread = false;
         let mut transient_retries = 0;
         loop {
-            let error = match self.attempt(key, hint.take(), tags).await {
+            let error = match self.attempt(key, std::mem::take(&mut hint), tags).await {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
@@ -235,45 +206,10 @@ impl Reconciler {
     }
 
     /// Describe, decide, copy: once.
-    async fn attempt(
-        &self,
-        key: &str,
-        hint: Option<Hint>,
-        tags: bool,
-    ) -> Result<Done, ReconcileError> {
+    async fn attempt(&self, key: &str, hint: Hint, tags: Tags) -> Result<Done, ReconcileError> {
         let target_key = self.target_key(key);
 
-        // Describe. `target` is Some(..) when the target was HEADed now.
-        let (source, target, open) = match hint {
-            Some(Hint::Listed(mut listed)) if self.copier.may_open(&listed) => {
-                match self.copier.open(&mut listed).await? {
-                    Some(open) => (Some(listed), None, Some(open)),
-                    None => (None, None, None),
-                }
-            }
-            Some(Hint::Listed(_)) => (head_source(&self.source, key).await?, None, None),
-            // The GET and the target's HEAD at once: one round trip for both.
-            Some(Hint::Described(mut described)) if self.copier.may_open(&described) => {
-                let (opened, target) = tokio::join!(
-                    self.copier.open(&mut described),
-                    head(&self.target, &target_key)
-                );
-                let target = target?.map(|head| TargetObject::from_head(&head));
-                match opened? {
-                    Some(open) => (Some(described), Some(target), Some(open)),
-                    None => (None, Some(target), None),
-                }
-            }
-            // Both HEADs at once: on a slow link, one round trip instead of two.
-            Some(Hint::Described(_)) | None => {
-                let (source, target) = tokio::join!(
-                    head_source(&self.source, key),
-                    head(&self.target, &target_key)
-                );
-                let target = target?.map(|head| TargetObject::from_head(&head));
-                (source?, Some(target), None)
-            }
-        };
+        let (source, target, open) = self.describe(key, &target_key, hint).await?;
 
         // Decide.
         let Some(source) = source else {
@@ -300,8 +236,8 @@ impl Reconciler {
         }
 
         // Copy, or split for the fleet.
-        if self.splits && self.copier.splits(source.size) {
-            if let Some(split) = self.copier.split(&source, &target_key, &options).await? {
+        if self.splits && self.ledger().copies_by_fleet(source.size) {
+            if let Some(split) = self.ledger().split(&source, &target_key, &options).await? {
                 return Ok(Done {
                     bytes: source.size,
                     split: Some(split),
@@ -322,6 +258,47 @@ impl Reconciler {
             return Err(ReconcileError::Superseded(RestartReason::ChangedAfterWrite));
         }
         Ok(Done::copied(source.size, copied, started))
+    }
+
+    /// Describe: the source as it is now (None: gone), the target when it was
+    /// HEADed now (`Some(None)`: missing), and a GET of the source already answered
+    /// where the hint let one be opened.
+    async fn describe(
+        &self,
+        key: &str,
+        target_key: &str,
+        hint: Hint,
+    ) -> Result<Described, ReconcileError> {
+        Ok(match hint {
+            Hint::Listed(mut listed) if self.copier.may_open(&listed) => {
+                match self.copier.open(&mut listed).await? {
+                    Some(open) => (Some(listed), None, Some(open)),
+                    None => (None, None, None),
+                }
+            }
+            Hint::Listed(_) => (head_source(&self.source, key).await?, None, None),
+            // The GET and the target's HEAD at once: one round trip for both.
+            Hint::Described(mut described) if self.copier.may_open(&described) => {
+                let (opened, target) = tokio::join!(
+                    self.copier.open(&mut described),
+                    head(&self.target, target_key)
+                );
+                let target = target?.map(|head| TargetObject::from_head(&head));
+                match opened? {
+                    Some(open) => (Some(described), Some(target), Some(open)),
+                    None => (None, Some(target), None),
+                }
+            }
+            // Both HEADs at once: on a slow link, one round trip instead of two.
+            Hint::Described(_) | Hint::Nothing => {
+                let (source, target) = tokio::join!(
+                    head_source(&self.source, key),
+                    head(&self.target, target_key)
+                );
+                let target = target?.map(|head| TargetObject::from_head(&head));
+                (source?, Some(target), None)
+            }
+        })
     }
 
     /// A HEAD's 403 names no code: a one-byte GET of the same key on the same side
@@ -381,7 +358,7 @@ impl Reconciler {
         target: &TargetObject,
         target_key: &str,
         options: &WriteOptions,
-        tags: bool,
+        tags: Tags,
     ) -> Result<bool, ReconcileError> {
         let mut updated = false;
         let described = source.description.as_ref();
@@ -394,7 +371,7 @@ impl Reconciler {
                 .await?;
             updated = true;
         }
-        if tags && self.config.replicate.tags {
+        if tags == Tags::Compare && self.config.replicate.tags {
             updated |= self.copier.sync_tags(&source.key, target_key).await?;
         }
         Ok(updated)
@@ -449,9 +426,7 @@ impl Reconciler {
         if !target.storage_class.is_empty() {
             options.storage_class = Some(StorageClass::from(target.storage_class.as_str()));
         }
-        if !target.sse.is_empty() {
-            options.sse = Some(ServerSideEncryption::from(target.sse.as_str()));
-        }
+        options.sse = target.sse.header();
         if !target.sse_kms_key_id.is_empty() {
             options.sse_kms_key_id = Some(target.sse_kms_key_id.clone());
         }
@@ -459,12 +434,42 @@ impl Reconciler {
     }
 }
 
+/// What describing a key found: the source (None: gone), the target if it was
+/// HEADed (`Some(None)`: missing), and a GET of the source already answered.
+type Described = (
+    Option<SourceObject>,
+    Option<Option<TargetObject>>,
+    Option<crate::transfer::OpenGet>,
+);
+
 /// What is known of a key before it is looked at.
-enum Hint {
-    /// A listing has just shown it on the source so, and missing from the target.
+#[derive(Debug, Default)]
+pub enum Hint {
+    /// Nothing: both sides are HEADed, at once.
+    #[default]
+    Nothing,
+    /// A listing has just shown it on the source so (size, and the ETag if the
+    /// listing gave one), and missing from the target. The first attempt sends no
+    /// HEAD to the target, and none to the source either when the object can be read
+    /// by one GET. Should the key have arrived on the target meanwhile, it is copied
+    /// again, which is harmless.
     Listed(SourceObject),
-    /// An S3 event described it so (size, ETag); the target is unknown.
+    /// An S3 event described it so (size and ETag); the target is unknown. A small
+    /// object stored in one part is then read by one GET (`If-Match` the event's
+    /// ETag) sent at the same time as the target's HEAD, with no source HEAD: one
+    /// round trip less per object. A stale event's GET fails its `If-Match`, and the
+    /// key is reconciled from HEADs.
     Described(SourceObject),
+}
+
+/// Whether a reconcile compares the tags too (a HEAD does not show them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tags {
+    /// Only the bytes and the description: a tag change alone goes unseen.
+    Skip,
+    /// The tags as well, brought up to the source's in place: for tag events and
+    /// `xpsync sync`.
+    Compare,
 }
 
 /// HEAD the source `key`, described; None if it does not exist.

@@ -37,11 +37,10 @@
 
 pub mod budget;
 mod describe;
-mod multipart;
-mod part;
+pub(crate) mod multipart;
+pub(crate) mod part;
 pub mod plan;
 mod put;
-mod split;
 mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +61,6 @@ use crate::retry;
 pub use crate::metrics::Method;
 pub use budget::MemoryBudget;
 pub use plan::PartPlan;
-pub use split::{CheckOutcome, RangeOutcome};
 
 /// What is written along with the bytes.
 #[derive(Debug, Clone, Default)]
@@ -170,10 +168,6 @@ pub struct Copier {
     /// Set once the target has answered a write as encrypted with KMS (a bucket's
     /// default encryption): its ETags are opaque from then on.
     target_kms_seen: Arc<AtomicBool>,
-    /// Set once the target has listed an upload's parts without their ETags (some
-    /// S3-compatible servers), or refused to list them: it cannot be a split's
-    /// ledger, so nothing is split.
-    target_keeps_no_ledger: Arc<AtomicBool>,
 }
 
 impl Copier {
@@ -185,7 +179,6 @@ impl Copier {
             budget: MemoryBudget::new(config.transfer.memory_limit.as_u64()),
             part_slots: Arc::new(Semaphore::new(config.transfer.max_parts)),
             target_kms_seen: Arc::new(AtomicBool::new(false)),
-            target_keeps_no_ledger: Arc::new(AtomicBool::new(false)),
             timeouts: config.timeouts.clone(),
         }
     }
@@ -198,19 +191,33 @@ impl Copier {
             .timeout_config(self.timeouts.sdk_with_first_byte(first_byte))
     }
 
-    /// Whether the target's ETags for a write with `options` are known to be opaque:
-    /// KMS asked for, or seen as the bucket's default.
-    fn target_is_kms(&self, options: &WriteOptions) -> bool {
-        !options.target_etag_is_md5() || self.target_kms_seen()
+    /// The transfer settings (`[transfer]`).
+    pub(crate) fn settings(&self) -> &TransferConfig {
+        &self.settings
     }
 
-    fn target_kms_seen(&self) -> bool {
+    /// The target side: its client and bucket.
+    pub(crate) fn target(&self) -> &S3Side {
+        &self.target
+    }
+
+    /// Whether the target's ETags for a write with `options` are opaque, no MD5 of
+    /// the bytes: SSE-KMS asked for, or seen as the bucket's default. Then parts are
+    /// buffered and sent with Content-MD5, and copies are recognised by the source
+    /// ETag recorded in their metadata.
+    pub fn etags_opaque(&self, options: &WriteOptions) -> bool {
+        !options.target_etag_is_md5() || self.opaque_seen()
+    }
+
+    /// Whether the target has answered a write as encrypted with KMS (a bucket's
+    /// default encryption), whatever was asked.
+    pub(crate) fn opaque_seen(&self) -> bool {
         self.target_kms_seen.load(Ordering::Relaxed)
     }
 
     /// Reads the encryption a target response reports; true (and remembered) when
     /// it makes the ETags opaque.
-    fn saw_target_encryption(&self, sse: Option<&ServerSideEncryption>) -> bool {
+    pub(crate) fn saw_target_encryption(&self, sse: Option<&ServerSideEncryption>) -> bool {
         let opaque = !Encryption::from_headers(sse, None).etag_is_md5();
         if opaque && !self.target_kms_seen.swap(true, Ordering::Relaxed) {
             tracing::info!("the target encrypts with KMS: its ETags are opaque, so parts are sent with Content-MD5 and checked by it");
@@ -334,7 +341,7 @@ impl Copier {
             return Ok(std::borrow::Cow::Borrowed(options));
         }
         let etags_equal =
-            way != Way::Multipart && source.content_md5().is_some() && !self.target_is_kms(options);
+            way != Way::Multipart && source.content_md5().is_some() && !self.etags_opaque(options);
         if etags_equal {
             let mut options = options.clone();
             options.skip_source_etag = true;
@@ -439,7 +446,7 @@ impl Copier {
 
     /// Checks a freshly written target object: its ETag (returned) must be
     /// `expected`, unless KMS made it opaque. One that fails is deleted.
-    async fn check_written(
+    pub(crate) async fn check_written(
         &self,
         target_key: &str,
         etag: Option<&str>,
@@ -479,7 +486,7 @@ impl Copier {
 const USER_METADATA_LIMIT: usize = 2048;
 
 /// Base64 of the MD5 of `bytes` (for Content-MD5) and the ETag it makes.
-fn md5_of(bytes: &[u8]) -> (String, ETag) {
+pub(crate) fn md5_of(bytes: &[u8]) -> (String, ETag) {
     let etag = ETag::of_bytes(bytes);
     let content_md5 = etag.content_md5().expect("an MD5 ETag");
     (content_md5, etag)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{bytes_of, secret_json, Keys, Partitions, Run, SECRET_ID};
 use xpsync::config::{Config, Needs};
-use xpsync::reconcile::{Outcome, Reconciler};
+use xpsync::reconcile::{Hint, Outcome, Reconciler, Tags};
 
 #[tokio::test]
 async fn wrong_target_keys_fail_with_an_error_naming_the_target() {
@@ -129,9 +129,13 @@ async fn keys_rejected_by_the_target_make_the_secret_be_read_again() {
     let (source, target) = xpsync::aws::connect(&config).await.unwrap();
     let reconciler = Reconciler::new(source, target, Arc::new(config));
 
-    let before = reconciler.reconcile("rotated").await;
+    let before = reconciler
+        .reconcile("rotated", Hint::Nothing, Tags::Skip)
+        .await;
     p.put_secret(SECRET_ID, &secret_json(&p.writer)).await;
-    let after = reconciler.reconcile("rotated").await;
+    let after = reconciler
+        .reconcile("rotated", Hint::Nothing, Tags::Skip)
+        .await;
 
     assert_eq!(before.outcome(), Outcome::Failed);
     let error = before.error().unwrap();

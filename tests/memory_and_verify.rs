@@ -10,7 +10,7 @@ use common::s3::put;
 use common::{bytes_of, Etag, Partitions, Run, MIB, SMALL_PARTS, SOURCE_BUCKET, TARGET_BUCKET};
 use futures::StreamExt;
 use xpsync::config::{Config, CredentialsConfig, Needs, Secret};
-use xpsync::reconcile::{Outcome, Reconciler};
+use xpsync::reconcile::{Hint, Outcome, Reconciler, Tags};
 
 /// A reconciler over the harness's partitions with static keys (this process has
 /// no default AWS chain), and these transfer settings.
@@ -43,7 +43,7 @@ async fn a_64_mib_object_buffered_part_by_part_stays_within_a_16_mib_memory_budg
     p.put_source("big", body.clone()).await;
     let reconciler = reconciler(&p, false).await;
 
-    let report = reconciler.reconcile("big").await;
+    let report = reconciler.reconcile("big", Hint::Nothing, Tags::Skip).await;
 
     assert_eq!(report.outcome(), Outcome::Copied, "{:?}", report.error());
     let budget = reconciler.copier().budget();
@@ -65,7 +65,9 @@ async fn a_64_mib_object_streamed_holds_a_small_window_per_part() {
     p.put_source("streamed", body.clone()).await;
     let reconciler = reconciler(&p, true).await;
 
-    let report = reconciler.reconcile("streamed").await;
+    let report = reconciler
+        .reconcile("streamed", Hint::Nothing, Tags::Skip)
+        .await;
 
     assert_eq!(report.outcome(), Outcome::Copied, "{:?}", report.error());
     let budget = reconciler.copier().budget();
@@ -177,7 +179,9 @@ async fn source_parts_larger_than_the_memory_budget_are_streamed_and_keep_their_
         .await;
     let reconciler = reconciler(&p, true).await;
 
-    let report = reconciler.reconcile("wide-parts").await;
+    let report = reconciler
+        .reconcile("wide-parts", Hint::Nothing, Tags::Skip)
+        .await;
 
     assert_eq!(report.outcome(), Outcome::Copied, "{:?}", report.error());
     assert!(reconciler.copier().budget().peak() <= 16 * MIB as u64);
@@ -196,7 +200,7 @@ async fn many_streamed_puts_at_once_stay_within_the_memory_budget() {
     let reconciler = reconciler(&p, true).await;
 
     let reports: Vec<_> = futures::stream::iter(&keys)
-        .map(|key| reconciler.reconcile(key))
+        .map(|key| reconciler.reconcile(key, Hint::Nothing, Tags::Skip))
         .buffer_unordered(32)
         .collect()
         .await;

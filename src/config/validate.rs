@@ -20,15 +20,28 @@ impl Config {
                 check_url(&mut problems, "queue.url", &self.queue.url);
             }
         }
+        self.check_queue(&mut problems);
+        self.check_transfer(&mut problems);
+        self.check_target(&mut problems);
+        self.check_the_rest(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// `[queue]`: URLs, the long poll and the visibility timeout.
+    fn check_queue(&self, problems: &mut Vec<String>) {
         if !self.queue.dead_letter_url.is_empty() {
             check_url(
-                &mut problems,
+                problems,
                 "queue.dead_letter_url",
                 &self.queue.dead_letter_url,
             );
         }
         if let Some(url) = &self.queue.endpoint_url {
-            check_url(&mut problems, "queue.endpoint_url", url);
+            check_url(problems, "queue.endpoint_url", url);
         }
         if self.queue.wait_time > Duration::from_secs(20) {
             problems.push(format!(
@@ -44,7 +57,10 @@ impl Config {
                 humantime::format_duration(self.queue.visibility_timeout)
             ));
         }
+    }
 
+    /// `[transfer]`: S3's part sizes, the budget, the split.
+    fn check_transfer(&self, problems: &mut Vec<String>) {
         let t = &self.transfer;
         if t.max_objects == 0 {
             problems.push("transfer.max_objects must be at least 1".into());
@@ -93,13 +109,11 @@ impl Config {
                 t.multipart_threshold.display().iec()
             ));
         }
-        match self.target.sse.as_str() {
-            "" | "AES256" | "aws:kms" => {}
-            other => problems.push(format!(
-                "target.sse is {other:?}, but must be \"\", \"AES256\" or \"aws:kms\""
-            )),
-        }
-        if !self.target.sse_kms_key_id.is_empty() && self.target.sse != "aws:kms" {
+    }
+
+    /// `[target]` beyond how to reach it: encryption and storage class.
+    fn check_target(&self, problems: &mut Vec<String>) {
+        if !self.target.sse_kms_key_id.is_empty() && self.target.sse != Sse::Kms {
             problems.push("target.sse_kms_key_id is set, but target.sse is not \"aws:kms\"".into());
         }
         if !self.target.storage_class.is_empty()
@@ -114,6 +128,10 @@ impl Config {
                 self.target.storage_class
             ));
         }
+    }
+
+    /// `[replicate]`, `[server]`, `[timeouts]`, `[shutdown]` and `[log]`.
+    fn check_the_rest(&self, problems: &mut Vec<String>) {
         for (name, prefixes) in [
             (
                 "replicate.include_prefixes",
@@ -160,17 +178,21 @@ impl Config {
                 self.log.format
             ));
         }
+        let cloudwatch = &self.cloudwatch;
+        if cloudwatch.emf && cloudwatch.interval < Duration::from_secs(1) {
+            problems.push(format!(
+                "cloudwatch.interval is {}, but must be at least 1s",
+                humantime::format_duration(cloudwatch.interval)
+            ));
+        }
+        if cloudwatch.emf && cloudwatch.namespace.is_empty() {
+            problems.push("cloudwatch.namespace is empty, but CloudWatch needs one".into());
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             problems.push(format!(
                 "log.level is {:?}, but must be a level such as \"info\" or a filter directive",
                 self.log.level
             ));
-        }
-
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
         }
     }
 }

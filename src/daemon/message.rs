@@ -25,9 +25,11 @@ use super::Daemon;
 use crate::config::MAX_VISIBILITY;
 use crate::error::ErrorKind;
 use crate::event::{self, KeyEvent, Parsed};
+use crate::fleet::{Step, Verdict};
 use crate::metrics::{self, MessageResult};
+use crate::object::SourceObject;
 use crate::queue::Received;
-use crate::reconcile::{Outcome, Report};
+use crate::reconcile::{Hint, Outcome, Report};
 use crate::retry;
 
 impl Daemon {
@@ -53,20 +55,20 @@ impl Daemon {
                 Parsed::Keys(keys) => self.reconcile(&message, &keys).await,
                 Parsed::Range { key, work } => {
                     let span = tracing::info_span!("range", key, first_part = work.first_part);
-                    match self.ranges.take(work.part_sizes.len()) {
+                    let step = match self.fleet.ranges.take(work.part_sizes.len()) {
                         Some(_held) => {
-                            self.copy_range(&message, &key, &work)
-                                .instrument(span)
-                                .await
+                            let copying = self.fleet.copy_range(&key, &work);
+                            self.work_on(&message, copying).instrument(span).await
                         }
-                        None => self.hand_back(&message).instrument(span).await,
-                    }
+                        None => Some(self.fleet.hand_back(&message.body).await),
+                    };
+                    self.carry_out(&message, step).await;
                 }
                 Parsed::Check { key, work } => {
                     let span = tracing::info_span!("check", key);
-                    self.check_split(&message, &key, &work)
-                        .instrument(span)
-                        .await
+                    let checking = self.fleet.check_split(&key, &work);
+                    let step = self.work_on(&message, checking).instrument(span).await;
+                    self.carry_out(&message, step).await;
                 }
             }
             if trial {
@@ -77,6 +79,31 @@ impl Daemon {
         }
         .instrument(span)
         .await
+    }
+
+    /// Carries out a step of the fleet's work on `message` (None: the grace period
+    /// ended first, and the message was released).
+    async fn carry_out(&self, message: &Received, step: Option<Step>) {
+        let Some(step) = step else { return };
+        if let Some(signal) = step.signal {
+            self.breaker.record_work(signal, &self.health);
+        }
+        match step.verdict {
+            Verdict::Done(what) => {
+                self.deleter.delete(&message.id, &message.receipt);
+                self.finish(MessageResult::Deleted, &what);
+            }
+            Verdict::Retry(what) => {
+                self.release(message, retry_delay(message.receive_count))
+                    .await;
+                self.finish(MessageResult::Retried, &what);
+            }
+            Verdict::DeadLetter(why) => self.dead_letter(message, &why).await,
+            Verdict::Release(what) => {
+                self.release(message, Duration::ZERO).await;
+                self.finish(MessageResult::Retried, &what);
+            }
+        }
     }
 
     /// Logs and counts what became of a message.
@@ -129,15 +156,13 @@ impl Daemon {
         let work = async {
             let mut reports = Vec::with_capacity(keys.len());
             for key in keys {
-                let report = match (&key.created, key.tags) {
-                    (Some((size, etag)), tags) => {
-                        let etag = crate::etag::ETag::parse(etag.as_deref());
-                        let described = crate::object::SourceObject::listed(&key.key, *size, etag);
-                        self.reconciler.reconcile_described(described, tags).await
+                let hint = match &key.created {
+                    Some((size, etag)) => {
+                        Hint::Described(SourceObject::listed(&key.key, *size, etag.clone()))
                     }
-                    (None, true) => self.reconciler.reconcile_with_tags(&key.key).await,
-                    (None, false) => self.reconciler.reconcile(&key.key).await,
+                    None => Hint::Nothing,
                 };
+                let report = self.reconciler.reconcile(&key.key, hint, key.tags).await;
                 reports.push(report);
             }
             reports
@@ -161,8 +186,7 @@ impl Daemon {
                     split: Some(split), ..
                 }) = &report.result
                 {
-                    crate::metrics::SplitResult::Split.count();
-                    if !self.send_split(&report.key, split).await {
+                    if !self.fleet.send_split(&report.key, split).await {
                         let delay = retry_delay(message.receive_count);
                         self.release(message, delay).await;
                         self.finish(

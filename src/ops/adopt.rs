@@ -22,8 +22,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::compare::{compare, Comparison, Status};
+use super::Ops;
 use crate::aws::S3Side;
-use crate::config::Config;
 use crate::error::S3Error;
 use crate::etag::ETag;
 use crate::object::{Encryption, TargetObject};
@@ -100,41 +100,56 @@ pub async fn content_matches(
     let mut digests = Vec::with_capacity(sizes.len());
     let mut start = 0u64;
     for size in sizes {
-        let request = source
-            .client
-            .get_object()
-            .bucket(&source.bucket)
-            .key(key)
-            .if_match(source_etag.quoted())
-            .range(format!("bytes={}-{}", start, start + size - 1));
-        let output = source.observe("GetObject", request.send().await)?;
-        let mut body = output.body;
-        let mut md5 = Md5::new();
-        let mut read = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                S3Error::new(
-                    source.side,
-                    "GetObject",
-                    crate::error::ErrorKind::Transient,
-                    format!("reading the body: {e}"),
-                )
-            })?;
-            read += chunk.len() as u64;
-            md5.update(&chunk);
+        match range_md5(source, key, source_etag, start..start + size).await? {
+            Ok(digest) => digests.push(digest),
+            Err(why) => return Ok(Match::Unknowable(why)),
         }
-        if read != size {
-            return Ok(Match::Unknowable(format!(
-                "the source returned {read} bytes for a range of {size}"
-            )));
-        }
-        digests.push(ETag::from_md5(&md5.finalize()));
         start += size;
     }
     Ok(match ETag::composite(&digests) {
         Some(composed) if composed == target_etag => Match::Same,
         _ => Match::Different,
     })
+}
+
+/// The MD5 of bytes `range` of the source version `source_etag`, read and hashed
+/// as they stream; the inner error if the source returned another length.
+async fn range_md5(
+    source: &S3Side,
+    key: &str,
+    source_etag: &ETag,
+    range: std::ops::Range<u64>,
+) -> Result<Result<ETag, String>, S3Error> {
+    let size = range.end - range.start;
+    let request = source
+        .client
+        .get_object()
+        .bucket(&source.bucket)
+        .key(key)
+        .if_match(source_etag.quoted())
+        .range(format!("bytes={}-{}", range.start, range.end - 1));
+    let output = source.observe("GetObject", request.send().await)?;
+    let mut body = output.body;
+    let mut md5 = Md5::new();
+    let mut read = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            S3Error::new(
+                source.side,
+                "GetObject",
+                crate::error::ErrorKind::Transient,
+                format!("reading the body: {e}"),
+            )
+        })?;
+        read += chunk.len() as u64;
+        md5.update(&chunk);
+    }
+    if read != size {
+        return Ok(Err(format!(
+            "the source returned {read} bytes for a range of {size}"
+        )));
+    }
+    Ok(Ok(ETag::from_md5(&md5.finalize())))
 }
 
 /// Counts over a whole adoption.
@@ -151,20 +166,29 @@ pub struct AdoptSummary {
     pub failed: u64,
 }
 
+/// How `adopt` goes about it.
+#[derive(Debug, Clone, Copy)]
+pub struct AdoptOptions {
+    /// Candidates checked at once.
+    pub concurrency: usize,
+    /// Where bytes cannot be compared (SSE-KMS ETags), a target copy of the same
+    /// size written no earlier than the source counts as the same.
+    pub trust_kms_size_and_time: bool,
+}
+
 /// Adopts every copy under `prefix` that holds the source's bytes in another
 /// layout; `report` gets a JSON line per candidate.
 pub async fn adopt(
-    reconciler: &Reconciler,
-    (source, target): (&S3Side, &S3Side),
-    config: &Config,
+    ops: &Ops,
     prefix: &str,
-    (concurrency, trust_kms): (usize, bool),
+    options: AdoptOptions,
     mut report: impl FnMut(&Value),
 ) -> Result<AdoptSummary, S3Error> {
+    let reconciler = &ops.reconciler();
     let mut summary = AdoptSummary::default();
     let listed = std::cell::Cell::new((0u64, 0u64));
     {
-        let candidates = compare(source, target, config, prefix)
+        let candidates = compare(&ops.source, &ops.target, &ops.config, prefix)
             .inspect_ok(|c| {
                 let (s, t) = listed.get();
                 listed.set((
@@ -176,8 +200,8 @@ pub async fn adopt(
                 let candidate = c.status == Status::Different && c.source_size == c.target_size;
                 async move { candidate }
             })
-            .map_ok(|c| adopt_one(reconciler, source, target, config, c, trust_kms))
-            .try_buffer_unordered(concurrency.max(1));
+            .map_ok(|c| adopt_one(ops, reconciler, c, options.trust_kms_size_and_time))
+            .try_buffer_unordered(options.concurrency.max(1));
         futures::pin_mut!(candidates);
         while let Some((key, result)) = candidates.try_next().await? {
             summary.candidates += 1;
@@ -204,17 +228,16 @@ pub async fn adopt(
 
 /// Checks one candidate and, where it holds the source's bytes, records it.
 async fn adopt_one(
+    ops: &Ops,
     reconciler: &Reconciler,
-    source: &S3Side,
-    target: &S3Side,
-    config: &Config,
     c: Comparison,
     trust_kms: bool,
 ) -> Result<(String, Result<Match, String>), S3Error> {
+    let (source, target) = (&ops.source, &ops.target);
     let key = c.key.clone();
-    let target_key = format!("{}{}", config.target.key_prefix, key);
+    let target_key = ops.target_key(&key);
     let result = async {
-        let Some(source_etag) = ETag::parse(c.source_etag.as_deref()) else {
+        let Some(source_etag) = c.source_etag.clone() else {
             return Ok(Match::Unknowable("the source listing names no ETag".into()));
         };
         let found = content_matches(source, target, &key, &target_key, &source_etag)

@@ -15,13 +15,13 @@ use serde_json::{json, Value};
 
 use super::compare::{compare, Comparison, Status};
 use super::progress::Progress;
-use crate::aws::S3Side;
+use super::Ops;
 use crate::config::Config;
 use crate::error::S3Error;
-use crate::etag::ETag;
+use crate::fleet::Native;
 use crate::object::SourceObject;
 use crate::queue::{Outgoing, Queue, MAX_BATCH};
-use crate::reconcile::{Outcome, Reconciler, Report};
+use crate::reconcile::{Hint, Outcome, Reconciler, Report, Tags};
 
 /// What to do with the keys that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,7 +34,7 @@ pub enum Mode {
 
 /// Counts over the whole run.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
+pub struct BackfillSummary {
     pub source_keys: u64,
     pub target_keys: u64,
     /// Keys a reconcile would act on.
@@ -54,7 +54,7 @@ pub struct Summary {
     pub recent: u64,
 }
 
-impl Summary {
+impl BackfillSummary {
     /// The summary in CloudWatch's embedded metric format: one JSON line that
     /// CloudWatch Logs turns into metrics (namespace `xpsync/sweep`, dimension
     /// `Bucket`), so a scheduled sweep needs no Pushgateway.
@@ -94,7 +94,7 @@ pub enum Action<'a> {
 }
 
 /// One finished unit of work.
-enum Done {
+enum Finished {
     Reconciled(Report),
     Sent {
         count: u64,
@@ -115,128 +115,150 @@ pub struct Scope<'a> {
 }
 
 /// Runs the backfill; `report` gets a JSON line per differing key on a dry run, and
-/// per failure otherwise.
+/// per failure otherwise. The listing feeds work while fewer than `concurrency`
+/// units are in flight; each unit that ends is tallied.
 pub async fn backfill(
-    source: &S3Side,
-    target: &S3Side,
-    config: &Config,
+    ops: &Ops,
     scope: Scope<'_>,
     mut report: impl FnMut(&Value),
-) -> Result<Summary, S3Error> {
-    let Scope {
-        prefix,
-        action,
-        concurrency,
-        min_age,
-    } = scope;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    let newer_than = min_age.map(|age| now - age.as_secs() as i64);
-    let comparisons = compare(source, target, config, prefix);
+) -> Result<BackfillSummary, S3Error> {
+    let config = &*ops.config;
+    let comparisons = compare(&ops.source, &ops.target, config, scope.prefix);
     futures::pin_mut!(comparisons);
-    let mut summary = Summary::default();
+    let newer_than = scope.min_age.map(|age| unix_now() - age.as_secs() as i64);
+    let mut summary = BackfillSummary::default();
     let mut progress = Progress::new();
-    let mut in_flight: FuturesUnordered<BoxFuture<'_, Done>> = FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<BoxFuture<'_, Finished>> = FuturesUnordered::new();
     let mut batch: Vec<String> = Vec::with_capacity(MAX_BATCH);
     let mut listed_all = false;
-
     loop {
-        while !listed_all && in_flight.len() < concurrency {
+        while !listed_all && in_flight.len() < scope.concurrency {
             let Some(c) = comparisons.try_next().await? else {
                 listed_all = true;
                 break;
             };
-            summary.source_keys += u64::from(c.source_size.is_some());
-            summary.target_keys += u64::from(c.target_size.is_some());
-            if !acts_on(&c, config) {
+            if !summary.count_listed(&c, config, newer_than) {
                 continue;
             }
-            if let (Some(limit), Some(modified)) = (newer_than, c.source_modified) {
-                if modified > limit {
-                    summary.recent += 1;
-                    continue;
-                }
-            }
-            summary.differing += 1;
-            summary.differing_bytes += c.source_size.unwrap_or(0);
-            match action {
-                Action::DryRun => report(&json!(c)),
-                Action::Copy(reconciler) => {
-                    let reconciler = reconciler.clone();
-                    in_flight.push(
-                        async move {
-                            Done::Reconciled(match (c.status, c.source_size) {
-                                (Status::Missing, Some(size)) => {
-                                    // Some servers list no ETags: parse() gives None.
-                                    let etag = ETag::parse(c.source_etag.as_deref());
-                                    let listed = SourceObject::listed(&c.key, size, etag);
-                                    reconciler.reconcile_listed(listed).await
-                                }
-                                _ => reconciler.reconcile(&c.key).await,
-                            })
-                        }
-                        .boxed(),
-                    );
-                }
-                Action::Enqueue(queue) => {
-                    batch.push(c.key);
-                    if batch.len() == MAX_BATCH {
-                        in_flight.push(send(queue, config, std::mem::take(&mut batch)).boxed());
-                    }
-                }
+            if let Some(work) = start(&scope.action, c, config, &mut batch, &mut report) {
+                in_flight.push(work);
             }
         }
-        if listed_all && !batch.is_empty() {
-            if let Action::Enqueue(queue) = action {
-                in_flight.push(send(queue, config, std::mem::take(&mut batch)).boxed());
+        if let (true, false, Action::Enqueue(queue)) = (listed_all, batch.is_empty(), &scope.action)
+        {
+            in_flight.push(send(queue, config, std::mem::take(&mut batch)).boxed());
+        }
+        match in_flight.next().await {
+            Some(done) => summary.tally(done, &mut report),
+            None if listed_all => break,
+            None => continue,
+        }
+        progress.update(|| summary.progress_line());
+    }
+    progress.finish();
+    Ok(summary)
+}
+
+/// The work for one differing key: its reconcile, or a batch of messages once
+/// `batch` is full; None while it waits in the batch, or on a dry run (reported).
+fn start<'a>(
+    action: &Action<'a>,
+    c: Comparison,
+    config: &'a Config,
+    batch: &mut Vec<String>,
+    report: &mut impl FnMut(&Value),
+) -> Option<BoxFuture<'a, Finished>> {
+    match *action {
+        Action::DryRun => {
+            report(&json!(c));
+            None
+        }
+        Action::Copy(reconciler) => {
+            let reconciler = reconciler.clone();
+            let hint = match (c.status, c.source_size) {
+                // Some servers list no ETags: parse() gives None.
+                (Status::Missing, Some(size)) => {
+                    let etag = c.source_etag.clone();
+                    Hint::Listed(SourceObject::listed(&c.key, size, etag))
+                }
+                _ => Hint::Nothing,
+            };
+            let work = async move { reconciler.reconcile(&c.key, hint, Tags::Skip).await };
+            Some(work.map(Finished::Reconciled).boxed())
+        }
+        Action::Enqueue(queue) => {
+            batch.push(c.key);
+            (batch.len() == MAX_BATCH).then(|| send(queue, config, std::mem::take(batch)).boxed())
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64
+}
+
+impl BackfillSummary {
+    /// Counts a key as listed; true if a reconcile would act on it and it is not
+    /// too recent (written after `newer_than`, seconds since the epoch).
+    fn count_listed(&mut self, c: &Comparison, config: &Config, newer_than: Option<i64>) -> bool {
+        self.source_keys += u64::from(c.source_size.is_some());
+        self.target_keys += u64::from(c.target_size.is_some());
+        if !acts_on(c, config) {
+            return false;
+        }
+        if let (Some(limit), Some(modified)) = (newer_than, c.source_modified) {
+            if modified > limit {
+                self.recent += 1;
+                return false;
             }
         }
-        let Some(done) = in_flight.next().await else {
-            if listed_all {
-                break;
-            }
-            continue;
-        };
+        self.differing += 1;
+        self.differing_bytes += c.source_size.unwrap_or(0);
+        true
+    }
+
+    /// Counts one finished unit of work; failures are reported.
+    fn tally(&mut self, done: Finished, report: &mut impl FnMut(&Value)) {
         match done {
-            Done::Reconciled(r) => match r.outcome() {
+            Finished::Reconciled(r) => match r.outcome() {
                 Outcome::Copied => {
-                    summary.copied += 1;
-                    summary.bytes_copied += r.bytes();
+                    self.copied += 1;
+                    self.bytes_copied += r.bytes();
                 }
-                Outcome::Deleted => summary.deleted += 1,
-                Outcome::MetadataUpdated => summary.metadata_updated += 1,
+                Outcome::Deleted => self.deleted += 1,
+                Outcome::MetadataUpdated => self.metadata_updated += 1,
                 // Backfill's reconciler copies whole; it never splits.
                 Outcome::Split => {}
                 Outcome::Failed => {
-                    summary.failed += 1;
+                    self.failed += 1;
                     report(&r.to_json());
                 }
-                Outcome::Unchanged | Outcome::Absent | Outcome::Filtered => summary.unchanged += 1,
+                Outcome::Unchanged | Outcome::Absent | Outcome::Filtered => self.unchanged += 1,
             },
-            Done::Sent { count, failed } => {
-                summary.enqueued += count - failed.len() as u64;
-                summary.failed += failed.len() as u64;
+            Finished::Sent { count, failed } => {
+                self.enqueued += count - failed.len() as u64;
+                self.failed += failed.len() as u64;
                 for (key, error) in failed {
                     report(&json!({"key": key, "outcome": "failed", "error": error}));
                 }
             }
         }
-        progress.update(|| {
-            format!(
-                "listed {} source and {} target keys; {} differ; {} copied, {} enqueued, {} failed",
-                summary.source_keys,
-                summary.target_keys,
-                summary.differing,
-                summary.copied,
-                summary.enqueued,
-                summary.failed
-            )
-        });
     }
-    progress.finish();
-    Ok(summary)
+
+    fn progress_line(&self) -> String {
+        format!(
+            "listed {} source and {} target keys; {} differ; {} copied, {} enqueued, {} failed",
+            self.source_keys,
+            self.target_keys,
+            self.differing,
+            self.copied,
+            self.enqueued,
+            self.failed
+        )
+    }
 }
 
 /// Whether a reconcile of this key would do something.
@@ -249,11 +271,11 @@ fn acts_on(c: &Comparison, config: &Config) -> bool {
 }
 
 /// Sends one batch of xpsync messages; failures come back with their key.
-async fn send(queue: &Queue, config: &Config, keys: Vec<String>) -> Done {
+async fn send(queue: &Queue, config: &Config, keys: Vec<String>) -> Finished {
     let messages: Vec<Outgoing> = keys
         .iter()
         .map(|key| Outgoing {
-            body: json!({"xpsync": 1, "bucket": config.source.bucket, "key": key}).to_string(),
+            body: Native::key(&config.source.bucket, key).body(),
             attributes: vec![("xpsync-origin".to_owned(), "backfill".to_owned())],
             delay: None,
         })
@@ -264,7 +286,7 @@ async fn send(queue: &Queue, config: &Config, keys: Vec<String>) -> Done {
         .into_iter()
         .map(|(i, error)| (keys[i].clone(), error))
         .collect();
-    Done::Sent {
+    Finished::Sent {
         count: keys.len() as u64,
         failed,
     }

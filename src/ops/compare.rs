@@ -44,9 +44,9 @@ pub struct Comparison {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_etag: Option<String>,
+    pub source_etag: Option<ETag>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_etag: Option<String>,
+    pub target_etag: Option<ETag>,
     /// When the source object was last written (seconds since the epoch).
     #[serde(skip)]
     pub source_modified: Option<i64>,
@@ -103,8 +103,8 @@ pub fn compare<'a>(
             source_size: s.as_ref().map(|e| e.size),
             target_size: t.as_ref().map(|e| e.size),
             source_modified: s.as_ref().and_then(|e| e.modified),
-            source_etag: s.map(|e| e.etag),
-            target_etag: t.map(|e| e.etag),
+            source_etag: s.and_then(|e| e.etag),
+            target_etag: t.and_then(|e| e.etag),
             error,
         })
     })
@@ -123,5 +123,5 @@ async fn same(target: &S3Side, key_prefix: &str, s: &Entry, t: &Entry) -> Result
         .bucket(&target.bucket)
         .key(format!("{key_prefix}{}", t.key));
     let head = target.observe("HeadObject", request.send().await)?;
-    Ok(recorded_source_etag(&head) == ETag::parse(Some(&s.etag)))
+    Ok(recorded_source_etag(&head) == s.etag)
 }

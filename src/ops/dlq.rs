@@ -116,30 +116,45 @@ pub async fn replay(
         if to_move.is_empty() {
             continue;
         }
-        let outgoing: Vec<Outgoing> = to_move.iter().map(|(m, _)| replayed(m)).collect();
-        let failed = main.send_batch(&outgoing).await;
-        let mut sent = Vec::new();
-        for (i, (message, described)) in to_move.into_iter().enumerate() {
-            match failed.iter().find(|(index, _)| *index == i) {
-                Some((_, error)) => {
-                    summary.failed += 1;
-                    report(&described, &format!("failed: {error}"));
-                    keep.push(message);
-                }
-                None => {
-                    summary.moved += 1;
-                    report(&described, "moved");
-                    sent.push((message.id, message.receipt));
-                }
-            }
-        }
-        for (id, error) in dlq.delete_batch(&sent).await {
-            // Sent but not deleted: the key will be reconciled twice, which is harmless.
-            tracing::warn!(message_id = %id, %error, "replayed, but could not delete it from the dead-letter queue");
-        }
+        let kept = move_batch(main, dlq, to_move, &mut summary, &mut report).await;
+        keep.extend(kept);
     }
     release(dlq, &keep).await;
     Ok(summary)
+}
+
+/// Sends `to_move` to `main`, then deletes from the dead-letter queue those sent;
+/// returns those that could not be sent, to be released.
+async fn move_batch(
+    main: &Queue,
+    dlq: &Queue,
+    to_move: Vec<(Received, Peeked)>,
+    summary: &mut ReplaySummary,
+    report: &mut impl FnMut(&Peeked, &str),
+) -> Vec<Received> {
+    let outgoing: Vec<Outgoing> = to_move.iter().map(|(m, _)| replayed(m)).collect();
+    let failed = main.send_batch(&outgoing).await;
+    let mut sent = Vec::new();
+    let mut kept = Vec::new();
+    for (i, (message, described)) in to_move.into_iter().enumerate() {
+        match failed.iter().find(|(index, _)| *index == i) {
+            Some((_, error)) => {
+                summary.failed += 1;
+                report(&described, &format!("failed: {error}"));
+                kept.push(message);
+            }
+            None => {
+                summary.moved += 1;
+                report(&described, "moved");
+                sent.push((message.id, message.receipt));
+            }
+        }
+    }
+    for (id, error) in dlq.delete_batch(&sent).await {
+        // Sent but not deleted: the key will be reconciled twice, which is harmless.
+        tracing::warn!(message_id = %id, %error, "replayed, but could not delete it from the dead-letter queue");
+    }
+    kept
 }
 
 /// Receives until `max` messages are held or the queue has no more to give.

@@ -18,8 +18,8 @@ pub struct Entry {
     /// The key, without the side's key prefix.
     pub key: String,
     pub size: u64,
-    /// Unquoted.
-    pub etag: String,
+    /// None where the server lists none.
+    pub etag: Option<ETag>,
     /// When it was last written, in seconds since the epoch, if listed.
     pub modified: Option<i64>,
 }
@@ -59,9 +59,7 @@ pub fn list<'a>(
                 Some(Ok(Entry {
                     key: key.to_owned(),
                     size: object.size().unwrap_or(0).max(0) as u64,
-                    etag: ETag::new(object.e_tag().unwrap_or_default())
-                        .as_str()
-                        .to_owned(),
+                    etag: ETag::parse(object.e_tag()),
                     modified: object.last_modified().map(|t| t.secs()),
                 }))
             })
@@ -121,7 +119,7 @@ mod tests {
         Ok(Entry {
             key: key.into(),
             size: 1,
-            etag: "e".into(),
+            etag: Some(ETag::new("e")),
             modified: None,
         })
     }

@@ -7,13 +7,13 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use super::compare::{compare, Comparison, Status};
+use super::Ops;
 use crate::aws::S3Side;
-use crate::config::Config;
 use crate::error::S3Error;
 
 /// Counts over the whole comparison.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
+pub struct VerifySummary {
     pub source_keys: u64,
     pub target_keys: u64,
     pub same: u64,
@@ -65,7 +65,7 @@ pub async fn stale_uploads(
     Ok(stale)
 }
 
-impl Summary {
+impl VerifySummary {
     pub fn clean(&self) -> bool {
         self.missing == 0 && self.different == 0 && self.extra == 0 && self.unknown == 0
     }
@@ -76,20 +76,19 @@ impl Summary {
 /// along the target's part layout ([`super::adopt::content_matches`]), so a copy
 /// cut with another part size counts as the same.
 pub async fn verify(
-    source: &S3Side,
-    target: &S3Side,
-    config: &Config,
+    ops: &Ops,
     prefix: &str,
     deep: bool,
     mut report: impl FnMut(&Comparison),
-) -> Result<Summary, S3Error> {
-    let mut summary = Summary::default();
-    let comparisons = compare(source, target, config, prefix);
+) -> Result<VerifySummary, S3Error> {
+    let (source, target) = (&ops.source, &ops.target);
+    let mut summary = VerifySummary::default();
+    let comparisons = compare(source, target, &ops.config, prefix);
     futures::pin_mut!(comparisons);
     while let Some(mut c) = comparisons.try_next().await? {
         if deep && c.status == Status::Different && c.source_size == c.target_size {
-            if let Some(etag) = crate::etag::ETag::parse(c.source_etag.as_deref()) {
-                let target_key = format!("{}{}", config.target.key_prefix, c.key);
+            if let Some(etag) = c.source_etag.clone() {
+                let target_key = ops.target_key(&c.key);
                 match super::adopt::content_matches(source, target, &c.key, &target_key, &etag)
                     .await
                 {

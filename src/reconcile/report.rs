@@ -164,6 +164,8 @@ impl Report {
                     metrics::COPY_DURATION
                         .with_label_values(&[method.as_str()])
                         .observe(took.as_secs_f64());
+                }
+                if done.outcome == Outcome::Copied {
                     metrics::BYTES_COPIED.inc_by(done.bytes);
                 }
                 tracing::info!(

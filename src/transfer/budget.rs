@@ -66,6 +66,16 @@ impl MemoryBudget {
 
     /// Waits until `bytes` can be held. The caller checks [`MemoryBudget::fits`] first:
     /// a reservation larger than the whole budget would wait forever.
+    /// The error of parts that must be held whole (a KMS target: each is sent with
+    /// Content-MD5) but, at `part` bytes, would not fit the budget.
+    pub fn too_large_to_buffer(&self, part: u64) -> crate::transfer::TransferError {
+        crate::transfer::TransferError::Unsupported(format!(
+            "the object needs parts of {part} bytes held whole (the target's ETags are opaque, so each part \
+             is sent with Content-MD5), more than transfer.memory_limit ({} bytes): raise transfer.memory_limit",
+            self.limit()
+        ))
+    }
+
     pub async fn reserve(&self, bytes: u64) -> Reservation {
         debug_assert!(self.fits(bytes), "reservation larger than the budget");
         let units = u32::try_from(bytes.div_ceil(UNIT)).expect("a part is at most 5 GiB");

@@ -24,6 +24,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncry
 use futures::{StreamExt, TryStreamExt};
 
 use super::part::{copy_part, Part, PartDone};
+use super::plan::MARKER_PART;
 use super::{with_write_options, Copied, Copier, Method, PartPlan, TransferError, WriteOptions};
 use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
@@ -39,7 +40,7 @@ pub(super) async fn copy(
     target_key: &str,
     options: &WriteOptions,
 ) -> Result<Copied, TransferError> {
-    let target_kms = copier.target_is_kms(options);
+    let target_kms = copier.etags_opaque(options);
     let stream = copier.settings.stream_parts && !target_kms;
     let plan = plan_for(copier, source, stream).await?;
     // With the source's own layout and an MD5-based ETag, the composite ETag checks
@@ -174,28 +175,19 @@ impl Upload<'_> {
         let expected = md5s.as_ref().and_then(ETag::composite);
         let parts: BTreeMap<usize, ETag> = done.into_iter().map(|p| (p.number, p.etag)).collect();
 
-        if let (true, Some(expected), Some(source_etag)) = (
-            self.plan.preserved && source.etag_is_content_hash(),
-            &expected,
-            &source.etag,
-        ) {
-            if expected != source_etag {
-                return Err(TransferError::Verification(format!(
-                    "the parts compose ETag {expected}, but the source's is {source_etag}"
-                )));
-            }
-        }
-
-        let output = complete(copier, target_key, upload_id, parts.iter()).await?;
-        let etag = copier
-            .check_written(
-                target_key,
-                output.e_tag(),
-                output.server_side_encryption(),
-                self.options,
-                expected.as_ref(),
-            )
-            .await?;
+        let finished = Finished {
+            source,
+            target_key,
+            upload_id,
+            parts: &parts,
+            expected: expected.as_ref(),
+            preserved: self.plan.preserved,
+            options: self.options,
+        };
+        let etag = match complete_verified(copier, finished).await? {
+            Completion::Written(etag) => etag,
+            Completion::Refused(why) => return Err(TransferError::Verification(why)),
+        };
         Ok(Copied {
             etag,
             method: Method::Multipart,
@@ -208,7 +200,7 @@ impl Upload<'_> {
 /// The source's own layout if it is to be and can be kept, else a uniform cut.
 /// Parts that are to be buffered (`stream` false) must each fit the memory budget;
 /// a streamed part holds only a window of it, whatever its size.
-pub(super) async fn plan_for(
+pub(crate) async fn plan_for(
     copier: &Copier,
     source: &SourceObject,
     stream: bool,
@@ -232,18 +224,9 @@ pub(super) async fn plan_for(
     let plan = PartPlan::uniform(source.size, copier.settings.part_size.as_u64())
         .map_err(TransferError::Unsupported)?;
     if !fits(plan.largest_part()) {
-        return Err(too_large_to_buffer(copier, plan.largest_part()));
+        return Err(copier.budget.too_large_to_buffer(plan.largest_part()));
     }
     Ok(plan)
-}
-
-/// Parts that must be buffered (a KMS target) but would not fit the budget.
-pub(super) fn too_large_to_buffer(copier: &Copier, part: u64) -> TransferError {
-    TransferError::Unsupported(format!(
-        "the object needs parts of {part} bytes held whole (the target's ETags are opaque, so each part \
-         is sent with Content-MD5), more than transfer.memory_limit ({} bytes): raise transfer.memory_limit",
-        copier.budget.limit()
-    ))
 }
 
 /// Each part's size, from `HeadObject?partNumber=n`; None when the server does not
@@ -311,7 +294,7 @@ async fn find_resumable(
         // is no part of the object, and such an upload is resumed like any other.
         let fits = parts
             .iter()
-            .filter(|(number, _)| **number != super::split::MARKER_PART)
+            .filter(|(number, _)| **number != MARKER_PART)
             .all(|(number, (size, _))| plan.part_size(*number) == Some(*size));
         if fits && best.as_ref().is_none_or(|(_, b)| parts.len() > b.len()) {
             if let Some((replaced, _)) = best.take() {
@@ -328,7 +311,7 @@ async fn find_resumable(
 
 /// Uploads of exactly `target_key`, in the order S3 lists them as initiated (ties
 /// by upload id; one without a time last).
-pub(super) async fn list_uploads(
+pub(crate) async fn list_uploads(
     copier: &Copier,
     target_key: &str,
 ) -> Result<Vec<String>, TransferError> {
@@ -347,8 +330,66 @@ pub(super) async fn list_uploads(
     Ok(uploads.into_iter().map(|(_, id)| id).collect())
 }
 
+/// An upload whose every part is in, to be completed.
+pub(crate) struct Finished<'a> {
+    pub source: &'a SourceObject,
+    pub target_key: &'a str,
+    pub upload_id: &'a str,
+    /// Every part's number and target ETag.
+    pub parts: &'a BTreeMap<usize, ETag>,
+    /// The object's ETag as the bytes sent compose it; None where it is not known
+    /// (the target's ETags are opaque).
+    pub expected: Option<&'a ETag>,
+    /// The parts are the source's own layout.
+    pub preserved: bool,
+    pub options: &'a WriteOptions,
+}
+
+/// What completing an upload came to, short of an error.
+pub(crate) enum Completion {
+    /// Completed, and the target's ETag checked: returned.
+    Written(ETag),
+    /// Not completed: its parts compose another ETag than the source's.
+    Refused(String),
+}
+
+/// Completes an upload, checked before and after: where the layout is the source's
+/// own and the source's ETag is a hash of its content, the parts must compose that
+/// ETag, or nothing is committed; after CompleteMultipartUpload, the target's ETag
+/// must be the expected one (a target object that is not is deleted). The one
+/// completion of the multipart copy and of a fleet split.
+pub(crate) async fn complete_verified(
+    copier: &Copier,
+    upload: Finished<'_>,
+) -> Result<Completion, TransferError> {
+    let source = upload.source;
+    if let (true, Some(expected), Some(source_etag)) = (
+        upload.preserved && source.etag_is_content_hash(),
+        upload.expected,
+        &source.etag,
+    ) {
+        if expected != source_etag {
+            return Ok(Completion::Refused(format!(
+                "the parts compose ETag {expected}, but the source's is {source_etag}"
+            )));
+        }
+    }
+    let parts = upload.parts.iter();
+    let output = complete(copier, upload.target_key, upload.upload_id, parts).await?;
+    let etag = copier
+        .check_written(
+            upload.target_key,
+            output.e_tag(),
+            output.server_side_encryption(),
+            upload.options,
+            upload.expected,
+        )
+        .await?;
+    Ok(Completion::Written(etag))
+}
+
 /// Completes an upload with `parts` (number, ETag) in order.
-pub(super) async fn complete<'a>(
+async fn complete<'a>(
     copier: &Copier,
     target_key: &str,
     upload_id: &str,
@@ -380,7 +421,7 @@ pub(super) async fn complete<'a>(
 }
 
 /// The parts of an upload: number → (size, ETag).
-pub(super) async fn list_parts(
+pub(crate) async fn list_parts(
     copier: &Copier,
     target_key: &str,
     upload_id: &str,
@@ -410,7 +451,7 @@ pub(super) async fn list_parts(
 /// The sizes of parts `numbers` of an upload if every one of them is there; None
 /// at the first one missing, without listing the pages beyond it. An empty range
 /// asks nothing.
-pub(super) async fn parts_present(
+pub(crate) async fn parts_present(
     copier: &Copier,
     target_key: &str,
     upload_id: &str,
@@ -449,7 +490,7 @@ pub(super) async fn parts_present(
 }
 
 /// Starts an upload; returns its id and the encryption the target applies.
-pub(super) async fn create(
+pub(crate) async fn create(
     copier: &Copier,
     source: &SourceObject,
     target_key: &str,
@@ -473,7 +514,7 @@ pub(super) async fn create(
 }
 
 /// Aborts an upload; true if this call did (not gone already, no error).
-pub(super) async fn abort(copier: &Copier, target_key: &str, upload_id: &str) -> bool {
+pub(crate) async fn abort(copier: &Copier, target_key: &str, upload_id: &str) -> bool {
     let request = copier
         .target
         .client

@@ -20,7 +20,7 @@ use crate::object::SourceObject;
 use crate::retry::Policy;
 
 /// A part in the upload, done.
-pub(super) struct PartDone {
+pub(crate) struct PartDone {
     pub number: usize,
     /// What the target returned: opaque under KMS.
     pub etag: ETag,
@@ -31,7 +31,7 @@ pub(super) struct PartDone {
 }
 
 /// One part of an upload.
-pub(super) struct Part<'a> {
+pub(crate) struct Part<'a> {
     pub upload_id: &'a str,
     pub number: usize,
     pub range: Range<u64>,
@@ -45,7 +45,7 @@ pub(super) struct Part<'a> {
 /// A part is streamed when `stream` allows, and buffered whole (then sent with
 /// Content-MD5) when an earlier upload's part must be checked against the source's
 /// bytes before it is kept: its ETag is the MD5 of what was read.
-pub(super) async fn copy_part(
+pub(crate) async fn copy_part(
     copier: &Copier,
     source: &SourceObject,
     target_key: &str,
@@ -66,9 +66,9 @@ pub(super) async fn copy_part(
             // streamed part uncheckable, and the retry buffers it whole, with
             // Content-MD5, holding (and first checking that the budget can hold)
             // the whole part rather than a window.
-            let streamed = stream && !copier.target_kms_seen();
+            let streamed = stream && !copier.opaque_seen();
             if !streamed && !copier.budget.fits(length) {
-                return Err(super::multipart::too_large_to_buffer(copier, length));
+                return Err(copier.budget.too_large_to_buffer(length));
             }
             let held = if streamed {
                 length.min(super::stream::STREAM_WINDOW)

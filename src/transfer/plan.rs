@@ -9,6 +9,10 @@ use std::ops::Range;
 
 use crate::config::{MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
 
+/// The part number that tags a fleet split's upload with the version it copies
+/// ([`crate::fleet::ledger`]); never completed, and no part of any plan's object.
+pub const MARKER_PART: usize = 10_000;
+
 const MIB: u64 = 1024 * 1024;
 
 /// How an object is cut into parts.

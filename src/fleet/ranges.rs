@@ -28,9 +28,9 @@ pub struct Ranges {
 
 /// A range in hand; dropping it frees its place.
 #[derive(Debug)]
-pub struct Held(Arc<Ranges>);
+pub struct RangeSlot(Arc<Ranges>);
 
-impl Drop for Held {
+impl Drop for RangeSlot {
     fn drop(&mut self) {
         self.0.in_hand.fetch_sub(1, Ordering::SeqCst);
         self.0.freed.notify_one();
@@ -68,7 +68,7 @@ impl Ranges {
 
     /// Takes a place for a range of `parts` parts; None if the worker holds all it
     /// can copy.
-    pub fn take(self: &Arc<Self>, parts: usize) -> Option<Held> {
+    pub fn take(self: &Arc<Self>, parts: usize) -> Option<RangeSlot> {
         self.parts_per_range.store(parts.max(1), Ordering::SeqCst);
         let capacity = self.capacity();
         self.in_hand
@@ -76,7 +76,7 @@ impl Ranges {
                 (held < capacity).then_some(held + 1)
             })
             .ok()
-            .map(|_| Held(Arc::clone(self)))
+            .map(|_| RangeSlot(Arc::clone(self)))
     }
 }
 

@@ -1,5 +1,6 @@
-//! The transfer side of a fleet copy (DESIGN §10, [`crate::fleet`]): split an
-//! object into an upload and its ranges, copy one range, look at the upload.
+//! The target's multipart upload as a split's ledger (DESIGN §10): split an object
+//! into an upload and its ranges, copy one range, look at the upload and complete it.
+//! [`Ledger`] borrows the [`Copier`], whose parts, uploads and checks it uses.
 //!
 //! **Split.** The plan is the one a multipart copy would use (the source's layout,
 //! or a uniform cut). An upload is created with the object's description and tagged
@@ -24,19 +25,18 @@
 
 use std::collections::BTreeMap;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::part::{copy_part, Part};
-use super::{multipart, Copied, Copier, Method, TransferError, WriteOptions};
+use super::message::{parts_per_range, CheckWork, RangeWork, Split};
 use crate::error::ErrorKind;
 use crate::etag::ETag;
-use crate::fleet::{parts_per_range, CheckWork, RangeWork, Split};
 use crate::object::SourceObject;
-
-/// The part number that tags an upload with the version it copies; never completed.
-pub const MARKER_PART: usize = 10_000;
+use crate::transfer::multipart::{self, Completion};
+use crate::transfer::part::{copy_part, Part};
+use crate::transfer::plan::MARKER_PART;
+use crate::transfer::{md5_of, Copied, Copier, Method, TransferError, WriteOptions};
 
 /// The marker part of version `etag`: its body and Content-MD5. Its size derives
 /// from the ETag too, so that the marker is told apart by its size where the
@@ -47,7 +47,7 @@ fn marker(etag: &ETag) -> (Vec<u8>, String) {
     let spread = u16::from_str_radix(&digest.as_str()[..4], 16).unwrap_or(0) as usize;
     let mut body = tag.into_bytes();
     body.resize(1024 + spread, b' ');
-    let (content_md5, _) = super::md5_of(&body);
+    let (content_md5, _) = md5_of(&body);
     (body, content_md5)
 }
 
@@ -87,11 +87,24 @@ enum Tagged {
     NoLedger(String),
 }
 
-impl Copier {
+/// A split's ledger: the target's multipart uploads, through the [`Copier`].
+pub struct Ledger<'a> {
+    copier: &'a Copier,
+    /// Set once the target has listed an upload's parts without their ETags (some
+    /// S3-compatible servers), or refused to list them: it cannot be a split's
+    /// ledger, so nothing is split until the process restarts.
+    no_ledger: &'a AtomicBool,
+}
+
+impl<'a> Ledger<'a> {
+    pub fn new(copier: &'a Copier, no_ledger: &'a AtomicBool) -> Self {
+        Self { copier, no_ledger }
+    }
+
     /// Whether an object of `size` bytes is copied by the fleet rather than here.
-    pub fn splits(&self, size: u64) -> bool {
-        let threshold = self.settings.split_threshold.as_u64();
-        threshold > 0 && size >= threshold && !self.target_keeps_no_ledger.load(Ordering::Relaxed)
+    pub fn copies_by_fleet(&self, size: u64) -> bool {
+        let threshold = self.copier.settings().split_threshold.as_u64();
+        threshold > 0 && size >= threshold && !self.no_ledger.load(Ordering::Relaxed)
     }
 
     /// Creates (or joins) the upload of `source` at `target_key` and returns the
@@ -116,48 +129,52 @@ impl Copier {
         let etag = source.etag.clone().ok_or_else(|| {
             TransferError::Unsupported("the source names no ETag for the object".into())
         })?;
-        let (mine, encryption) = multipart::create(self, source, target_key, options).await?;
-        self.saw_target_encryption(encryption.as_ref());
-        let target_kms = self.target_is_kms(options);
-        let stream = self.settings.stream_parts && !target_kms;
-        let plan = match multipart::plan_for(self, source, stream).await {
+        let (mine, encryption) =
+            multipart::create(self.copier, source, target_key, options).await?;
+        self.copier.saw_target_encryption(encryption.as_ref());
+        let opaque = self.copier.etags_opaque(options);
+        let stream = self.copier.settings().stream_parts && !opaque;
+        let plan = match multipart::plan_for(self.copier, source, stream).await {
             Ok(plan) => plan,
             Err(e) => {
-                multipart::abort(self, target_key, &mine).await;
+                multipart::abort(self.copier, target_key, &mine).await;
                 return Err(e);
             }
         };
         let mut winner = mine.clone();
         if plan.len() < MARKER_PART {
-            match self.tag(target_key, &mine, &etag, target_kms).await {
+            match self.tag(target_key, &mine, &etag, opaque).await {
                 Ok(Tagged::Ledger { earlier }) => winner = earlier.unwrap_or(winner),
                 Ok(Tagged::NoLedger(why)) => {
-                    multipart::abort(self, target_key, &mine).await;
-                    if !self.target_keeps_no_ledger.swap(true, Ordering::Relaxed) {
+                    multipart::abort(self.copier, target_key, &mine).await;
+                    if !self.no_ledger.swap(true, Ordering::Relaxed) {
                         tracing::warn!("{why}, so it cannot be a split's ledger: objects over transfer.split_threshold are copied whole by the worker that receives them, until this process restarts");
                     }
                     return Ok(None);
                 }
                 Err(e) => {
-                    multipart::abort(self, target_key, &mine).await;
+                    multipart::abort(self.copier, target_key, &mine).await;
                     return Err(e);
                 }
             }
         }
         if winner != mine {
             tracing::info!(upload_id = %winner, "another splitter's upload of this version came first; working for it");
-            multipart::abort(self, target_key, &mine).await;
+            multipart::abort(self.copier, target_key, &mine).await;
         }
         let part_sizes = plan.sizes().to_vec();
-        let per = parts_per_range(&part_sizes, self.settings.split_range_size.as_u64());
+        let per = parts_per_range(
+            &part_sizes,
+            self.copier.settings().split_range_size.as_u64(),
+        );
         let joined = winner != mine;
         let check = CheckWork {
             upload_id: winner,
-            etag: etag.as_str().to_owned(),
+            etag: etag.clone(),
             part_sizes,
             parts_per_range: per,
             preserved: plan.preserved,
-            target_kms,
+            target_kms: opaque,
             parts_present: None,
             stalled: 0,
             resends: 0,
@@ -173,20 +190,20 @@ impl Copier {
         target_key: &str,
         mine: &str,
         etag: &ETag,
-        target_kms: bool,
+        opaque: bool,
     ) -> Result<Tagged, TransferError> {
         let (body, content_md5) = marker(etag);
-        let request = self
-            .target
+        let target = self.copier.target();
+        let request = target
             .client
             .upload_part()
-            .bucket(&self.target.bucket)
+            .bucket(&target.bucket)
             .key(target_key)
             .upload_id(mine)
             .part_number(MARKER_PART as i32)
             .content_md5(content_md5)
             .body(body.into());
-        self.target.observe("UploadPart", request.send().await)?;
+        target.observe("UploadPart", request.send().await)?;
         match self.marker_part(target_key, mine).await {
             Ok(Some((_, Some(_)))) => {}
             Ok(_) => {
@@ -202,7 +219,7 @@ impl Copier {
             Err(e) => return Err(e.into()),
         }
         let earlier = self
-            .first_marked(target_key, Some(mine), etag, target_kms)
+            .first_marked(target_key, Some(mine), etag, opaque)
             .await?;
         Ok(Tagged::Ledger { earlier })
     }
@@ -220,9 +237,9 @@ impl Copier {
         target_key: &str,
         before: Option<&str>,
         etag: &ETag,
-        target_kms: bool,
+        opaque: bool,
     ) -> Result<Option<String>, TransferError> {
-        let mut uploads = match multipart::list_uploads(self, target_key).await {
+        let mut uploads = match multipart::list_uploads(self.copier, target_key).await {
             Ok(uploads) => uploads,
             // Not allowed to list: each splitter keeps its own upload.
             Err(TransferError::S3(e)) if e.operation_refused() => return Ok(None),
@@ -237,7 +254,7 @@ impl Copier {
         }
         for upload in uploads {
             if self
-                .carries_marker(target_key, &upload, etag, target_kms)
+                .carries_marker(target_key, &upload, etag, opaque)
                 .await?
             {
                 return Ok(Some(upload));
@@ -253,7 +270,7 @@ impl Copier {
         target_key: &str,
         upload: &str,
         etag: &ETag,
-        target_kms: bool,
+        opaque: bool,
     ) -> Result<bool, TransferError> {
         let listed = match self.marker_part(target_key, upload).await {
             Ok(listed) => listed,
@@ -262,7 +279,7 @@ impl Copier {
         };
         let (body, _) = marker(etag);
         Ok(listed.is_some_and(|(size, listed_etag)| {
-            size == body.len() as u64 && (target_kms || listed_etag == Some(ETag::of_bytes(&body)))
+            size == body.len() as u64 && (opaque || listed_etag == Some(ETag::of_bytes(&body)))
         }))
     }
 
@@ -272,16 +289,16 @@ impl Copier {
         target_key: &str,
         upload: &str,
     ) -> Result<Option<(u64, Option<ETag>)>, crate::error::S3Error> {
-        let request = self
-            .target
+        let target = self.copier.target();
+        let request = target
             .client
             .list_parts()
-            .bucket(&self.target.bucket)
+            .bucket(&target.bucket)
             .key(target_key)
             .upload_id(upload)
             .part_number_marker((MARKER_PART - 1).to_string())
             .max_parts(1);
-        let parts = self.target.observe("ListParts", request.send().await)?;
+        let parts = target.observe("ListParts", request.send().await)?;
         Ok(parts
             .parts()
             .iter()
@@ -292,19 +309,19 @@ impl Copier {
             }))
     }
 
-    /// Copies the parts of `work` into its upload. `target_kms`: the target is
+    /// Copies the parts of `work` into its upload. `opaque`: the target is
     /// asked for SSE-KMS (its part ETags are opaque).
     pub async fn copy_range(
         &self,
         key: &str,
         target_key: &str,
         work: &RangeWork,
-        target_kms: bool,
+        opaque: bool,
     ) -> Result<RangeOutcome, TransferError> {
-        let version = ETag::new(&work.etag);
-        let target_kms = target_kms || work.target_kms;
+        let version = work.etag.clone();
+        let opaque = opaque || work.target_kms;
         if let Some(winner) = self
-            .first_marked(target_key, Some(&work.upload_id), &version, target_kms)
+            .first_marked(target_key, Some(&work.upload_id), &version, opaque)
             .await?
         {
             tracing::info!(upload_id = %work.upload_id, %winner, "another upload of this version came first; giving this one up");
@@ -312,7 +329,7 @@ impl Copier {
             return Ok(RangeOutcome::Superseded { aborted });
         }
         let source = SourceObject::listed(key, 0, Some(version));
-        let stream = self.settings.stream_parts && !target_kms && !self.target_kms_seen();
+        let stream = self.copier.settings().stream_parts && !opaque && !self.copier.opaque_seen();
         let mut start = work.first_byte;
         let parts: Vec<(usize, std::ops::Range<u64>)> = work
             .part_sizes
@@ -332,9 +349,9 @@ impl Copier {
                     range,
                     earlier: None,
                 };
-                copy_part(self, &source, target_key, part, stream)
+                copy_part(self.copier, &source, target_key, part, stream)
             })
-            .buffer_unordered(self.settings.max_parts)
+            .buffer_unordered(self.copier.settings().max_parts)
             .try_fold(0u64, |bytes, done| async move { Ok(bytes + done.sent) })
             .await;
         match copied {
@@ -360,9 +377,10 @@ impl Copier {
         // The parts after this range first: until the last ranges are in, some are
         // missing there, and one page says so; only then the parts up to it.
         let id = &work.upload_id;
-        let tail = multipart::parts_present(self, target_key, id, last + 1..=count).await?;
+        let tail = multipart::parts_present(self.copier, target_key, id, last + 1..=count).await?;
         let Some(tail) = tail else { return Ok(None) };
-        let Some(mut sizes) = multipart::parts_present(self, target_key, id, 1..=last).await?
+        let Some(mut sizes) =
+            multipart::parts_present(self.copier, target_key, id, 1..=last).await?
         else {
             return Ok(None);
         };
@@ -372,14 +390,14 @@ impl Copier {
 
     /// Looks at the upload of `work` for `source` (HEADed just now, still the
     /// version `work.etag`), and completes it if every part is there.
-    pub async fn check_split(
+    pub async fn check(
         &self,
         source: &SourceObject,
         target_key: &str,
         work: &CheckWork,
         options: &WriteOptions,
     ) -> Result<CheckOutcome, TransferError> {
-        let parts = match multipart::list_parts(self, target_key, &work.upload_id).await {
+        let parts = match multipart::list_parts(self.copier, target_key, &work.upload_id).await {
             Ok(parts) => parts,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
             Err(e) => return Err(e),
@@ -408,45 +426,38 @@ impl Copier {
             });
         }
         let etags: BTreeMap<usize, ETag> = parts.into_iter().map(|(n, (_, e))| (n, e)).collect();
-        let opaque = work.target_kms || self.target_is_kms(options);
+        let opaque = work.target_kms || self.copier.etags_opaque(options);
+        // Where the ETags are MD5s, the listed parts' ETags compose the object's.
         let expected = if opaque {
             None
         } else {
             ETag::composite(etags.values())
         };
-        let kept_layout = work.preserved;
-        if let (Some(expected), Some(etag), true, true) = (
-            &expected,
-            &source.etag,
-            kept_layout,
-            source.etag_is_content_hash(),
-        ) {
-            if expected != etag {
-                return Ok(CheckOutcome::Mismatch(format!(
-                    "the parts compose ETag {expected}, but the source's is {etag}"
-                )));
-            }
-        }
-        let output =
-            match multipart::complete(self, target_key, &work.upload_id, etags.iter()).await {
-                Ok(output) => output,
-                Err(e) if e.kind == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
-                Err(e) => return Err(e.into()),
-            };
-        let etag = self
-            .check_written(
+        let completion = multipart::complete_verified(
+            self.copier,
+            multipart::Finished {
+                source,
                 target_key,
-                output.e_tag(),
-                output.server_side_encryption(),
+                upload_id: &work.upload_id,
+                parts: &etags,
+                expected: expected.as_ref(),
+                preserved: work.preserved,
                 options,
-                expected.as_ref(),
-            )
-            .await?;
+            },
+        )
+        .await;
+        let etag = match completion {
+            Ok(Completion::Written(etag)) => etag,
+            Ok(Completion::Refused(why)) => return Ok(CheckOutcome::Mismatch(why)),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
+            Err(e) => return Err(e),
+        };
         // Begun by whichever splitter won, maybe for another version of the same
         // size: what it records must be this version.
-        self.ensure_described(source, target_key, options).await?;
-        self.abort_duplicates(target_key, source, work.target_kms || opaque)
-            .await;
+        self.copier
+            .ensure_described(source, target_key, options)
+            .await?;
+        self.abort_duplicates(target_key, source, opaque).await;
         Ok(CheckOutcome::Completed(Copied {
             etag,
             method: Method::Multipart,
@@ -458,18 +469,18 @@ impl Copier {
     /// After a split completed: aborts any other upload of its version still there
     /// (a duplicate splitter's whose abort failed, one begun just now); their
     /// ranges then find them gone. Failures only leave them to the lifecycle rule.
-    async fn abort_duplicates(&self, target_key: &str, source: &SourceObject, target_kms: bool) {
+    async fn abort_duplicates(&self, target_key: &str, source: &SourceObject, opaque: bool) {
         let Some(etag) = &source.etag else { return };
-        let Ok(uploads) = multipart::list_uploads(self, target_key).await else {
+        let Ok(uploads) = multipart::list_uploads(self.copier, target_key).await else {
             return;
         };
         for id in uploads {
             if matches!(
-                self.carries_marker(target_key, &id, etag, target_kms).await,
+                self.carries_marker(target_key, &id, etag, opaque).await,
                 Ok(true)
             ) {
                 tracing::info!(upload_id = %id, "aborting another upload of the version just completed");
-                multipart::abort(self, target_key, &id).await;
+                multipart::abort(self.copier, target_key, &id).await;
             }
         }
     }
@@ -477,7 +488,7 @@ impl Copier {
     /// Gives up an upload (a changed source, another layout); true if this call
     /// did, false if it was gone already.
     pub async fn abandon(&self, target_key: &str, upload_id: &str) -> bool {
-        multipart::abort(self, target_key, upload_id).await
+        multipart::abort(self.copier, target_key, upload_id).await
     }
 }
 

@@ -1,0 +1,363 @@
+//! The daemon's side of a fleet copy: sending a split's ranges and check, copying a
+//! range, looking at an upload. Each returns a [`Step`]: what becomes of the message
+//! in hand ([`Verdict`]) and what the work says of the service, for the breaker; the
+//! daemon carries it out, as for any message.
+//!
+//! Each step ends in messages sent before the one in hand is deleted, so a worker
+//! killed at any point loses at most the range it held: its message comes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::message::{CheckWork, Native, RangeWork, Split};
+use super::ranges::Ranges;
+use super::RangeOutcome;
+use crate::config::Config;
+use crate::error::ErrorKind;
+use crate::metrics::{RangeResult, SplitResult};
+use crate::queue::{Outgoing, Queue, MAX_BATCH};
+use crate::reconcile::{Reconciler, SplitChecked};
+
+/// Times the missing ranges of a split are sent again before it is given up.
+const MAX_RESENDS: u32 = 5;
+
+/// What becomes of the message in hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Done with: deleted. What it came to, for the log.
+    Done(String),
+    /// Not finished: it comes back later, with backoff.
+    Retry(String),
+    /// Given up: to the dead-letter queue, saying why.
+    DeadLetter(String),
+    /// Made visible at once, for another worker.
+    Release(String),
+}
+
+/// One step of the fleet's work on a message.
+#[derive(Debug)]
+pub struct Step {
+    pub verdict: Verdict,
+    /// What the work says of the service, for the breaker: `Ok(wrote)`, or the
+    /// failure's kind and words; None when it says nothing.
+    pub signal: Option<Result<bool, (ErrorKind, String)>>,
+}
+
+impl Step {
+    fn settle(done: bool, what: &str) -> Self {
+        let verdict = if done {
+            Verdict::Done(what.to_owned())
+        } else {
+            Verdict::Retry(format!("{what}: not finished, comes back"))
+        };
+        Self {
+            verdict,
+            signal: None,
+        }
+    }
+
+    fn signal(mut self, signal: Result<bool, (ErrorKind, String)>) -> Self {
+        self.signal = Some(signal);
+        self
+    }
+}
+
+/// A worker's part in the fleet's splits.
+#[derive(Debug)]
+pub struct Worker {
+    reconciler: Reconciler,
+    /// Where ranges, checks and restarted keys are sent.
+    queue: Queue,
+    /// The source bucket that every message names.
+    bucket: String,
+    /// How long a check waits before it looks (`transfer.split_check_delay`).
+    check_delay: Duration,
+    /// How long a received message stays hidden (`queue.visibility_timeout`): a range
+    /// held by a worker that died comes back after it.
+    visibility_timeout: Duration,
+    /// How many range messages this worker holds at once.
+    pub ranges: Arc<Ranges>,
+}
+
+impl Worker {
+    pub fn new(reconciler: Reconciler, queue: Queue, config: &Config) -> Self {
+        Self {
+            reconciler,
+            queue,
+            bucket: config.source.bucket.clone(),
+            check_delay: config.transfer.split_check_delay,
+            visibility_timeout: config.queue.visibility_timeout,
+            ranges: Ranges::new(config.transfer.max_parts),
+        }
+    }
+
+    /// Sends a split's ranges and its first, delayed check; only the check if the
+    /// upload is another splitter's, joined (that splitter sends the ranges: sending
+    /// them again would copy the object twice; were that splitter gone before it sent
+    /// them, the check finds no progress and sends the missing ranges). True if all
+    /// were sent.
+    pub async fn send_split(&self, key: &str, split: &Split) -> bool {
+        SplitResult::Split.count();
+        let check = &split.check;
+        if split.joined {
+            let sent = self.send_check(key, check).await;
+            if sent {
+                SplitResult::Merged.count();
+                tracing::info!(upload_id = %check.upload_id, "joined another splitter's upload of this version: only a check is sent");
+            }
+            return sent;
+        }
+        let ranges = check.ranges();
+        let sent = self.send_ranges(key, check, &ranges).await && self.send_check(key, check).await;
+        if sent {
+            tracing::info!(ranges = ranges.len(), upload_id = %check.upload_id, "split for the fleet");
+        } else {
+            // No message names the upload for sure: give it up, so that the key's
+            // message, coming back, splits afresh rather than joining an upload
+            // whose ranges nobody sends.
+            self.reconciler.abandon(key, &check.upload_id).await;
+        }
+        sent
+    }
+
+    async fn send_ranges(&self, key: &str, check: &CheckWork, ranges: &[(u32, u32)]) -> bool {
+        let messages: Vec<Outgoing> = ranges
+            .iter()
+            .map(|&(first, last)| Outgoing {
+                body: Native::range(&self.bucket, key, check.range(first, last)).body(),
+                ..Outgoing::default()
+            })
+            .collect();
+        self.send_all(&messages).await
+    }
+
+    async fn send_check(&self, key: &str, check: &CheckWork) -> bool {
+        let message = Outgoing {
+            body: Native::check(&self.bucket, key, check.clone()).body(),
+            delay: Some(self.check_delay),
+            ..Outgoing::default()
+        };
+        self.send_all(&[message]).await
+    }
+
+    /// Sends `key` again as a key message: reconciled from the start.
+    async fn send_key(&self, key: &str) -> bool {
+        let message = Outgoing {
+            body: Native::key(&self.bucket, key).body(),
+            ..Outgoing::default()
+        };
+        self.send_all(&[message]).await
+    }
+
+    async fn send_all(&self, messages: &[Outgoing]) -> bool {
+        for batch in messages.chunks(MAX_BATCH) {
+            let failed = self.queue.send_batch(batch).await;
+            if let Some((_, why)) = failed.first() {
+                tracing::warn!(error = %why, "could not send the fleet's messages; the message in hand will come back");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The upload is given up and the key sent again from the start. `first_only`:
+    /// only if this call gave it up (the ranges of one upload all see the source
+    /// change; one key message is enough).
+    async fn restart(&self, key: &str, upload_id: &str, why: &str, first_only: bool) -> bool {
+        let gave_up = self.reconciler.abandon(key, upload_id).await;
+        if first_only && !gave_up {
+            return true;
+        }
+        tracing::info!(%why, "gave the split's upload up; the key starts over");
+        SplitResult::Restarted.count();
+        self.send_key(key).await
+    }
+
+    /// A range beyond what this worker can copy at once ([`Ranges`]): sent again for
+    /// another worker, and deleted here.
+    pub async fn hand_back(&self, body: &str) -> Step {
+        let again = Outgoing {
+            body: body.to_owned(),
+            ..Outgoing::default()
+        };
+        let verdict = if self.send_all(&[again]).await {
+            RangeResult::HandedBack.count();
+            Verdict::Done(
+                "range handed back: this worker holds all the ranges its parts can copy".into(),
+            )
+        } else {
+            Verdict::Release("range released for another worker".into())
+        };
+        Step {
+            verdict,
+            signal: None,
+        }
+    }
+
+    /// Copies the parts of a range, and has the upload checked at once if it was
+    /// the last one missing.
+    pub async fn copy_range(&self, key: &str, work: &RangeWork) -> Step {
+        let outcome = self.reconciler.copy_range(key, work).await;
+        let parts = format!("parts {} to {}", work.first_part, work.last_part);
+        let signal = match &outcome {
+            Ok(RangeOutcome::Copied { .. }) => Ok(true),
+            Ok(_) => Ok(false),
+            Err(e) => Err((e.kind(), e.to_string())),
+        };
+        let step = match outcome {
+            Ok(RangeOutcome::Copied { bytes }) => {
+                RangeResult::Copied.count();
+                tracing::info!(bytes, "range copied: {parts}");
+                self.check_if_filled(key, work).await;
+                Step::settle(true, "range copied")
+            }
+            Ok(RangeOutcome::Superseded { aborted }) => {
+                RangeResult::Superseded.count();
+                if aborted {
+                    SplitResult::Merged.count();
+                }
+                let what = "range of an upload that gave way to another of its version";
+                Step::settle(true, what)
+            }
+            Ok(RangeOutcome::UploadGone) => {
+                RangeResult::UploadGone.count();
+                Step::settle(true, "range of an upload that is gone")
+            }
+            Ok(RangeOutcome::SourceChanged) => {
+                RangeResult::SourceChanged.count();
+                let why = "the source changed";
+                let sent = self.restart(key, &work.upload_id, why, true).await;
+                Step::settle(sent, "range of a source that changed")
+            }
+            Err(e) => {
+                RangeResult::Failed.count();
+                tracing::warn!(error = %e, kind = e.kind().as_str(), "range failed: {parts}");
+                Step::settle(false, "range failed")
+            }
+        };
+        step.signal(signal)
+    }
+
+    /// If `work`'s range was the last the upload lacked, sends its check at once
+    /// (the delayed check stays a safety net). Two workers finishing together may
+    /// both send one: the second finds the upload completed and the key up to date.
+    async fn check_if_filled(&self, key: &str, work: &RangeWork) {
+        match self.reconciler.range_filled(key, work).await {
+            Ok(Some(check)) => {
+                let message = Outgoing {
+                    body: Native::check(&self.bucket, key, check).body(),
+                    ..Outgoing::default()
+                };
+                if self.send_all(&[message]).await {
+                    tracing::info!(upload_id = %work.upload_id, "every part is in: checking the upload now");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "could not list the upload's parts; the delayed check will")
+            }
+        }
+    }
+
+    /// Looks at a split's upload: completes it, or sends what is missing again, or
+    /// starts the key over, or gives the split up.
+    pub async fn check_split(&self, key: &str, work: &CheckWork) -> Step {
+        let checked = self.reconciler.check_split(key, work).await;
+        let signal = match &checked {
+            Ok(SplitChecked::Completed | SplitChecked::ChangedAfterWrite) => Some(Ok(true)),
+            // Found before the upload was looked at: it says nothing of the target.
+            Ok(SplitChecked::SourceChanged(_)) => None,
+            Ok(_) => Some(Ok(false)),
+            Err(e) => Some(Err((e.kind(), e.to_string()))),
+        };
+        let looked = match checked {
+            Ok(SplitChecked::Completed) => {
+                SplitResult::Completed.count();
+                Ok(true)
+            }
+            Ok(SplitChecked::ChangedAfterWrite) => Ok(self.send_key(key).await),
+            Ok(SplitChecked::SourceChanged(why)) => {
+                Ok(self.restart(key, &work.upload_id, why, false).await)
+            }
+            Ok(SplitChecked::Missing { present, missing }) => {
+                self.missing(key, work, present, &missing).await
+            }
+            Ok(SplitChecked::Gone) => Ok(self.gone(key, work).await),
+            Ok(SplitChecked::Mismatch(why)) => {
+                Ok(self.restart(key, &work.upload_id, &why, false).await)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, kind = e.kind().as_str(), "could not check a split's upload");
+                Ok(false)
+            }
+        };
+        let step = match looked {
+            Ok(done) => Step::settle(done, "split checked"),
+            // Given up: the check goes to the dead-letter queue, saying why.
+            Err(why) => Step {
+                verdict: Verdict::DeadLetter(why),
+                signal: None,
+            },
+        };
+        Step { signal, ..step }
+    }
+
+    /// The upload of `work` is gone. If it gave way to another upload of its version
+    /// (a duplicate split), that upload's own check completes the object; else it
+    /// was completed by an earlier check, or given up: the key is reconciled as usual.
+    async fn gone(&self, key: &str, work: &CheckWork) -> bool {
+        match self.reconciler.upload_of_version(key, work).await {
+            Ok(Some(winner)) => {
+                tracing::info!(upload_id = %work.upload_id, %winner, "the upload gave way to another of its version; that one's check completes the object");
+                true
+            }
+            Ok(None) => self.send_key(key).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the key's uploads");
+                false
+            }
+        }
+    }
+
+    /// Parts are missing: look again later; once no part has arrived for longer than
+    /// a visibility timeout (a range held by a worker that died comes back by itself
+    /// after that), send the missing ranges again; after [`MAX_RESENDS`] of those,
+    /// give the split up.
+    async fn missing(
+        &self,
+        key: &str,
+        work: &CheckWork,
+        present: u32,
+        missing: &[u32],
+    ) -> Result<bool, String> {
+        let mut next = CheckWork {
+            parts_present: Some(present),
+            ..work.clone()
+        };
+        next.stalled = if work.parts_present == Some(present) {
+            work.stalled + 1
+        } else {
+            0
+        };
+        let waited = self.check_delay * next.stalled;
+        if waited > self.visibility_timeout {
+            if work.resends >= MAX_RESENDS {
+                let why = format!(
+                    "{} parts of the split upload still missing after their ranges were sent again {MAX_RESENDS} times",
+                    missing.len()
+                );
+                self.restart(key, &work.upload_id, &why, false).await;
+                return Err(why);
+            }
+            SplitResult::Resent.count();
+            let ranges = work.ranges_of(missing);
+            tracing::info!(missing = missing.len(), ranges = ranges.len(), "no part arrived for longer than a visibility timeout; sending the missing ranges again");
+            if !self.send_ranges(key, work, &ranges).await {
+                return Ok(false);
+            }
+            next.stalled = 0;
+            next.resends += 1;
+        }
+        Ok(self.send_check(key, &next).await)
+    }
+}
