@@ -2,13 +2,7 @@
 
 mod common;
 
-use common::{bytes_of, Partitions, MIB};
-
-/// Small thresholds keep the objects small: parts of 5 MiB, S3's minimum.
-const SMALL_PARTS: &[(&str, &str)] = &[
-    ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
-    ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
-];
+use common::{bytes_of, Etag, Partitions, MIB, SMALL_PARTS};
 
 #[tokio::test]
 async fn a_small_object_is_copied_with_one_put_and_verified() {
@@ -22,20 +16,19 @@ async fn a_small_object_is_copied_with_one_put_and_verified() {
     assert_eq!(line["method"], "put");
     assert_eq!(line["bytes"], 1000);
     assert_eq!(line["etag"], etag.as_str());
-    assert_eq!(p.target_bytes("small.bin").await, Some(body));
+    p.assert_copied_intact("small.bin", &body, Etag::Same).await;
 }
 
 #[tokio::test]
 async fn an_empty_object_is_copied() {
     let p = Partitions::start().await;
-    let etag = p.put_source("empty", Vec::new()).await;
+    p.put_source("empty", Vec::new()).await;
 
     let line = p.sync_one("empty", &[]).await;
 
     assert_eq!(line["outcome"], "copied");
     assert_eq!(line["bytes"], 0);
-    assert_eq!(p.target_etag("empty").await, Some(etag));
-    assert_eq!(p.target_bytes("empty").await, Some(Vec::new()));
+    p.assert_copied_intact("empty", &[], Etag::Same).await;
 }
 
 #[tokio::test]
@@ -43,18 +36,18 @@ async fn an_object_exactly_at_the_threshold_is_one_put_and_one_byte_more_is_mult
     let p = Partitions::start().await;
     let at = bytes_of(5 * MIB, 3);
     let above = bytes_of(5 * MIB + 1, 4);
-    let at_etag = p.put_source("at", at.clone()).await;
+    p.put_source("at", at.clone()).await;
     p.put_source("above", above.clone()).await;
 
-    let (lines, run) = p.sync(&["at", "above"], SMALL_PARTS).await;
+    let (lines, run) = p.sync(&["at", "above"], &SMALL_PARTS).await;
     assert!(run.success(), "{run}");
 
     assert_eq!(lines[0]["method"], "put");
-    assert_eq!(p.target_etag("at").await, Some(at_etag));
+    p.assert_copied_intact("at", &at, Etag::Same).await;
     assert_eq!(lines[1]["method"], "multipart");
     assert!(p.target_etag("above").await.unwrap().ends_with("-2"));
-    assert_eq!(p.target_bytes("at").await, Some(at));
-    assert_eq!(p.target_bytes("above").await, Some(above));
+    p.assert_copied_intact("above", &above, Etag::Recorded)
+        .await;
 }
 
 #[tokio::test]
@@ -70,8 +63,8 @@ async fn a_multipart_source_keeps_its_uniform_part_layout_and_etag() {
 
     assert_eq!(line["outcome"], "copied");
     assert_eq!(line["method"], "multipart");
-    assert_eq!(p.target_etag("uniform.bin").await, Some(source_etag));
-    assert_eq!(p.target_bytes("uniform.bin").await, Some(body));
+    p.assert_copied_intact("uniform.bin", &body, Etag::Same)
+        .await;
 }
 
 #[tokio::test]
@@ -80,13 +73,12 @@ async fn a_multipart_source_with_uneven_parts_keeps_its_etag() {
     let body = p
         .put_source_multipart("uneven.bin", &[7 * MIB, 5 * MIB, 9 * MIB, 1], 5)
         .await;
-    let source_etag = p.source_etag("uneven.bin").await;
 
     let line = p.sync_one("uneven.bin", &[]).await;
 
     assert_eq!(line["outcome"], "copied");
-    assert_eq!(p.target_etag("uneven.bin").await, Some(source_etag));
-    assert_eq!(p.target_bytes("uneven.bin").await, Some(body));
+    p.assert_copied_intact("uneven.bin", &body, Etag::Same)
+        .await;
 }
 
 #[tokio::test]
@@ -99,8 +91,7 @@ async fn a_small_object_stored_in_one_multipart_part_keeps_its_etag() {
     let line = p.sync_one("one-part", &[]).await;
 
     assert_eq!(line["method"], "multipart");
-    assert_eq!(p.target_etag("one-part").await, Some(source_etag));
-    assert_eq!(p.target_bytes("one-part").await, Some(body));
+    p.assert_copied_intact("one-part", &body, Etag::Same).await;
 }
 
 #[tokio::test]
@@ -132,26 +123,15 @@ async fn without_preserve_part_layout_a_multipart_source_is_re_cut_and_still_rec
 async fn a_single_part_object_above_the_threshold_is_re_cut_and_a_second_run_moves_no_bytes() {
     let p = Partitions::start().await;
     let body = bytes_of(12 * MIB, 8);
-    let source_etag = p.put_source("big-single", body.clone()).await;
+    p.put_source("big-single", body.clone()).await;
 
-    let first = p.sync_one("big-single", SMALL_PARTS).await;
-    let second = p.sync_one("big-single", SMALL_PARTS).await;
+    let first = p.sync_one("big-single", &SMALL_PARTS).await;
+    let second = p.sync_one("big-single", &SMALL_PARTS).await;
 
     assert_eq!(first["outcome"], "copied");
     assert_eq!(first["bytes_sent"], 12 * MIB);
-    assert_eq!(p.target_bytes("big-single").await, Some(body));
-    let head = p
-        .target_s3
-        .head_object()
-        .bucket(common::TARGET_BUCKET)
-        .key("big-single")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        head.metadata().unwrap().get("xpsync-source-etag"),
-        Some(&source_etag)
-    );
+    p.assert_copied_intact("big-single", &body, Etag::Recorded)
+        .await;
     assert_eq!(second["outcome"], "unchanged");
     assert_eq!(second["bytes_sent"], 0);
 }
@@ -184,5 +164,5 @@ async fn a_changed_source_object_is_copied_again() {
     let line = p.sync_one("changing", &[]).await;
 
     assert_eq!(line["outcome"], "copied");
-    assert_eq!(p.target_bytes("changing").await, Some(newer));
+    p.assert_copied_intact("changing", &newer, Etag::Same).await;
 }

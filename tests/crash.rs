@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use common::pipeline::{eventually, Daemon, Pipeline};
 use common::proxy::SlowProxy;
-use common::{bytes_of, Partitions, MIB};
-
-const MINUTE: Duration = Duration::from_secs(60);
+use common::{bytes_of, Etag, Partitions, KIB, MIB, MINUTE};
 
 #[tokio::test]
 async fn a_daemon_killed_half_way_through_a_200_mib_copy_is_resumed_by_the_next() {
@@ -33,11 +31,7 @@ async fn a_daemon_killed_half_way_through_a_200_mib_copy_is_resumed_by_the_next(
         || async { p.target_upload_parts().await >= 20 },
     )
     .await;
-    let status = std::process::Command::new("kill")
-        .args(["-9", &first.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    first.kill();
     first.wait(Duration::from_secs(10)).await;
     let left = p.target_upload_parts().await;
     assert!(
@@ -68,15 +62,8 @@ async fn a_daemon_killed_half_way_through_a_200_mib_copy_is_resumed_by_the_next(
         "sent {sent} bytes again; only {} parts were missing",
         40 - left
     );
-    assert_eq!(p.target_bytes("crash/200MiB").await, Some(body));
-    assert_eq!(
-        p.target_etag("crash/200MiB").await,
-        Some(p.source_etag("crash/200MiB").await)
-    );
-    assert!(
-        p.target_uploads().await.is_empty(),
-        "no incomplete upload is left"
-    );
+    p.assert_copied_intact("crash/200MiB", &body, Etag::Same)
+        .await;
 }
 
 #[tokio::test]
@@ -84,7 +71,7 @@ async fn sigterm_with_fifty_copies_in_flight_releases_every_unfinished_message()
     let p = Partitions::start().await;
     let pipeline = Pipeline::wire(&p).await;
     // Each 1 MiB object takes about 4 s to read at 256 KiB/s.
-    let slow = SlowProxy::start(&p.source.endpoint, 256 * 1024).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 256 * KIB as u64).await;
     let mut daemon = Daemon::start(
         &p,
         "daemon",
@@ -154,16 +141,16 @@ async fn a_message_received_after_sigterm_is_made_visible_at_once() {
     let mut daemon = Daemon::start(&p, "daemon", &[("XPSYNC_QUEUE__WAIT_TIME", "20s")]).await;
     // Let the daemon's long poll of the empty queue begin, then stop it while the
     // poll is under way, and send a message the poll will bring back.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     daemon.terminate();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     pipeline
         .send(
             &serde_json::json!({"xpsync": 1, "bucket": common::SOURCE_BUCKET, "key": "late"})
                 .to_string(),
         )
         .await;
-    let status = daemon.wait(std::time::Duration::from_secs(60)).await;
+    let status = daemon.wait(MINUTE).await;
 
     assert!(status.success(), "{}", daemon.logs());
     let visible = pipeline.visible(&pipeline.queue_url).await;

@@ -77,7 +77,7 @@ async fn the_target_policy_is_enough_and_the_secrets_keys_are_the_ones_used() {
     // The same run with the writer's keys given statically works; a user holding
     // no policy is refused: so the target really checks keys and policies.
     let nobody = {
-        let admin = common::sdk_config(
+        let admin = common::s3::sdk_config(
             &p.target.endpoint,
             common::TARGET_REGION,
             &p.admin.id,

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use common::pipeline::{eventually, Daemon, Pipeline};
 use common::proxy::SlowProxy;
-use common::{bytes_of, secret_json, Keys, Partitions, Run, MIB, SECRET_ID, SOURCE_BUCKET};
+use common::{
+    bytes_of, secret_json, Etag, Keys, Partitions, Run, MIB, MINUTE, SECRET_ID, SOURCE_BUCKET,
+};
 use serde_json::json;
-
-const MINUTE: Duration = Duration::from_secs(60);
 
 async fn verify_is_clean(p: &Partitions) -> bool {
     Run::of(&mut p.xpsync(&["verify"])).await.success()
@@ -119,7 +119,7 @@ async fn duplicate_and_out_of_order_events_end_in_the_sources_final_state() {
     }
 
     eventually(MINUTE, "the queue drained", || queues_are_empty(&pipeline)).await;
-    assert_eq!(p.target_bytes("flip").await, Some(last));
+    p.assert_copied_intact("flip", &last, Etag::Same).await;
     assert_eq!(p.target_bytes("gone").await, None);
     assert!(verify_is_clean(&p).await);
 }
@@ -211,7 +211,8 @@ async fn a_copy_that_outlasts_the_visibility_timeout_is_not_done_twice() {
     let mut slow_env = env.to_vec();
     slow_env.push(("XPSYNC_SOURCE__ENDPOINT_URL", slow.endpoint.as_str()));
     let first = Daemon::start(&p, "first", &slow_env).await;
-    p.put_source("slow.bin", bytes_of(12 * MIB, 1)).await;
+    let body = bytes_of(12 * MIB, 1);
+    p.put_source("slow.bin", body.clone()).await;
     eventually(MINUTE, "the first daemon copying", || async {
         first.metric("xpsync_objects_in_flight") == 1.0
     })
@@ -235,10 +236,7 @@ async fn a_copy_that_outlasts_the_visibility_timeout_is_not_done_twice() {
         0.0,
         "{logs}"
     );
-    assert_eq!(
-        p.target_etag("slow.bin").await,
-        Some(p.source_etag("slow.bin").await)
-    );
+    p.assert_copied_intact("slow.bin", &body, Etag::Same).await;
 }
 
 #[tokio::test]
@@ -255,7 +253,8 @@ async fn sigterm_mid_copy_exits_0_within_the_grace_period_and_another_worker_fin
         ],
     )
     .await;
-    p.put_source("long.bin", bytes_of(12 * MIB, 2)).await;
+    let body = bytes_of(12 * MIB, 2);
+    p.put_source("long.bin", body.clone()).await;
     eventually(MINUTE, "the first daemon copying", || async {
         first.metric("xpsync_objects_in_flight") == 1.0
     })
@@ -292,10 +291,7 @@ async fn sigterm_mid_copy_exits_0_within_the_grace_period_and_another_worker_fin
     )
     .await;
     eventually(MINUTE, "the queue drained", || queues_are_empty(&pipeline)).await;
-    assert_eq!(
-        p.target_etag("long.bin").await,
-        Some(p.source_etag("long.bin").await)
-    );
+    p.assert_copied_intact("long.bin", &body, Etag::Same).await;
 }
 
 #[tokio::test]
@@ -411,7 +407,8 @@ async fn an_event_that_describes_a_small_object_saves_the_source_head() {
     })
     .await;
 
-    assert_eq!(p.target_bytes("described.bin").await, Some(body));
+    p.assert_copied_intact("described.bin", &body, Etag::Same)
+        .await;
     // One GET read it (sent with the target's HEAD); the one HEAD is the
     // last-writer check after the write.
     assert_eq!(source.requests("GET"), 1);

@@ -6,10 +6,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::pipeline::{eventually, Daemon, Pipeline};
-use common::{bytes_of, Partitions};
+use common::{bytes_of, Partitions, MINUTE};
 
 fn cache() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -38,7 +37,7 @@ async fn the_dashboard_and_rules_use_only_metrics_a_running_xpsync_exports() {
     let _pipeline = Pipeline::wire(&p).await;
     let daemon = Daemon::start(&p, "daemon", &[]).await;
     p.put_source("scraped", bytes_of(100, 1)).await;
-    eventually(Duration::from_secs(60), "one object copied", || async {
+    eventually(MINUTE, "one object copied", || async {
         daemon.metric("xpsync_objects_total{result=\"copied\"}") == 1.0
     })
     .await;

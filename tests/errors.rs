@@ -4,13 +4,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::faults::{FaultProxy, Faults};
 use common::pipeline::{eventually, Daemon, Pipeline};
-use common::{bytes_of, Partitions, Run};
-
-const MINUTE: Duration = Duration::from_secs(60);
+use common::{bytes_of, Partitions, Run, MINUTE};
 
 /// The production chain and a daemon whose source GETs of keys containing
 /// `refusal.0` are answered with status `refusal.1` and S3 error code `refusal.2`.
@@ -114,7 +110,7 @@ async fn verify_goes_on_past_a_key_whose_head_fails() {
     );
     // Make b/two differ in ETag on the target, so verify must HEAD it; the HEAD is
     // refused.
-    common::put(
+    common::s3::put(
         &p.target_s3,
         common::TARGET_BUCKET,
         "b/two",
@@ -129,11 +125,7 @@ async fn verify_goes_on_past_a_key_whose_head_fails() {
     let run = Run::of(&mut verify).await;
 
     assert_eq!(run.code(), Some(1), "{run}");
-    let lines: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = run.json_lines();
     let unknown = lines
         .iter()
         .find(|l| l["status"] == "unknown")

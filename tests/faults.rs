@@ -8,12 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::faults::{FaultProxy, Faults};
-use common::{bytes_of, Partitions, Run, MIB};
-
-const SMALL_PARTS: [(&str, &str); 2] = [
-    ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
-    ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
-];
+use common::{bytes_of, Etag, Partitions, Run, MIB, SMALL_PARTS};
 
 /// Copies a mix of objects through a faulty link to `side` ("SOURCE" or "TARGET")
 /// and checks every byte on the target.
@@ -30,15 +25,20 @@ async fn copy_through_with(faults: Faults, side: &str, extra: &[(&str, &str)]) {
         &p.target.endpoint
     };
     let proxy = FaultProxy::start(upstream, faults).await;
-    let mut objects = put_small_objects(&p).await;
+    let mut objects: Vec<_> = put_small_objects(&p)
+        .await
+        .into_iter()
+        .map(|(key, body)| (key, body, Etag::Same))
+        .collect();
     let body = bytes_of(12 * MIB, 50);
     p.put_source("single/12MiB", body.clone()).await;
-    objects.push(("single/12MiB".to_owned(), body));
+    // Above the threshold, stored whole: re-cut into parts.
+    objects.push(("single/12MiB".to_owned(), body, Etag::Recorded));
     let body = p
         .put_source_multipart("multi/16MiB", &[5 * MIB, 5 * MIB, 5 * MIB, MIB], 51)
         .await;
-    objects.push(("multi/16MiB".to_owned(), body));
-    let keys: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    objects.push(("multi/16MiB".to_owned(), body, Etag::Same));
+    let keys: Vec<&str> = objects.iter().map(|(k, _, _)| k.as_str()).collect();
     let endpoint_var = format!("XPSYNC_{side}__ENDPOINT_URL");
     let mut env = SMALL_PARTS.to_vec();
     env.push((endpoint_var.as_str(), proxy.endpoint.as_str()));
@@ -48,13 +48,9 @@ async fn copy_through_with(faults: Faults, side: &str, extra: &[(&str, &str)]) {
 
     assert!(proxy.injected() > 0, "no fault was injected");
     assert!(run.success(), "{run}");
-    for ((key, body), line) in objects.iter().zip(&lines) {
+    for ((key, body, etag), line) in objects.iter().zip(&lines) {
         assert_eq!(line["outcome"], "copied", "{line}");
-        assert_eq!(
-            p.target_bytes(key).await.as_ref(),
-            Some(body),
-            "{key} is not intact"
-        );
+        p.assert_copied_intact(key, body, *etag).await;
     }
     assert!(
         p.target_uploads().await.is_empty(),
@@ -253,7 +249,7 @@ async fn corrupted_reads_are_read_again() {
     assert!(run.success(), "{run}");
     for ((key, body), line) in objects.iter().zip(&lines) {
         assert_eq!(line["outcome"], "copied", "{line}");
-        assert_eq!(p.target_bytes(key).await.as_ref(), Some(body), "{key}");
+        p.assert_copied_intact(key, body, Etag::Same).await;
     }
 }
 
@@ -304,7 +300,7 @@ async fn a_listed_object_that_changed_before_its_copy_is_copied_from_a_head() {
     assert_eq!(proxy.injected(), 1, "{run}");
     // One HEAD after the 412, and one after the write (the last-writer check).
     assert_eq!(proxy.requests("HEAD"), 2, "{run}");
-    assert_eq!(p.target_bytes("changing").await, Some(body));
+    p.assert_copied_intact("changing", &body, Etag::Same).await;
 }
 
 /// A server whose listings carry no ETags: `backfill --mode copy` still sends no
@@ -328,8 +324,7 @@ async fn a_listing_without_etags_still_copies_small_objects_without_heads() {
     // None before a copy; one after each write (the last-writer check).
     assert_eq!(proxy.requests("HEAD"), objects.len() as u64, "{run}");
     for (key, body) in &objects {
-        assert_eq!(p.target_bytes(key).await.as_ref(), Some(body), "{key}");
-        assert_eq!(p.target_etag(key).await, Some(p.source_etag(key).await));
+        p.assert_copied_intact(key, body, Etag::Same).await;
     }
 }
 
@@ -354,12 +349,8 @@ async fn a_listing_without_etags_still_copies_objects_stored_in_parts_part_for_p
         proxy.injected() >= 1,
         "the ETag was taken out of the listing"
     );
-    assert_eq!(p.target_bytes("parts").await, Some(body));
-    assert_eq!(
-        p.target_etag("parts").await,
-        Some(p.source_etag("parts").await),
-        "the part layout is kept"
-    );
+    // The part layout is kept.
+    p.assert_copied_intact("parts", &body, Etag::Same).await;
 }
 
 /// Runs `backfill --mode copy` with the source behind a fault proxy.

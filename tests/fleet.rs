@@ -5,13 +5,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::faults::{FaultProxy, Faults};
 use common::pipeline::{eventually, Daemon, Pipeline};
-use common::{bytes_of, Partitions};
+use common::{bytes_of, Etag, Partitions, KIB, MINUTE};
 
-const MINUTE: Duration = Duration::from_secs(60);
 const KEY: &str = "contested/object.bin";
 
 /// Waits until the queue holds nothing, visible or in flight.
@@ -66,7 +63,7 @@ async fn held_writer(p: &Partitions, seed: u64) -> (FaultProxy, Daemon) {
         ],
     )
     .await;
-    p.put_source(KEY, bytes_of(256 * 1024, seed)).await;
+    p.put_source(KEY, bytes_of(256 * KIB, seed)).await;
     eventually(MINUTE, "A's write of V1 is held", || async {
         hold.held() == 1
     })
@@ -82,15 +79,17 @@ async fn an_older_version_written_last_is_replaced_by_the_current_one() {
 
     // V2 overwrites the source; worker B copies it while A is still writing V1,
     // and then A's write of V1 lands, last.
-    let v2 = bytes_of(256 * 1024, 2);
+    let v2 = bytes_of(256 * KIB, 2);
     let _b = second_writer(&p, &pipeline, &hold, &v2, "worker-b", &[]).await;
 
-    assert_eq!(
-        p.target_bytes(KEY).await,
-        Some(v2),
-        "the target kept an older version than the source's:\n{}",
-        a.logs()
-    );
+    p.copied_intact(KEY, &v2, Etag::Same)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: the target kept an older version than the source's:\n{}",
+                a.logs()
+            )
+        });
     assert!(a.metric("xpsync_reconcile_restarts_total{reason=\"changed_after_write\"}") >= 1.0);
 }
 
@@ -101,7 +100,7 @@ async fn an_older_version_written_last_is_replaced_by_the_current_one() {
 async fn a_write_that_lands_after_the_source_went_back_to_the_targets_version_is_undone() {
     let p = Partitions::start().await;
     let pipeline = Pipeline::wire(&p).await;
-    let v0 = bytes_of(256 * 1024, 10);
+    let v0 = bytes_of(256 * KIB, 10);
     let mut first = Daemon::start(&p, "worker-first", &[]).await;
     p.put_source(KEY, v0.clone()).await;
     let v0_etag = p.source_etag(KEY).await;
@@ -127,12 +126,14 @@ async fn a_write_that_lands_after_the_source_went_back_to_the_targets_version_is
     hold.release();
     drained(&pipeline).await;
 
-    assert_eq!(
-        p.target_bytes(KEY).await,
-        Some(v0),
-        "the target kept V1, which the source no longer holds:\n{}",
-        a.logs()
-    );
+    p.copied_intact(KEY, &v0, Etag::Same)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: the target kept V1, which the source no longer holds:\n{}",
+                a.logs()
+            )
+        });
     assert!(a.metric("xpsync_reconcile_restarts_total{reason=\"changed_after_write\"}") >= 1.0);
 }
 
@@ -180,11 +181,13 @@ async fn a_delete_that_lands_after_a_re_created_object_was_copied_is_undone() {
     let v2 = bytes_of(1000, 4);
     let _a = second_writer(&p, &pipeline, &hold, &v2, "worker-a", &[deletes]).await;
 
-    assert_eq!(
-        p.target_bytes(KEY).await,
-        Some(v2),
-        "a late delete removed the source's current object from the target:\n{}",
-        b.logs()
-    );
+    p.copied_intact(KEY, &v2, Etag::Same)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: a late delete removed the source's current object from the target:\n{}",
+                b.logs()
+            )
+        });
     assert!(b.metric("xpsync_reconcile_restarts_total{reason=\"reappeared_after_delete\"}") >= 1.0);
 }

@@ -6,9 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use bytesize::ByteSize;
-use common::{bytes_of, put, Partitions, Run, MIB, SOURCE_BUCKET, TARGET_BUCKET};
+use common::s3::put;
+use common::{bytes_of, Etag, Partitions, Run, MIB, SMALL_PARTS, SOURCE_BUCKET, TARGET_BUCKET};
 use futures::StreamExt;
-use serde_json::Value;
 use xpsync::config::{Config, CredentialsConfig, Needs, Secret};
 use xpsync::reconcile::{Hint, Outcome, Reconciler, Tags};
 
@@ -55,7 +55,7 @@ async fn a_64_mib_object_buffered_part_by_part_stays_within_a_16_mib_memory_budg
     // 8 part slots, but only three 5 MiB parts fit in 16 MiB at once.
     assert_eq!(budget.peak(), 15 * MIB as u64);
     assert_eq!(budget.reserved(), 0, "every reservation is released");
-    assert_eq!(p.target_bytes("big").await, Some(body));
+    p.assert_copied_intact("big", &body, Etag::Recorded).await;
 }
 
 #[tokio::test]
@@ -74,19 +74,13 @@ async fn a_64_mib_object_streamed_holds_a_small_window_per_part() {
     // 8 part slots, each holding a 2 MiB window rather than a 5 MiB part.
     assert_eq!(budget.peak(), 16 * MIB as u64);
     assert_eq!(budget.reserved(), 0);
-    assert_eq!(p.target_bytes("streamed").await, Some(body));
+    p.assert_copied_intact("streamed", &body, Etag::Recorded)
+        .await;
     assert_eq!(
         p.target_etag("streamed").await.unwrap().len(),
         32 + 3,
         "13 parts: a composite ETag"
     );
-}
-
-fn lines(run: &Run) -> Vec<Value> {
-    run.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[tokio::test]
@@ -104,7 +98,7 @@ async fn verify_reports_missing_different_and_extra_keys_and_exits_1() {
     let scoped = Run::of(&mut p.xpsync(&["verify", "--prefix", "same"])).await;
 
     assert_eq!(run.code(), Some(1), "{run}");
-    let lines = lines(&run);
+    let lines = run.json_lines();
     let statuses: Vec<(&str, &str)> = lines
         .iter()
         .filter_map(|l| Some((l["key"].as_str()?, l["status"].as_str()?)))
@@ -149,7 +143,7 @@ async fn verify_pages_through_more_than_a_thousand_keys() {
     let run = Run::of(&mut p.xpsync(&["verify", "--prefix", "many/"])).await;
 
     assert_eq!(run.code(), Some(1), "{run}");
-    let lines = lines(&run);
+    let lines = run.json_lines();
     assert_eq!(lines[0]["key"], "many/01050");
     assert_eq!(lines[0]["status"], "missing");
     let summary = &lines.last().unwrap()["summary"];
@@ -162,15 +156,12 @@ async fn verify_pages_through_more_than_a_thousand_keys() {
 async fn verify_honours_the_target_key_prefix_and_recorded_source_etags() {
     let p = Partitions::start().await;
     p.put_source("re-cut", bytes_of(6 * MIB, 1)).await;
-    let env = [
-        ("XPSYNC_TARGET__KEY_PREFIX", "mirror/"),
-        ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
-        ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
-    ];
+    let mut env = SMALL_PARTS.to_vec();
+    env.push(("XPSYNC_TARGET__KEY_PREFIX", "mirror/"));
     p.sync_one("re-cut", &env).await;
 
     let mut verify = p.xpsync(&["verify"]);
-    verify.envs(env);
+    verify.envs(env.iter().copied());
     let run = Run::of(&mut verify).await;
 
     assert!(
@@ -193,13 +184,10 @@ async fn source_parts_larger_than_the_memory_budget_are_streamed_and_keep_their_
         .await;
 
     assert_eq!(report.outcome(), Outcome::Copied, "{:?}", report.error());
-    assert_eq!(
-        p.target_etag("wide-parts").await,
-        Some(p.source_etag("wide-parts").await),
-        "the source's layout is kept, not re-cut"
-    );
     assert!(reconciler.copier().budget().peak() <= 16 * MIB as u64);
-    assert_eq!(p.target_bytes("wide-parts").await, Some(body));
+    // The source's layout is kept, not re-cut.
+    p.assert_copied_intact("wide-parts", &body, Etag::Same)
+        .await;
 }
 
 #[tokio::test]
@@ -239,7 +227,7 @@ async fn user_metadata_near_s3s_limit_is_copied_without_the_recorded_etag_where_
         .send()
         .await
         .unwrap();
-    common::put_multipart_with(
+    common::s3::put_multipart_with(
         &p.source_s3,
         SOURCE_BUCKET,
         "near-limit/parts",
@@ -257,11 +245,8 @@ async fn user_metadata_near_s3s_limit_is_copied_without_the_recorded_etag_where_
         },
     )
     .await;
-    let env = [
-        ("XPSYNC_TARGET__ENDPOINT_URL", strict.endpoint.as_str()),
-        ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
-        ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
-    ];
+    let mut env = SMALL_PARTS.to_vec();
+    env.push(("XPSYNC_TARGET__ENDPOINT_URL", strict.endpoint.as_str()));
 
     let (lines, run) = p
         .sync(&["near-limit/single", "near-limit/parts"], &env)
@@ -304,11 +289,11 @@ async fn verify_reports_incomplete_uploads_older_than_asked() {
 
     assert!(recent.success(), "{recent}");
     assert_eq!(
-        lines(&recent).last().unwrap()["summary"]["stale_uploads"],
+        recent.json_lines().last().unwrap()["summary"]["stale_uploads"],
         0
     );
     assert!(all.success(), "stale uploads are not differences: {all}");
-    let reported = lines(&all);
+    let reported = all.json_lines();
     let stale = &reported[0]["stale_upload"];
     assert_eq!(stale["key"], "forgotten", "{all}");
     assert_eq!(stale["upload_id"], upload.upload_id().unwrap());

@@ -3,26 +3,16 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use common::faults::{FaultProxy, Faults};
 use common::pipeline::{eventually, Daemon, Pipeline};
-use common::{bytes_of, put, Partitions, Run, MIB, SOURCE_BUCKET, TARGET_BUCKET};
+use common::s3::put;
+use common::{bytes_of, Partitions, Run, MIB, MINUTE, SOURCE_BUCKET, TARGET_BUCKET};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-const MINUTE: Duration = Duration::from_secs(60);
-
-fn lines(run: &Run) -> Vec<Value> {
-    run.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{run}")))
-        .collect()
-}
-
 fn summary(run: &Run) -> Value {
-    lines(run).last().expect("a summary line")["summary"].clone()
+    run.json_lines().last().expect("a summary line")["summary"].clone()
 }
 
 /// Puts messages for `keys` straight into the dead-letter queue, as if the daemon
@@ -66,7 +56,7 @@ async fn peek_shows_dead_letters_and_consumes_nothing() {
     let table = Run::of(&mut p.xpsync(&["dlq", "peek"])).await;
 
     assert!(json_run.success(), "{json_run}");
-    let peeked = lines(&json_run);
+    let peeked = json_run.json_lines();
     assert_eq!(peeked.len(), 3);
     let mut keys: Vec<String> = peeked
         .iter()
@@ -248,7 +238,11 @@ async fn backfill_in_copy_mode_is_limited_to_its_prefix_and_honours_the_key_pref
 
     assert!(dry.success(), "{dry}");
     assert_eq!(summary(&dry)["differing"], 3);
-    assert_eq!(lines(&dry).len(), 4, "three keys and the summary: {dry}");
+    assert_eq!(
+        dry.json_lines().len(),
+        4,
+        "three keys and the summary: {dry}"
+    );
     assert!(copy.success(), "{copy}");
     assert_eq!(summary(&copy)["copied"], 3);
     assert_eq!(summary(&copy)["bytes_copied"], 30);
@@ -299,7 +293,8 @@ async fn backfill_merges_listings_of_five_thousand_keys() {
         s["differing"], 10,
         "5 missing, 5 different; the extra is left alone without deletes"
     );
-    let statuses: Vec<(String, String)> = lines(&dry)
+    let statuses: Vec<(String, String)> = dry
+        .json_lines()
         .iter()
         .filter_map(|l| {
             Some((

@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use common::pipeline::{eventually, Daemon, Pipeline};
 use common::proxy::SlowProxy;
-use common::{bytes_of, Partitions, MIB};
+use common::{bytes_of, Partitions, KIB, MIB, MINUTE};
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -65,7 +63,7 @@ async fn a_copy_longer_than_the_grace_period_protects_the_task_from_scale_in() {
     let _pipeline = Pipeline::wire(&p).await;
     let (agent_uri, seen) = agent().await;
     // 3 MiB at 512 KiB/s: about six seconds, against a one-second grace period.
-    let slow = SlowProxy::start(&p.source.endpoint, 512 * 1024).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 512 * KIB as u64).await;
     let _daemon = Daemon::start(
         &p,
         "daemon",
@@ -78,22 +76,18 @@ async fn a_copy_longer_than_the_grace_period_protects_the_task_from_scale_in() {
     .await;
     p.put_source("long/copy.bin", bytes_of(3 * MIB, 1)).await;
 
-    eventually(
-        Duration::from_secs(60),
-        "protection is asked for",
-        || async {
-            seen.lock()
-                .unwrap()
-                .iter()
-                .any(|r| r.contains("\"ProtectionEnabled\":true"))
-        },
-    )
+    eventually(MINUTE, "protection is asked for", || async {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.contains("\"ProtectionEnabled\":true"))
+    })
     .await;
-    eventually(Duration::from_secs(60), "the copy ends", || async {
+    eventually(MINUTE, "the copy ends", || async {
         p.target_etag("long/copy.bin").await.is_some()
     })
     .await;
-    eventually(Duration::from_secs(30), "protection is dropped", || async {
+    eventually(MINUTE / 2, "protection is dropped", || async {
         seen.lock()
             .unwrap()
             .iter()

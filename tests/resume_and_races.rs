@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{bytes_of, Partitions, MIB, SOURCE_BUCKET, TARGET_BUCKET};
+use common::{bytes_of, Etag, Partitions, MIB, MINUTE, SMALL_PARTS, SOURCE_BUCKET, TARGET_BUCKET};
 
 /// Starts an upload of `key` on the target, as an interrupted xpsync would have
 /// left it, with the given parts.
@@ -60,12 +60,7 @@ async fn an_interrupted_upload_of_the_same_layout_is_resumed() {
         10 * MIB,
         "only the missing parts are sent"
     );
-    assert_eq!(
-        p.target_etag("resumable").await,
-        Some(p.source_etag("resumable").await)
-    );
-    assert_eq!(p.target_bytes("resumable").await, Some(body));
-    assert!(p.target_uploads().await.is_empty());
+    p.assert_copied_intact("resumable", &body, Etag::Same).await;
 }
 
 #[tokio::test]
@@ -80,15 +75,9 @@ async fn an_interrupted_upload_of_an_older_version_is_aborted_not_reused() {
     let line = p.sync_one("overwritten", &[]).await;
 
     assert_eq!(line["parts_reused"], 0);
-    assert_eq!(p.target_bytes("overwritten").await, Some(body));
-    assert_eq!(
-        p.target_etag("overwritten").await,
-        Some(p.source_etag("overwritten").await)
-    );
-    assert!(
-        p.target_uploads().await.is_empty(),
-        "the stale upload is aborted"
-    );
+    // The stale upload is aborted.
+    p.assert_copied_intact("overwritten", &body, Etag::Same)
+        .await;
 }
 
 #[tokio::test]
@@ -103,23 +92,14 @@ async fn a_re_cut_object_keeps_only_the_earlier_parts_that_match_the_source() {
     )
     .await;
 
-    let line = p
-        .sync_one(
-            "recut",
-            &[
-                ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
-                ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
-            ],
-        )
-        .await;
+    let line = p.sync_one("recut", &SMALL_PARTS).await;
 
     assert_eq!(
         line["parts_reused"], 1,
         "part 1 matches; part 2 is of another version"
     );
     assert_eq!(line["bytes_sent"], 10 * MIB);
-    assert_eq!(p.target_bytes("recut").await, Some(body));
-    assert!(p.target_uploads().await.is_empty());
+    p.assert_copied_intact("recut", &body, Etag::Recorded).await;
 }
 
 #[tokio::test]
@@ -133,11 +113,7 @@ async fn an_upload_of_another_layout_is_aborted_not_reused() {
     let line = p.sync_one("relaid", &[]).await;
 
     assert_eq!(line["parts_reused"], 0);
-    assert_eq!(
-        p.target_etag("relaid").await,
-        Some(p.source_etag("relaid").await)
-    );
-    assert!(p.target_uploads().await.is_empty());
+    p.assert_copied_intact("relaid", &body, Etag::Same).await;
 }
 
 #[tokio::test]
@@ -153,7 +129,7 @@ async fn a_source_overwritten_mid_copy_ends_as_the_new_version() {
         .unwrap();
 
     // Overwrite the source once the first part of the old version has landed.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + MINUTE;
     loop {
         assert!(Instant::now() < deadline, "the copy never started");
         if p.target_upload_parts().await > 0 {
@@ -173,15 +149,8 @@ async fn a_source_overwritten_mid_copy_ends_as_the_new_version() {
         stderr.contains("the source changed during the copy"),
         "the copy must have met the new version mid-way:\n{stderr}"
     );
-    assert_eq!(p.target_bytes("moving").await, Some(newer));
-    assert_eq!(
-        p.target_etag("moving").await,
-        Some(p.source_etag("moving").await)
-    );
-    assert!(
-        p.target_uploads().await.is_empty(),
-        "the old version's upload is aborted"
-    );
+    // The old version's upload is aborted.
+    p.assert_copied_intact("moving", &newer, Etag::Same).await;
 }
 
 #[tokio::test]
@@ -239,15 +208,12 @@ async fn a_resumed_upload_begun_for_another_version_ends_with_the_new_descriptio
         .e_tag()
         .unwrap()
         .to_owned();
-    let env = [
-        ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
-        ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
-    ];
+    let env = SMALL_PARTS;
 
     let line = p.sync_one(key, &env).await;
 
     assert_eq!(line["outcome"], "copied", "{line}");
-    assert_eq!(p.target_bytes(key).await, Some(v2));
+    p.assert_copied_intact(key, &v2, Etag::Recorded).await;
     let head = p
         .target_s3
         .head_object()

@@ -2,10 +2,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::pipeline::{eventually, Daemon, Pipeline};
-use common::{bytes_of, Partitions, Run, SOURCE_SECRET_KEY};
+use common::{bytes_of, Partitions, Run, MINUTE, SOURCE_SECRET_KEY};
 
 const DISTINCTIVE: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzDISTINCTIVE";
 
@@ -19,14 +17,14 @@ async fn no_output_of_any_kind_holds_a_secret() {
     // The daemon, logging everything it and its libraries say at debug level.
     let mut daemon = Daemon::start(&p, "daemon", &[("XPSYNC_LOG__LEVEL", "debug")]).await;
     p.put_source("k", bytes_of(10, 1)).await;
-    eventually(Duration::from_secs(60), "the object copied", || async {
+    eventually(MINUTE, "the object copied", || async {
         daemon.metric("xpsync_objects_total{result=\"copied\"}") == 1.0
     })
     .await;
     outputs.push(("/metrics".into(), daemon.get("/metrics").1));
     outputs.push(("/readyz".into(), daemon.get("/readyz").1));
     daemon.terminate();
-    daemon.wait(Duration::from_secs(30)).await;
+    daemon.wait(MINUTE / 2).await;
     outputs.push(("daemon log".into(), daemon.logs()));
 
     // check-config, with every credential given statically.

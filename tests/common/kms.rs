@@ -13,22 +13,15 @@
 //! [`KmsProxy::bucket_default`], always: a bucket whose default encryption is SSE-KMS.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::http::response;
 use hyper::{Request, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
-type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+use super::proxy::{collected, full, serve_http, streamed, Body, Decision, Listening, Rules};
 
 const SSE: &str = "x-amz-server-side-encryption";
 
@@ -36,7 +29,7 @@ const SSE: &str = "x-amz-server-side-encryption";
 pub struct KmsProxy {
     pub endpoint: String,
     state: Arc<State>,
-    task: JoinHandle<()>,
+    _listening: Listening,
 }
 
 #[derive(Default)]
@@ -65,51 +58,21 @@ impl KmsProxy {
     }
 
     async fn start_with(upstream: &str, bucket_default: bool) -> Self {
-        let upstream = upstream.trim_end_matches('/').to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let endpoint = format!("http://{}", listener.local_addr().expect("an address"));
-        let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
         let state = Arc::new(State {
             bucket_default,
             ..State::default()
         });
-        let shared = Arc::clone(&state);
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (client, upstream, state) =
-                    (client.clone(), upstream.clone(), Arc::clone(&shared));
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let (client, upstream, state) =
-                            (client.clone(), upstream.clone(), Arc::clone(&state));
-                        async move {
-                            Ok::<_, Infallible>(handle(request, &client, &upstream, &state).await)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let listening = serve_http(upstream, Arc::clone(&state)).await;
         Self {
-            endpoint,
+            endpoint: listening.endpoint.clone(),
             state,
-            task,
+            _listening: listening,
         }
     }
 
     /// How many opaque ETags were handed out: a test that saw none proved nothing.
     pub fn issued(&self) -> u64 {
         self.state.issued.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for KmsProxy {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -174,173 +137,205 @@ fn classify(method: &str, key: &str, query: &HashMap<String, String>, copy: bool
     }
 }
 
-async fn handle(
-    request: Request<Incoming>,
-    client: &Client<HttpConnector, Body>,
-    upstream: &str,
-    state: &State,
-) -> Response<Body> {
-    let (mut parts, body) = request.into_parts();
-    let path = parts.uri.path().to_owned();
-    let (bucket, key) = {
+/// A request, as far as ETags are concerned.
+struct Call {
+    kind: Kind,
+    /// Whether what it writes is written under KMS.
+    kms_write: bool,
+    /// (bucket, key).
+    object: (String, String),
+}
+
+impl Call {
+    fn of(parts: &hyper::http::request::Parts, bucket_default: bool) -> Self {
+        let path = parts.uri.path();
         let trimmed = path.trim_start_matches('/');
         let (bucket, key) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-        (bucket.to_owned(), percent_decode(key))
-    };
-    let query: HashMap<String, String> = parts
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let method = parts.method.as_str().to_owned();
-    let copy = parts.headers.contains_key("x-amz-copy-source");
-    let kind = classify(&method, &key, &query, copy);
-    let asks_kms = parts
-        .headers
-        .get(SSE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"aws:kms"));
-    let kms_write = state.bucket_default || asks_kms;
-
-    for name in ["if-match", "x-amz-copy-source-if-match"] {
-        let sent = parts
+        let key = percent_decode(key);
+        let query: HashMap<String, String> = parts
+            .uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let copy = parts.headers.contains_key("x-amz-copy-source");
+        let asks_kms = parts
             .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(strip_quotes);
-        if let Some(real) = sent.and_then(|e| state.real_of(&e)) {
-            parts.headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_str(&format!("\"{real}\"")).unwrap(),
-            );
+            .get(SSE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"aws:kms"));
+        Self {
+            kind: classify(parts.method.as_str(), &key, &query, copy),
+            kms_write: bucket_default || asks_kms,
+            object: (bucket.to_owned(), key),
         }
     }
-    let body: Body = if let Kind::Complete(id) = &kind {
-        let bytes = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+}
+
+impl Rules for State {
+    type Context = Call;
+
+    async fn request(&self, request: Request<Incoming>) -> Decision<Call> {
+        let (mut parts, body) = request.into_parts();
+        let call = Call::of(&parts, self.bucket_default);
+        self.map_conditions(&mut parts.headers);
+        let body = match &call.kind {
+            Kind::Complete(id) => {
+                parts.headers.remove("content-length");
+                parts.headers.remove("content-md5");
+                self.complete_body(id, body).await
+            }
+            _ => streamed(body),
+        };
+        Decision::Forward(Request::from_parts(parts, body), call)
+    }
+
+    async fn response(&self, call: Call, response: Response<Incoming>) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        if !parts.status.is_success() {
+            return Response::from_parts(parts, streamed(body));
+        }
+        match call.kind {
+            Kind::CreateUpload
+            | Kind::Complete(_)
+            | Kind::CopyObject
+            | Kind::ListParts(_)
+            | Kind::ListObjects => self.xml_reply(&call, parts, body).await,
+            _ => {
+                self.headers_reply(call, &mut parts);
+                Response::from_parts(parts, streamed(body))
+            }
+        }
+    }
+
+    fn unreachable(&self, error: hyper_util::client::legacy::Error) -> Response<Body> {
+        Response::builder()
+            .status(502)
+            .body(full(format!("proxy: {error}")))
+            .unwrap()
+    }
+}
+
+impl State {
+    /// Opaque ETags in `If-Match` and `x-amz-copy-source-if-match` back to real ones.
+    fn map_conditions(&self, headers: &mut HeaderMap) {
+        for name in ["if-match", "x-amz-copy-source-if-match"] {
+            let sent = headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(strip_quotes);
+            if let Some(real) = sent.and_then(|e| self.real_of(&e)) {
+                headers.insert(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_str(&format!("\"{real}\"")).unwrap(),
+                );
+            }
+        }
+    }
+
+    /// A CompleteMultipartUpload body with the parts' real ETags.
+    async fn complete_body(&self, id: &str, body: Incoming) -> Body {
+        let bytes = collected(body).await;
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let known = state.parts.lock().unwrap().clone();
+        let known = self.parts.lock().unwrap().clone();
         let text = rewrite_etags(&text, |_, etag| {
             known
                 .iter()
                 .find(|((upload, _), (_, opaque))| upload == id && *opaque == etag)
                 .map(|(_, (real, _))| real.clone())
         });
-        parts.headers.remove("content-length");
-        parts.headers.remove("content-md5");
-        full(text.into_bytes())
-    } else {
-        body.map_err(std::io::Error::other).boxed()
-    };
-    let upstream_query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    parts.uri = format!("{upstream}{path}{upstream_query}").parse().unwrap();
-    let response = match client.request(Request::from_parts(parts, body)).await {
-        Ok(response) => response,
-        Err(e) => {
-            return Response::builder()
-                .status(502)
-                .body(full(format!("proxy: {e}").into_bytes()))
-                .unwrap()
-        }
-    };
-    let (mut parts, body) = response.into_parts();
-    if !parts.status.is_success() {
-        return Response::from_parts(parts, body.map_err(std::io::Error::other).boxed());
+        full(text)
     }
-    let header_etag = parts
-        .headers
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(strip_quotes);
-    let mark_kms = |parts: &mut hyper::http::response::Parts, etag: Option<&str>| {
-        parts
+
+    /// The answer to a call whose ETag is in its headers: opaque if written under KMS.
+    fn headers_reply(&self, call: Call, parts: &mut response::Parts) {
+        let header_etag = parts
             .headers
-            .insert(SSE, HeaderValue::from_static("aws:kms"));
-        if let Some(etag) = etag {
-            parts.headers.insert(
-                "etag",
-                HeaderValue::from_str(&format!("\"{etag}\"")).unwrap(),
-            );
-        }
-    };
-    let object = (bucket.clone(), key.clone());
-    match kind {
-        Kind::PutObject => {
-            let mut objects = state.objects.lock().unwrap();
-            match header_etag {
-                Some(real) if kms_write => {
-                    let opaque = state.opaque(&real);
-                    mark_kms(&mut parts, Some(&opaque));
-                    objects.insert(object, (real, opaque));
-                }
-                _ => {
-                    objects.remove(&object);
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(strip_quotes);
+        let object = call.object;
+        match call.kind {
+            Kind::PutObject => {
+                let mut objects = self.objects.lock().unwrap();
+                match header_etag {
+                    Some(real) if call.kms_write => {
+                        let opaque = self.opaque(&real);
+                        mark_kms(parts, Some(&opaque));
+                        objects.insert(object, (real, opaque));
+                    }
+                    _ => {
+                        objects.remove(&object);
+                    }
                 }
             }
-        }
-        Kind::UploadPart(id, number) => {
-            let kms = state.uploads.lock().unwrap().get(&id).copied() == Some(true);
-            if let (true, Some(real)) = (kms, header_etag) {
-                let opaque = state.opaque(&real);
-                mark_kms(&mut parts, Some(&opaque));
-                state
-                    .parts
-                    .lock()
-                    .unwrap()
-                    .insert((id, number), (real, opaque));
-            }
-        }
-        Kind::CreateUpload
-        | Kind::Complete(_)
-        | Kind::CopyObject
-        | Kind::ListParts(_)
-        | Kind::ListObjects => {
-            let bytes = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let text = rewrite_body(&kind, &text, kms_write, &object, state, &bucket);
-            if matches!(
-                kind,
-                Kind::CreateUpload | Kind::Complete(_) | Kind::CopyObject
-            ) {
-                let upload_kms = match &kind {
-                    Kind::Complete(id) => state.uploads.lock().unwrap().get(id).copied(),
-                    _ => Some(kms_write),
-                };
-                if upload_kms == Some(true) {
-                    mark_kms(&mut parts, None);
+            Kind::UploadPart(id, number) => {
+                let kms = self.uploads.lock().unwrap().get(&id).copied() == Some(true);
+                if let (true, Some(real)) = (kms, header_etag) {
+                    let opaque = self.opaque(&real);
+                    mark_kms(parts, Some(&opaque));
+                    self.parts
+                        .lock()
+                        .unwrap()
+                        .insert((id, number), (real, opaque));
                 }
             }
-            parts.headers.remove("content-length");
-            return Response::from_parts(parts, full(text.into_bytes()));
-        }
-        Kind::ReadObject => {
-            let known = state.objects.lock().unwrap().get(&object).cloned();
-            if let (Some((real, opaque)), Some(sent)) = (known, header_etag) {
-                if real == sent {
-                    mark_kms(&mut parts, Some(&opaque));
+            Kind::ReadObject => {
+                let known = self.objects.lock().unwrap().get(&object).cloned();
+                if let (Some((real, opaque)), Some(sent)) = (known, header_etag) {
+                    if real == sent {
+                        mark_kms(parts, Some(&opaque));
+                    }
                 }
             }
+            Kind::DeleteObject => {
+                self.objects.lock().unwrap().remove(&object);
+            }
+            _ => {}
         }
-        Kind::DeleteObject => {
-            state.objects.lock().unwrap().remove(&object);
-        }
-        Kind::Other => {}
     }
-    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed())
+
+    /// The answer to a call whose ETags are in its XML body.
+    async fn xml_reply(
+        &self,
+        call: &Call,
+        mut parts: response::Parts,
+        body: Incoming,
+    ) -> Response<Body> {
+        let bytes = collected(body).await;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let (kind, object) = (&call.kind, &call.object);
+        let text = rewrite_body(kind, &text, call.kms_write, object, self, &object.0);
+        if matches!(
+            kind,
+            Kind::CreateUpload | Kind::Complete(_) | Kind::CopyObject
+        ) {
+            let upload_kms = match kind {
+                Kind::Complete(id) => self.uploads.lock().unwrap().get(id).copied(),
+                _ => Some(call.kms_write),
+            };
+            if upload_kms == Some(true) {
+                mark_kms(&mut parts, None);
+            }
+        }
+        parts.headers.remove("content-length");
+        Response::from_parts(parts, full(text))
+    }
+}
+
+/// Marks an answer as written under KMS, with this opaque ETag.
+fn mark_kms(parts: &mut response::Parts, etag: Option<&str>) {
+    parts
+        .headers
+        .insert(SSE, HeaderValue::from_static("aws:kms"));
+    if let Some(etag) = etag {
+        parts.headers.insert(
+            "etag",
+            HeaderValue::from_str(&format!("\"{etag}\"")).unwrap(),
+        );
+    }
 }
 
 /// Rewrites the ETags of an XML reply that carries them.
@@ -476,10 +471,4 @@ fn percent_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn full(bytes: Vec<u8>) -> Body {
-    Full::new(Bytes::from(bytes))
-        .map_err(|never| match never {})
-        .boxed()
 }

@@ -14,113 +14,43 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod emulator;
 pub mod faults;
 pub mod kms;
 pub mod pipeline;
 pub mod proxy;
+pub mod s3;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_credential_types::Credentials;
-use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use serde_json::Value;
+
+use emulator::Emulator;
+use s3::{create_bucket, etag_of, iam_user, put, put_multipart, s3_client, sdk_config};
 
 pub const SOURCE_REGION: &str = "cn-northwest-1";
 pub const TARGET_REGION: &str = "us-west-2";
 pub const SOURCE_BUCKET: &str = "xpsync-source";
 pub const TARGET_BUCKET: &str = "xpsync-target";
 pub const SECRET_ID: &str = "s3-cross-partition-sync-credentials";
-pub const MIB: usize = 1024 * 1024;
+
+pub const KIB: usize = 1024;
+pub const MIB: usize = 1024 * KIB;
+/// The unit of the tests' time-outs.
+pub const MINUTE: Duration = Duration::from_secs(60);
+
+/// Objects over 5 MiB are copied in parts of 5 MiB, S3's smallest: small
+/// objects exercise every multipart path.
+pub const SMALL_PARTS: [(&str, &str); 2] = [
+    ("XPSYNC_TRANSFER__MULTIPART_THRESHOLD", "5MiB"),
+    ("XPSYNC_TRANSFER__PART_SIZE", "5MiB"),
+];
 
 /// Keys the harness and xpsync's default chain use on the source partition, which
 /// does not check them.
 pub const SOURCE_KEY_ID: &str = "AKIASOURCEHARNESS";
 pub const SOURCE_SECRET_KEY: &str = "source-harness-secret";
-
-/// One moto server.
-pub struct Emulator {
-    child: Child,
-    pub endpoint: String,
-}
-
-impl Emulator {
-    fn start(log: &Path) -> Self {
-        let python = moto_python();
-        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulator/moto_server.py");
-        for _ in 0..5 {
-            let port = free_port();
-            let log_file = std::fs::File::create(log).expect("create the emulator's log");
-            let mut child = std::process::Command::new(&python)
-                .arg(&launcher)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .env_remove("AWS_CA_BUNDLE")
-                .env("MOTO_ALLOW_NONEXISTENT_REGION", "true")
-                .stdout(Stdio::null())
-                .stderr(log_file)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
-            let endpoint = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // lost the port to another process: try another
-                }
-                // Ours, not another test's server that took the port first: werkzeug
-                // says it is running only once it has bound the port itself.
-                let bound = std::fs::read_to_string(log)
-                    .is_ok_and(|text| text.contains(&format!("Running on {endpoint}")));
-                if bound
-                    && ureq::get(format!("{endpoint}/moto-api/data.json"))
-                        .call()
-                        .is_ok()
-                {
-                    return Self { child, endpoint };
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("the emulator did not start; see {}", log.display());
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The Python of the project's virtual environment holding moto (scripts/setup-emulators).
-pub fn moto_python() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .expect("HOME is set");
-    let path = cache.join("xpsync/venv/bin/python");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup-emulators first (or set MOTO_PYTHON)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
 
 /// Keys of an IAM user on the target partition.
 #[derive(Clone, Debug)]
@@ -286,12 +216,7 @@ level = "info"
         let mut command = self.xpsync(&args);
         command.envs(env.iter().copied());
         let run = Run::of(&mut command).await;
-        let lines = run
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{}", run.stderr)))
-            .collect();
-        (lines, run)
+        (run.json_lines(), run)
     }
 
     /// Runs `xpsync sync KEY` and returns its one JSON line, asserting success.
@@ -319,15 +244,9 @@ level = "info"
 
     /// The source object's bytes.
     pub async fn source_bytes(&self, key: &str) -> Vec<u8> {
-        let output = self
-            .source_s3
-            .get_object()
-            .bucket(SOURCE_BUCKET)
-            .key(key)
-            .send()
+        s3::bytes(&self.source_s3, SOURCE_BUCKET, key)
             .await
-            .expect("get a source object");
-        output.body.collect().await.expect("its body").to_vec()
+            .expect("the source object exists")
     }
 
     pub async fn source_etag(&self, key: &str) -> String {
@@ -342,15 +261,76 @@ level = "info"
 
     /// The target object's bytes, or None if it does not exist.
     pub async fn target_bytes(&self, key: &str) -> Option<Vec<u8>> {
-        let out = self
+        s3::bytes(&self.target_s3, TARGET_BUCKET, key).await
+    }
+
+    /// Asserts that the target holds `key` as a finished copy of the source's
+    /// `body`: the same bytes, an ETag that names the source's version as `etag`
+    /// says, and no incomplete upload of the key left behind.
+    pub async fn assert_copied_intact(&self, key: &str, body: &[u8], etag: Etag) {
+        if let Err(e) = self.copied_intact(key, body, etag).await {
+            panic!("{e}");
+        }
+    }
+
+    /// As [`Partitions::assert_copied_intact`]: why the copy is not intact, if
+    /// it is not.
+    pub async fn copied_intact(&self, key: &str, body: &[u8], etag: Etag) -> Result<(), String> {
+        let copy = self
+            .target_bytes(key)
+            .await
+            .ok_or_else(|| format!("{key:?} is not on the target"))?;
+        if let Some(at) = first_difference(&copy, body) {
+            return Err(format!(
+                "{key:?} is not intact: the target's {} bytes differ from the source's {} from byte {at} on",
+                copy.len(),
+                body.len()
+            ));
+        }
+        let source = self.source_etag(key).await;
+        let target = self.target_etag(key).await.unwrap_or_default();
+        match etag {
+            Etag::Same if target != source => {
+                return Err(format!(
+                    "{key:?}: the copy's ETag {target} is not the source's {source}"
+                ));
+            }
+            Etag::Recorded => {
+                let recorded = self.recorded_etag(key).await;
+                if recorded.as_deref() != Some(source.as_str()) {
+                    return Err(format!(
+                        "{key:?}: the copy (ETag {target}) records {recorded:?} as the source's ETag, not {source}"
+                    ));
+                }
+            }
+            Etag::Same | Etag::Opaque => {}
+        }
+        let left: Vec<String> = self
+            .target_uploads()
+            .await
+            .into_iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, id)| id)
+            .collect();
+        if !left.is_empty() {
+            return Err(format!(
+                "{key:?}: incomplete uploads left on the target: {left:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The source ETag the target's copy of `key` records (`xpsync-source-etag`).
+    pub async fn recorded_etag(&self, key: &str) -> Option<String> {
+        let head = self
             .target_s3
-            .get_object()
+            .head_object()
             .bucket(TARGET_BUCKET)
             .key(key)
             .send()
             .await
             .ok()?;
-        Some(out.body.collect().await.expect("read the body").to_vec())
+        head.metadata()?.get("xpsync-source-etag").cloned()
     }
 
     /// Parts uploaded so far to the target's incomplete uploads: the most any holds
@@ -392,6 +372,29 @@ level = "info"
                 )
             })
             .collect()
+    }
+}
+
+/// How a finished copy's ETag names the source's version
+/// ([`Partitions::assert_copied_intact`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Etag {
+    /// It is the source's ETag: one PUT, or the source's part layout kept.
+    Same,
+    /// Another (the object re-cut into other parts); the copy records the
+    /// source's in `xpsync-source-etag`.
+    Recorded,
+    /// Opaque, as S3 gives under SSE-KMS: only the bytes can be compared.
+    Opaque,
+}
+
+/// Where two byte strings first differ (the shorter one's end if one is a
+/// prefix of the other), or None if they are the same.
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(at) => Some(at),
+        None if a.len() != b.len() => Some(a.len().min(b.len())),
+        None => None,
     }
 }
 
@@ -459,6 +462,14 @@ impl Run {
     pub fn code(&self) -> Option<i32> {
         self.status.code()
     }
+
+    /// Its output, one JSON value a line.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{self}")))
+            .collect()
+    }
 }
 
 impl std::fmt::Display for Run {
@@ -497,170 +508,4 @@ pub fn bytes_of(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-pub fn sdk_config(endpoint: &str, region: &str, id: &str, secret: &str) -> aws_config::SdkConfig {
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .endpoint_url(endpoint)
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
-                id, secret, None, None, "harness",
-            )),
-        )
-        .build()
-}
-
-pub fn s3_client(conf: &aws_config::SdkConfig, endpoint: &str) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::from(conf)
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
-async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) {
-    use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
-    s3.create_bucket()
-        .bucket(bucket)
-        .create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(region))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create bucket {bucket}: {e:?}"));
-}
-
-async fn iam_user(iam: &aws_sdk_iam::Client, name: &str, policy: &str) -> Keys {
-    iam.create_user()
-        .user_name(name)
-        .send()
-        .await
-        .expect("create an IAM user");
-    iam.put_user_policy()
-        .user_name(name)
-        .policy_name(format!("{name}-policy"))
-        .policy_document(policy)
-        .send()
-        .await
-        .expect("attach the user's policy");
-    let key = iam
-        .create_access_key()
-        .user_name(name)
-        .send()
-        .await
-        .expect("create an access key");
-    let key = key.access_key().expect("an access key");
-    Keys {
-        id: key.access_key_id().to_owned(),
-        secret: key.secret_access_key().to_owned(),
-    }
-}
-
-pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) -> String {
-    let out = s3
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("put {key:?}: {e:?}"));
-    out.e_tag().unwrap_or_default().trim_matches('"').to_owned()
-}
-
-pub async fn etag_of(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {
-    let out = s3.head_object().bucket(bucket).key(key).send().await.ok()?;
-    Some(out.e_tag().unwrap_or_default().trim_matches('"').to_owned())
-}
-
-/// Stores `key` in `bucket` as a multipart object with parts of these sizes;
-/// returns its bytes.
-pub async fn put_multipart(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    part_sizes: &[usize],
-    seed: u64,
-) -> Vec<u8> {
-    put_multipart_with(s3, bucket, key, part_sizes, seed, &[]).await
-}
-
-/// As [`put_multipart`], with this user metadata.
-pub async fn put_multipart_with(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    part_sizes: &[usize],
-    seed: u64,
-    metadata: &[(&str, &str)],
-) -> Vec<u8> {
-    let total: usize = part_sizes.iter().sum();
-    let body = bytes_of(total, seed);
-    put_parts(s3, bucket, key, &body, part_sizes, metadata).await;
-    body
-}
-
-/// Stores `body` in `bucket` as `key`, a multipart object with parts of these
-/// sizes and this user metadata.
-pub async fn put_parts(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    body: &[u8],
-    part_sizes: &[usize],
-    metadata: &[(&str, &str)],
-) {
-    let metadata = metadata
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let upload = s3
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .set_metadata(Some(metadata))
-        .send()
-        .await
-        .expect("create an upload");
-    let id = upload.upload_id().expect("an upload id");
-    let mut parts = Vec::new();
-    let mut start = 0;
-    for (i, size) in part_sizes.iter().enumerate() {
-        let number = i as i32 + 1;
-        let out = s3
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(id)
-            .part_number(number)
-            .body(ByteStream::from(body[start..start + size].to_vec()))
-            .send()
-            .await
-            .expect("upload a part");
-        start += size;
-        parts.push(
-            CompletedPart::builder()
-                .part_number(number)
-                .e_tag(out.e_tag().unwrap_or_default())
-                .build(),
-        );
-    }
-    s3.complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("complete an upload");
 }

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::types::{EventBridgeConfiguration, NotificationConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::{
-    free_port, sdk_config, Partitions, SOURCE_BUCKET, SOURCE_KEY_ID, SOURCE_REGION,
-    SOURCE_SECRET_KEY,
-};
+use super::emulator::free_port;
+use super::s3::sdk_config;
+use super::{Partitions, SOURCE_BUCKET, SOURCE_KEY_ID, SOURCE_REGION, SOURCE_SECRET_KEY};
 
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 
@@ -35,69 +34,8 @@ impl Pipeline {
             SOURCE_SECRET_KEY,
         );
         let sqs = aws_sdk_sqs::Client::new(&conf);
-        let dead_letter_url = sqs
-            .create_queue()
-            .queue_name("xpsync-events-dlq")
-            .send()
-            .await
-            .expect("create the DLQ")
-            .queue_url()
-            .expect("a queue url")
-            .to_owned();
-        let dead_letter_arn = queue_arn(&sqs, &dead_letter_url).await;
-        let redrive = serde_json::json!({
-            "deadLetterTargetArn": dead_letter_arn,
-            "maxReceiveCount": MAX_RECEIVE_COUNT.to_string(),
-        });
-        let queue_url = sqs
-            .create_queue()
-            .queue_name("xpsync-events")
-            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
-            .send()
-            .await
-            .expect("create the queue")
-            .queue_url()
-            .expect("a queue url")
-            .to_owned();
-        let queue_arn = queue_arn(&sqs, &queue_url).await;
-
-        p.source_s3
-            .put_bucket_notification_configuration()
-            .bucket(SOURCE_BUCKET)
-            .notification_configuration(
-                NotificationConfiguration::builder()
-                    .event_bridge_configuration(EventBridgeConfiguration::builder().build())
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("send the bucket's events to EventBridge");
-        let events = aws_sdk_eventbridge::Client::new(&conf);
-        let pattern = serde_json::json!({
-            "source": ["aws.s3"],
-            "detail-type": ["Object Created", "Object Deleted"],
-            "detail": {"bucket": {"name": [SOURCE_BUCKET]}},
-        });
-        events
-            .put_rule()
-            .name("xpsync-source-objects")
-            .event_pattern(pattern.to_string())
-            .send()
-            .await
-            .expect("create the rule");
-        events
-            .put_targets()
-            .rule("xpsync-source-objects")
-            .targets(
-                aws_sdk_eventbridge::types::Target::builder()
-                    .id("xpsync-queue")
-                    .arn(queue_arn)
-                    .build()
-                    .expect("a target"),
-            )
-            .send()
-            .await
-            .expect("target the queue");
+        let (queue_url, dead_letter_url) = create_queues(&sqs).await;
+        route_events(p, &conf, queue_arn(&sqs, &queue_url).await).await;
 
         let pipeline = Self {
             sqs,
@@ -126,7 +64,6 @@ impl Pipeline {
             .expect("send a message");
     }
 
-    /// Approximate messages of a queue: visible, in flight and delayed.
     /// Empties the main queue.
     pub async fn purge(&self) {
         self.sqs
@@ -137,6 +74,7 @@ impl Pipeline {
             .expect("purge the queue");
     }
 
+    /// Approximate messages of a queue: visible, in flight and delayed.
     pub async fn depth(&self, url: &str) -> u64 {
         let out = self
             .sqs
@@ -179,6 +117,78 @@ impl Pipeline {
     pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
         self.visible(&self.dead_letter_url).await
     }
+}
+
+/// The queue and its dead-letter queue, which it redrives to after
+/// [`MAX_RECEIVE_COUNT`] receives: their URLs.
+async fn create_queues(sqs: &aws_sdk_sqs::Client) -> (String, String) {
+    let dead_letter_url = sqs
+        .create_queue()
+        .queue_name("xpsync-events-dlq")
+        .send()
+        .await
+        .expect("create the DLQ")
+        .queue_url()
+        .expect("a queue url")
+        .to_owned();
+    let dead_letter_arn = queue_arn(sqs, &dead_letter_url).await;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dead_letter_arn,
+        "maxReceiveCount": MAX_RECEIVE_COUNT.to_string(),
+    });
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("xpsync-events")
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .send()
+        .await
+        .expect("create the queue")
+        .queue_url()
+        .expect("a queue url")
+        .to_owned();
+    (queue_url, dead_letter_url)
+}
+
+/// The source bucket's events to EventBridge, and a rule sending its objects'
+/// events to the queue.
+async fn route_events(p: &Partitions, conf: &aws_config::SdkConfig, queue_arn: String) {
+    p.source_s3
+        .put_bucket_notification_configuration()
+        .bucket(SOURCE_BUCKET)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .event_bridge_configuration(EventBridgeConfiguration::builder().build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("send the bucket's events to EventBridge");
+    let events = aws_sdk_eventbridge::Client::new(conf);
+    let pattern = serde_json::json!({
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created", "Object Deleted"],
+        "detail": {"bucket": {"name": [SOURCE_BUCKET]}},
+    });
+    events
+        .put_rule()
+        .name("xpsync-source-objects")
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .expect("create the rule");
+    events
+        .put_targets()
+        .rule("xpsync-source-objects")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("xpsync-queue")
+                .arn(queue_arn)
+                .build()
+                .expect("a target"),
+        )
+        .send()
+        .await
+        .expect("target the queue");
 }
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
@@ -278,6 +288,15 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the daemon is running")
+    }
+
+    /// Kills the process outright (SIGKILL): no shutdown of any kind.
+    pub fn kill(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
     }
 
     /// Sends SIGTERM, unless the daemon has already exited.
