@@ -159,11 +159,12 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
         .then(|| described(detail.get("object")?, "etag"))
         .flatten();
     let tags = match detail_type {
-        Some("Object Created" | "Object Deleted") => Tags::Skip,
+        // A restore completed: the archived object can be copied now.
+        Some("Object Created" | "Object Deleted" | "Object Restore Completed") => Tags::Skip,
         Some("Object Tags Added" | "Object Tags Deleted") => Tags::Compare,
         _ => {
             return Err(format!(
-                "an EventBridge S3 event of detail-type {detail_type:?}, not \"Object Created\", \"Object Deleted\", \"Object Tags Added\" or \"Object Tags Deleted\""
+                "an EventBridge S3 event of detail-type {detail_type:?}, not \"Object Created\", \"Object Deleted\", \"Object Restore Completed\", \"Object Tags Added\" or \"Object Tags Deleted\""
             ))
         }
     };
@@ -379,6 +380,10 @@ mod tests {
                    "detail": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}})
             .to_string()
         };
+        let Parsed::Keys(k) = parse(&event("Object Restore Completed"), BUCKET) else {
+            panic!("a completed restore is a key to copy")
+        };
+        assert_eq!((k[0].key.as_str(), k[0].tags), ("k", Tags::Skip));
         for detail_type in ["Object Tags Added", "Object Tags Deleted"] {
             let Parsed::Keys(k) = parse(&event(detail_type), BUCKET) else {
                 panic!("{detail_type} is not poison")

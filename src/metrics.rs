@@ -293,7 +293,8 @@ pub fn init() {
     // and dashboards read from zero.
     for kind in ErrorKind::ALL {
         ERRORS.with_label_values(&[Stage::Reconcile.as_str(), kind.as_str()]);
-        if kind.is_systemic() {
+        // A refusal of every write trips it too (its kind: denied).
+        if kind.is_systemic() || kind == ErrorKind::Denied {
             BREAKER_TRIPS.with_label_values(&[kind.as_str()]);
         }
     }

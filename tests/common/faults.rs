@@ -64,7 +64,21 @@ pub struct Faults {
     /// Every object GET whose key contains this text is answered with this status
     /// and S3 error code.
     pub get_error: Option<(&'static str, u16, &'static str)>,
+    /// GETs of the bytes of objects whose key contains this text are refused as S3
+    /// refuses an SSE-KMS object whose key the caller may not use: 403 AccessDenied
+    /// naming `kms:Decrypt`. Their HEADs and tagging pass, as in S3 (moto refuses
+    /// no KMS operation).
+    pub kms_refused: Option<&'static str>,
+    /// GetObjectTagging of an archived object is served (an empty tag set) where
+    /// moto refuses it with InvalidObjectState: S3 serves it.
+    pub serve_archived_tagging: bool,
+    /// HEADs of keys containing this text are refused as a prefix-scoped deny
+    /// refuses them: 403, no body.
+    pub head_denied: Option<&'static str>,
 }
+
+/// S3's words for a GET of an SSE-KMS object whose KMS key refuses the caller.
+pub const KMS_DECRYPT_REFUSED: &str = "User: arn:aws-cn:sts::123456789012:assumed-role/xpsync-task/worker is not authorized to perform: kms:Decrypt on the resource associated with this ciphertext because no identity-based policy allows the kms:Decrypt action";
 
 /// Listens on a free loopback port; stops when dropped.
 pub struct FaultProxy {
@@ -136,6 +150,7 @@ impl FaultProxy {
             "GET" => &self.rules.get,
             "PUT" => &self.rules.put,
             "HEAD" => &self.rules.head,
+            "POST" => &self.rules.post,
             _ => return 0,
         };
         counter.load(Ordering::SeqCst)
@@ -165,6 +180,7 @@ struct FaultRules {
     get: AtomicU64,
     put: AtomicU64,
     head: AtomicU64,
+    post: AtomicU64,
 }
 
 /// What the rules saw of one request.
@@ -181,6 +197,18 @@ struct Seen {
     receives: bool,
     /// A ListParts.
     lists_parts: bool,
+    /// A GetObjectTagging.
+    tagging: bool,
+}
+
+/// An S3 error answer with its code and message.
+fn s3_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>");
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(full(body))
+        .expect("a response")
 }
 
 fn hits(every: Option<u64>, n: u64) -> bool {
@@ -240,6 +268,9 @@ impl Rules for FaultRules {
     async fn response(&self, seen: Seen, response: Response<Incoming>) -> Response<Body> {
         let (parts, body) = response.into_parts();
         let success = parts.status.is_success();
+        if self.faults.serve_archived_tagging && seen.tagging && seen.method == "GET" && !success {
+            return self.tagging_of_archived(parts, body).await;
+        }
         if seen.receives && success {
             return self.remember_receive(parts, body).await;
         }
@@ -280,17 +311,37 @@ impl FaultRules {
             get: AtomicU64::new(0),
             put: AtomicU64::new(0),
             head: AtomicU64::new(0),
+            post: AtomicU64::new(0),
         }
     }
 
     /// An injected S3 error, counted.
     fn fault(&self, status: StatusCode, code: &str) -> Response<Body> {
         self.injected.fetch_add(1, Ordering::SeqCst);
-        let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected</Message></Error>");
+        s3_error(status, code, "injected")
+    }
+
+    /// moto's refusal of an archived object's tagging, answered as S3 answers: its
+    /// tags (the harness's archived objects have none). Other refusals pass as they are.
+    async fn tagging_of_archived(
+        &self,
+        parts: hyper::http::response::Parts,
+        body: Incoming,
+    ) -> Response<Body> {
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if !String::from_utf8_lossy(&bytes).contains("InvalidObjectState") {
+            return Response::from_parts(parts, full(bytes));
+        }
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        let tags = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Tagging xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><TagSet></TagSet></Tagging>";
         Response::builder()
-            .status(status)
+            .status(StatusCode::OK)
             .header("content-type", "application/xml")
-            .body(full(body))
+            .body(full(tags))
             .expect("a response")
     }
 
@@ -302,6 +353,7 @@ impl FaultRules {
             "GET" => self.get.fetch_add(1, Ordering::SeqCst),
             "PUT" => self.put.fetch_add(1, Ordering::SeqCst),
             "HEAD" => self.head.fetch_add(1, Ordering::SeqCst),
+            "POST" => self.post.fetch_add(1, Ordering::SeqCst),
             _ => 0,
         };
         let is_object = matches!(method.as_str(), "GET" | "PUT") && names_a_key(&path);
@@ -322,6 +374,10 @@ impl FaultRules {
                 .uri()
                 .query()
                 .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("uploadId=")));
+        let tagging = request.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|pair| pair.split('=').next() == Some("tagging"))
+        });
         Seen {
             method,
             path,
@@ -330,12 +386,23 @@ impl FaultRules {
             object_get,
             receives,
             lists_parts,
+            tagging,
         }
     }
 
     /// The errors the plan gives object requests in place of the server's answer.
     fn object_fault(&self, seen: &Seen) -> Option<Response<Body>> {
         let faults = &self.faults;
+        if let Some(needle) = faults.kms_refused {
+            if seen.object_get > 0 && !seen.tagging && seen.path.contains(needle) {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                return Some(s3_error(
+                    StatusCode::FORBIDDEN,
+                    "AccessDenied",
+                    KMS_DECRYPT_REFUSED,
+                ));
+            }
+        }
         if let Some((needle, status, code)) = faults.get_error {
             if seen.object_get > 0 && seen.path.contains(needle) {
                 return Some(self.fault(StatusCode::from_u16(status).expect("a status"), code));
@@ -389,6 +456,15 @@ impl FaultRules {
     fn refusal(&self, seen: &Seen, parts: &Parts) -> Option<Response<Body>> {
         if seen.method == "HEAD" && self.refuse_heads.load(Ordering::SeqCst) {
             return Some(self.fault(StatusCode::BAD_REQUEST, "InvalidRequest"));
+        }
+        if let Some(needle) = self.faults.head_denied {
+            if seen.method == "HEAD" && seen.path.contains(needle) {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                let answer = Response::builder()
+                    .status(StatusCode::FORBIDDEN)
+                    .body(full(Bytes::new()));
+                return Some(answer.expect("a response"));
+            }
         }
         let upload_start =
             seen.method == "POST" && parts.uri.query().is_some_and(|q| q.starts_with("uploads"));
