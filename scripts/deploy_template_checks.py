@@ -17,7 +17,10 @@ What cfn-lint cannot know:
   OperatorDeadLetterPolicy, OperatorRunTaskPolicy, the collector's role) says the same
   as the file, statement for statement and condition for condition, once the
   template's references are written as the files' placeholders (each of them
-  explained in deploy/iam/README.md); the workers cannot receive from or delete in
+  explained in deploy/iam/README.md); a statement the template grants under a
+  Condition (RestoreArchivedSourceObjects, with ReplicateArchived=restore) is
+  compared in both shapes: absent at the defaults, as in the file when granted, and
+  the README says when; the workers cannot receive from or delete in
   the dead-letter queue, and keep sending to the main queue.
 - The operators: only the workers, the sweep and OperatorPolicy read the target keys;
   OperatorRole (people) holds the DLQ and run-task policies, for an hour at most, and
@@ -32,7 +35,9 @@ What cfn-lint cannot know:
   name is one src/metrics.rs registers, with its own labels as dimensions; the
   dashboard has the Grafana dashboard's rows; the fleet alarms (failure ratio,
   breaker trips, workers not ready) fire on what they are about and not otherwise
-  (metric math evaluated on sample periods); the stopped-task rule, the memory alarm
+  (metric math evaluated on sample periods), and RestoresFailingAlarm (failed
+  restores two 15-minute periods in a row, with CloudWatchMetrics and
+  ReplicateArchived=restore only); the stopped-task rule, the memory alarm
   and the no-events alarm are wired; every alarm, rule and alert links an existing
   runbook section by a full URL.
 - The metrics collector: its configuration is deploy/prometheus/adot-collector.yaml
@@ -47,11 +52,16 @@ What cfn-lint cannot know:
 - The sweep: scheduled, running `backfill --mode enqueue --min-age <N>m --emf` of the
   same image, its drift alarm on xpsync/sweep DifferingKeys by Bucket, twice in a row,
   and its failure rule on its own task definition.
-- ReplicateDeletes and ReplicateTags ("true"/"false"): for each of the four
+- ReplicateDeletes and ReplicateTags ("true"/"false") and ReplicateArchived
+  ("skip"/"restore", with RestoreTier and RestoreDays): for each of the eight
   combinations, the conditions resolved as CloudFormation would, the source bucket's
-  rule routes exactly Object Created, plus Object Deleted with deletes, plus Object
-  Tags Added/Deleted with tags; and the workers' and the sweep's
-  XPSYNC_REPLICATE__DELETES / XPSYNC_REPLICATE__TAGS are the parameters' values.
+  rule routes exactly Object Created and Object Restore Completed, plus Object
+  Deleted with deletes, plus Object Tags Added/Deleted with tags; the workers', the
+  one-off tasks' and the sweep's XPSYNC_REPLICATE__DELETES / __TAGS / __ARCHIVED
+  (and the workers' and one-off tasks' __RESTORE_TIER / __RESTORE_DAYS) are the
+  parameters' values; s3:RestoreObject on the source's objects is granted to the
+  workers (TaskRole) and the one-off tasks (OperatorPolicy) with restore, and to
+  nobody with skip or ever otherwise; the three parameters' values and defaults.
 - Auto scaling tracks the backlog per task from visible messages only: every SQS
   metric of BacklogPerTaskScalingPolicy is the event queue's
   ApproximateNumberOfMessagesVisible (never ...NotVisible nor ...Delayed), and its
@@ -125,6 +135,8 @@ EXPECTED_RESOURCES = [
     "MetricsCollectorScrapeIngress", "MetricsCollectorService", "DiscoveryService", "WorkerTaskStoppedRule",
     "MemoryUtilizationAlarm", "NoSourceEventsAlarm", "FailureRatioAlarm", "BreakerTripsAlarm",
     "WorkersNotReadyAlarm", "Dashboard",
+    # archived sources
+    "RestoresFailingAlarm",
 ]
 SWEEP_RESOURCES = [
     "SweepTaskRole", "SweepTaskDefinition", "SweepSchedulerRole", "SweepScheduleGroup",
@@ -133,6 +145,24 @@ SWEEP_RESOURCES = [
 
 # The switches of [replicate] the stack exposes, with their defaults.
 REPLICATE_SWITCHES = {"ReplicateDeletes": "false", "ReplicateTags": "true"}
+# Archived sources: {parameter: (allowed values, default, its XPSYNC_REPLICATE__ variable)}.
+ARCHIVED_PARAMETERS = {
+    "ReplicateArchived": (["skip", "restore"], "skip", "XPSYNC_REPLICATE__ARCHIVED"),
+    "RestoreTier": (["Bulk", "Standard", "Expedited"], "Bulk", "XPSYNC_REPLICATE__RESTORE_TIER"),
+    "RestoreDays": (None, "1", "XPSYNC_REPLICATE__RESTORE_DAYS"),
+}
+# What each task definition must be given of them: the workers and the one-off tasks
+# restore (all three); the sweep only decides whether archived keys are enqueued.
+ARCHIVED_VARIABLES = {
+    "TaskDefinition": ["ReplicateArchived", "RestoreTier", "RestoreDays"],
+    "OneOffTaskDefinition": ["ReplicateArchived", "RestoreTier", "RestoreDays"],
+    "SweepTaskDefinition": ["ReplicateArchived"],
+}
+# The detail types the source bucket's rule routes whatever the switches.
+ALWAYS_ROUTED = ["Object Created", "Object Restore Completed"]
+# The only policies that may grant s3:RestoreObject, with ReplicateArchived=restore
+# alone: the workers' and the one-off tasks' (`sync`, `backfill --mode copy`).
+RESTORERS = {"TaskRole": 0, "OperatorPolicy": None}
 # The only SQS metric the backlog per task may read.
 VISIBLE = "ApproximateNumberOfMessagesVisible"
 
@@ -202,6 +232,10 @@ DOCUMENTED_PLACEHOLDERS = {"Partition", "SourceBucket", "Region", "AccountId", "
                            "LogGroupName", "ExecutionRoleArn", "OneOffTaskRoleArn", "SweepTaskRoleArn",
                            "StackId"}
 NO_VALUE = Tagged("Ref", "AWS::NoValue")
+# Statements of the deploy/iam/ files that the template grants only at one value of
+# a parameter (a statement !If [condition, statement, !Ref AWS::NoValue]), with
+# that parameter and value; the files hold them, and their README says when.
+CONDITIONAL_STATEMENTS = {"RestoreArchivedSourceObjects": ("ReplicateArchived", "restore")}
 
 
 def placeholder(value, problems, where):
@@ -244,21 +278,45 @@ def statements(document, resource_of):
             condition(s.get("Condition")),
         )
         for s in document["Statement"]
+        if s != NO_VALUE
     }
+
+
+def policy_shapes(template):
+    """The parameter values a policy is compared at, with the conditional statements
+    the file's shape then lacks: the defaults (none granted), then every parameter of
+    CONDITIONAL_STATEMENTS at the value that grants its statements (all granted)."""
+    defaults = default_values(template)
+    granting = dict(defaults)
+    for sid, (parameter, value) in CONDITIONAL_STATEMENTS.items():
+        granting[parameter] = value
+    return [("at the defaults", defaults, set(CONDITIONAL_STATEMENTS)),
+            ("with " + ", ".join(sorted({f"{p}={v}" for p, v in CONDITIONAL_STATEMENTS.values()})), granting, set())]
 
 
 def compare_policy(problems, name, document, path, template=None):
     """The template's policy document against its standalone file, statement for
-    statement (conditions included); with the template, its !If resolved at the
-    parameters' defaults (the sweep on)."""
-    if template is not None:
-        document = resolve(document, default_values(template), template["Conditions"])
-    mine = statements(document, lambda r: placeholder(r, problems, name))
+    statement (conditions included). With the template, its !If resolved twice: at
+    the parameters' defaults (the sweep on), where the file's conditional statements
+    (CONDITIONAL_STATEMENTS) must be absent, and with their parameters at the values
+    that grant them, where the template must say what the whole file says. Returns
+    the second (the most the policy grants)."""
     theirs = statements(json.loads(path.read_text()), lambda r: r)
-    for sid in sorted(set(mine) | set(theirs)):
-        if mine.get(sid) != theirs.get(sid):
-            problems.append(f"statement {sid}: {name} has {mine.get(sid)}, "
-                            f"{path.relative_to(ROOT)} has {theirs.get(sid)}")
+    if template is None:
+        shapes = [("", None, set())]
+    else:
+        shapes = policy_shapes(template)
+    mine = {}
+    for where, values, left_out in shapes:
+        resolved = document if values is None else resolve(document, values, template["Conditions"])
+        mine = statements(resolved, lambda r: placeholder(r, problems, name))
+        expected = {sid: s for sid, s in theirs.items() if sid not in left_out}
+        for sid in sorted(set(mine) | set(expected)):
+            if mine.get(sid) != expected.get(sid):
+                problems.append(f"statement {sid}: {name} {where} has {mine.get(sid)}, "
+                                f"{path.relative_to(ROOT)} has {expected.get(sid)}"
+                                + (" (it grants this statement only with "
+                                   f"{'='.join(CONDITIONAL_STATEMENTS[sid])})" if sid in CONDITIONAL_STATEMENTS else ""))
     for used in re.findall(r"\$\{([^}]*)\}", path.read_text()):
         if used not in DOCUMENTED_PLACEHOLDERS:
             problems.append(f"{path.name}: undocumented placeholder ${{{used}}}")
@@ -479,6 +537,11 @@ def check_roles(problems, template):
     for used in sorted(DOCUMENTED_PLACEHOLDERS):
         if f"`${{{used}}}`" not in readme:
             problems.append(f"{IAM_README.relative_to(ROOT)}: the placeholder ${{{used}}} is not explained")
+    for sid, (parameter, value) in CONDITIONAL_STATEMENTS.items():
+        rows = [line for line in readme.splitlines() if f"`{sid}`" in line]
+        if not rows or not all(f"`{parameter}={value}`" in row for row in rows):
+            problems.append(f"{IAM_README.relative_to(ROOT)}: every row of `{sid}` must say it is granted "
+                            f"only with `{parameter}={value}`")
 
     task = compared["TaskRole"]
     if len(resources["TaskRole"]["Properties"]["Policies"]) != 1:
@@ -622,9 +685,40 @@ def check_sweep(problems, resources):
         problems.append("SweepFailedRule must match the sweep's task definition")
 
 
+def check_archived_parameters(problems, template):
+    """ReplicateArchived, RestoreTier, RestoreDays: their values and defaults, beside
+    the other [replicate] switches."""
+    parameters = template["Parameters"]
+    before = len(problems)
+    for name, (allowed, default, _) in ARCHIVED_PARAMETERS.items():
+        spec = parameters.get(name, {})
+        if allowed is not None and [str(v) for v in spec.get("AllowedValues", [])] != allowed:
+            problems.append(f"parameter {name}: AllowedValues {allowed}")
+        if str(spec.get("Default")) != default:
+            problems.append(f"parameter {name}: Default {default!r}")
+    days = parameters.get("RestoreDays", {})
+    if days.get("Type") != "Number" or int(days.get("MinValue", 0)) < 1:
+        problems.append("parameter RestoreDays: a Number, at least 1 (S3 restores for whole days)")
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    if not any({"ReplicateDeletes", *ARCHIVED_PARAMETERS} <= set(g["Parameters"]) for g in groups):
+        problems.append(f"parameters {', '.join(ARCHIVED_PARAMETERS)}: in ReplicateDeletes' ParameterGroup")
+    return len(problems) == before
+
+
+def granted(problems, template, values, name, index):
+    """{action: resources} a policy of the template grants with these parameter values."""
+    document = resolve(policy_document(template["Resources"], name, index), values, template["Conditions"])
+    actions = {}
+    for _, acts, targets, _ in statements(document, lambda r: placeholder(r, problems, name)).values():
+        for action in acts:
+            actions.setdefault(action, []).extend(targets)
+    return actions
+
+
 def check_replicate_switches(problems, template):
-    """ReplicateDeletes x ReplicateTags: the detail types the rule routes, and the
-    workers' (and the sweep's) replicate.deletes / replicate.tags."""
+    """ReplicateDeletes x ReplicateTags x ReplicateArchived: the detail types the rule
+    routes, the workers' (the one-off tasks', the sweep's) XPSYNC_REPLICATE__*
+    variables, and s3:RestoreObject granted with ReplicateArchived=restore alone."""
     parameters, resources = template["Parameters"], template["Resources"]
     before = len(problems)
     for name, default in REPLICATE_SWITCHES.items():
@@ -635,41 +729,59 @@ def check_replicate_switches(problems, template):
     groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
     if not any({"ReplicateDeletes", "ReplicateTags"} <= set(g["Parameters"]) for g in groups):
         problems.append("parameters ReplicateDeletes and ReplicateTags: in the same ParameterGroup")
-    if len(problems) > before:
+    if not check_archived_parameters(problems, template) or len(problems) > before:
         return 0
     conditions = template["Conditions"]
     pattern = resources["SourceBucketEventRule"]["Properties"]["EventPattern"]
+    restorers = sorted(n for n, r in resources.items()
+                       if "s3:RestoreObject" in json.dumps(r.get("Properties", {}), default=repr))
+    if restorers != sorted(RESTORERS):
+        problems.append(f"s3:RestoreObject is in {restorers}; only {sorted(RESTORERS)} may grant it")
     combinations = 0
-    for deletes in ("true", "false"):
-        for tags in ("true", "false"):
-            combinations += 1
-            values = {**default_values(template), "ReplicateDeletes": deletes, "ReplicateTags": tags}
-            where = f"ReplicateDeletes={deletes} ReplicateTags={tags}"
-            expected = ["Object Created"]
-            expected += ["Object Deleted"] if deletes == "true" else []
-            expected += ["Object Tags Added", "Object Tags Deleted"] if tags == "true" else []
-            try:
-                routed = resolve(pattern, values, conditions)
-            except (Unknown, KeyError, TypeError, ValueError) as error:
-                problems.append(f"{where}: cannot resolve SourceBucketEventRule's EventPattern ({error!r}); "
-                                "teach scripts/deploy_template_checks.py about it")
-                continue
-            if routed.get("source") != ["aws.s3"]:
-                problems.append(f"{where}: SourceBucketEventRule must match source aws.s3")
-            types = routed.get("detail-type")
-            if not isinstance(types, list) or sorted(types) != sorted(expected) or len(set(types)) != len(types):
-                problems.append(f"{where}: SourceBucketEventRule routes {types!r}; expected {sorted(expected)}")
-            for definition in ("TaskDefinition", "SweepTaskDefinition"):
-                container = resources[definition]["Properties"]["ContainerDefinitions"][0]
-                environment = {}
-                for variable in container.get("Environment", []):
-                    environment.setdefault(variable["Name"], []).append(variable["Value"])
-                for variable, parameter in (("XPSYNC_REPLICATE__DELETES", "ReplicateDeletes"),
-                                            ("XPSYNC_REPLICATE__TAGS", "ReplicateTags")):
-                    given = [resolve(v, values, conditions) for v in environment.get(variable, [])]
-                    if given != [values[parameter]]:
-                        problems.append(f"{where}: {definition} sets {variable} to {given!r}; "
-                                        f"expected once, {parameter}'s value {values[parameter]!r}")
+    for deletes, tags, archived in [(d, t, a) for d in ("true", "false") for t in ("true", "false")
+                                    for a in ("skip", "restore")]:
+        combinations += 1
+        # Restore settings other than the defaults, so a variable stuck at its
+        # default value is seen.
+        tier, days = ("Expedited", "7") if archived == "restore" else ("Bulk", "1")
+        values = {**default_values(template), "ReplicateDeletes": deletes, "ReplicateTags": tags,
+                  "ReplicateArchived": archived, "RestoreTier": tier, "RestoreDays": days}
+        where = f"ReplicateDeletes={deletes} ReplicateTags={tags} ReplicateArchived={archived}"
+        expected = list(ALWAYS_ROUTED)
+        expected += ["Object Deleted"] if deletes == "true" else []
+        expected += ["Object Tags Added", "Object Tags Deleted"] if tags == "true" else []
+        try:
+            routed = resolve(pattern, values, conditions)
+        except (Unknown, KeyError, TypeError, ValueError) as error:
+            problems.append(f"{where}: cannot resolve SourceBucketEventRule's EventPattern ({error!r}); "
+                            "teach scripts/deploy_template_checks.py about it")
+            continue
+        if routed.get("source") != ["aws.s3"]:
+            problems.append(f"{where}: SourceBucketEventRule must match source aws.s3")
+        types = routed.get("detail-type")
+        if not isinstance(types, list) or sorted(types) != sorted(expected) or len(set(types)) != len(types):
+            problems.append(f"{where}: SourceBucketEventRule routes {types!r}; expected {sorted(expected)}")
+        for definition in ("TaskDefinition", "SweepTaskDefinition", "OneOffTaskDefinition"):
+            container = resources[definition]["Properties"]["ContainerDefinitions"][0]
+            environment = {}
+            for variable in container.get("Environment", []):
+                environment.setdefault(variable["Name"], []).append(variable["Value"])
+            wanted = [("XPSYNC_REPLICATE__DELETES", "ReplicateDeletes"), ("XPSYNC_REPLICATE__TAGS", "ReplicateTags")]
+            wanted += [(ARCHIVED_PARAMETERS[p][2], p) for p in ARCHIVED_VARIABLES[definition]]
+            for variable, parameter in wanted:
+                given = [str(resolve(v, values, conditions)) for v in environment.get(variable, [])]
+                if given != [values[parameter]]:
+                    problems.append(f"{where}: {definition} sets {variable} to {given!r}; "
+                                    f"expected once, {parameter}'s value {values[parameter]!r}")
+        for name, index in RESTORERS.items():
+            restore = granted(problems, template, values, name, index).get("s3:RestoreObject")
+            objects = ["arn:${Partition}:s3:::${SourceBucket}/*"]
+            if archived == "restore" and restore != objects:
+                problems.append(f"{where}: {name} must grant s3:RestoreObject on {objects} (the workers "
+                                f"and `sync` ask for restores); grants it on {restore}")
+            if archived == "skip" and restore is not None:
+                problems.append(f"{where}: {name} grants s3:RestoreObject on {restore}; only "
+                                "ReplicateArchived=restore may (a Condition)")
     return combinations
 
 
@@ -961,6 +1073,16 @@ def check_cloudwatch_metric(problems, where, name, dimensions, known, literals):
             problems.append(f"{where}: {dimension}={value!r}: no such label value in src/")
 
 
+def requires_emf(template, condition):
+    """Whether a resource of this Condition exists only with CloudWatchMetrics: the
+    condition is EmfEnabled, or an !And of it with others."""
+    if condition == "EmfEnabled":
+        return True
+    node = template["Conditions"].get(condition)
+    return (isinstance(node, Tagged) and node.tag == "And"
+            and Tagged("Condition", "EmfEnabled") in node.value)
+
+
 def check_emf(problems, template):
     """The workers' embedded metrics: switched by CloudWatchMetrics, on by default;
     the alarms and the dashboard read the namespace and Stack the workers write."""
@@ -997,8 +1119,9 @@ def check_emf(problems, template):
             check_cloudwatch_metric(problems, name, metric["MetricName"], dims, known, literals)
             if int(metric.get("Period", 0)) % 60:
                 problems.append(f"{name}: a period of whole minutes (the workers publish every 60 s)")
-            if resource.get("Condition") != "EmfEnabled":
-                problems.append(f"{name}: reads the embedded metrics, so only with CloudWatchMetrics (EmfEnabled)")
+            if not requires_emf(template, resource.get("Condition")):
+                problems.append(f"{name}: reads the embedded metrics, so only with CloudWatchMetrics (EmfEnabled, "
+                                "or a condition !And of it)")
     for name in EMF_ALARMS:
         if resources[name].get("Condition") != "EmfEnabled":
             problems.append(f"{name}: only with CloudWatchMetrics (Condition EmfEnabled)")
@@ -1038,7 +1161,8 @@ def check_emf_alarms(problems, resources):
         ("FailureRatioAlarm", "an idle bucket", {}, False),
         ("BreakerTripsAlarm", "ten workers tripping once on one outage", {"auth": 10}, True),
         ("BreakerTripsAlarm", "a bucket gone", {"bucket_missing": 3}, True),
-        ("BreakerTripsAlarm", "no trip", {"auth": 0, "bucket_missing": 0}, False),
+        ("BreakerTripsAlarm", "every write refused (kind denied)", {"denied": 4}, True),
+        ("BreakerTripsAlarm", "no trip", {"auth": 0, "bucket_missing": 0, "denied": 0}, False),
         ("BreakerTripsAlarm", "nothing published", {}, False),
         ("WorkersNotReadyAlarm", "one worker of ten paused for the whole period", {"samples": 50, "ready": 45}, True),
         ("WorkersNotReadyAlarm", "the whole fleet paused", {"samples": 50, "ready": 0}, True),
@@ -1054,6 +1178,28 @@ def check_emf_alarms(problems, resources):
         if any(d["Name"] not in ("Stack", "result", "kind") for e in props["Metrics"] if "MetricStat" in e
                for d in e["MetricStat"]["Metric"]["Dimensions"]):
             problems.append(f"{name}: no dimension names a task: the alarm is the fleet's")
+    return len(scenarios) + check_restores_alarm(problems, resources)
+
+
+def check_restores_alarm(problems, resources):
+    """RestoresFailingAlarm: the fleet's failed restores, two 15-minute periods in a
+    row, only with CloudWatchMetrics and ReplicateArchived=restore."""
+    alarm = resources["RestoresFailingAlarm"]
+    props = alarm["Properties"]
+    if alarm.get("Condition") != "EmfAndRestoresArchived":
+        problems.append("RestoresFailingAlarm: only with CloudWatchMetrics and ReplicateArchived=restore "
+                        "(Condition EmfAndRestoresArchived)")
+    shape = (props.get("Namespace"), props.get("MetricName"), props.get("Dimensions"), props.get("Statistic"),
+             props.get("Period"), props.get("EvaluationPeriods"), props.get("DatapointsToAlarm"))
+    expected = ("xpsync", "xpsync_restores_total", [{"Name": "Stack", "Value": Tagged("Ref", "AWS::StackName")},
+                                                    {"Name": "result", "Value": "failed"}], "Sum", 900, 2, 2)
+    if shape != expected:
+        problems.append(f"RestoresFailingAlarm: {expected}; has {shape}")
+    scenarios = [("one failed restore in a period", 1, True), ("a period without a failure", 0, False),
+                 ("nothing published (no restore at all)", None, False)]
+    for what, value, expected in scenarios:
+        if fires(resources, "RestoresFailingAlarm", value) != expected:
+            problems.append(f"RestoresFailingAlarm with {what}: it must {'' if expected else 'not '}fire")
     return len(scenarios)
 
 
@@ -1294,8 +1440,9 @@ def main():
           f"({', '.join(f'{n} {c}' for n, c in policies.items())} statements), the target keys only for "
           f"the workers, the sweep and OperatorPolicy, OperatorRole trusts OperatorPrincipalArns (the "
           f"account when empty); MemoryLimit covers every Memory; {alarms} alarms and the event rules "
-          f"notify the topic; the sweep is wired; the event rule and XPSYNC_REPLICATE__* follow "
-          f"ReplicateDeletes and ReplicateTags in all {combinations} combinations; the backlog per task "
+          f"notify the topic; the sweep is wired; the event rule, XPSYNC_REPLICATE__* and s3:RestoreObject "
+          f"follow ReplicateDeletes, ReplicateTags and ReplicateArchived in all {combinations} combinations; "
+          f"the backlog per task "
           f"counts visible messages only ({scenarios} queue states); {links} runbook links resolve; "
           f"ImageUri and the collector's image must be China ECR images in aws-cn ({images} images tried); "
           f"{keys} KMS key parameters wired; {emf_metrics} alarm metrics and {dashboard_metrics} dashboard "
