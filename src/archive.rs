@@ -16,7 +16,10 @@ use aws_sdk_s3::types::{
 };
 
 use crate::aws::S3Side;
-use crate::config::ReplicateConfig;
+use crate::config::{ReplicateConfig, RestoreTier};
+
+/// The most days `replicate.restore_days` may keep a restored copy.
+pub const MAX_RESTORE_DAYS: u32 = 30_000;
 use crate::error::S3Error;
 use crate::metrics::RestoreResult;
 
@@ -98,9 +101,11 @@ async fn request(
         .expect("a tier is set");
     let mut restore = RestoreRequest::builder();
     if !intelligent_tiering {
-        restore = restore
-            .days(replicate.restore_days.max(1) as i32)
-            .glacier_job_parameters(tier);
+        let days = replicate.restore_days.clamp(1, MAX_RESTORE_DAYS) as i32;
+        restore = restore.days(days).glacier_job_parameters(tier);
+    } else if replicate.restore_tier != RestoreTier::Expedited {
+        // Intelligent-Tiering's archive tiers take no days, and no Expedited.
+        restore = restore.glacier_job_parameters(tier);
     }
     let request = source
         .client

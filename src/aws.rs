@@ -182,6 +182,7 @@ async fn s3_side(
         bucket,
         endpoint_url,
         credentials,
+        request_payer,
         ..
     } = view;
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -216,6 +217,9 @@ async fn s3_side(
     if let Some(url) = endpoint_url {
         builder = builder.endpoint_url(url).force_path_style(true);
     }
+    if request_payer {
+        builder = builder.interceptor(RequesterPays);
+    }
     if secret.is_some() {
         // SecretCredentials caches and refreshes itself; the SDK's cache would
         // keep rejected keys until their expiry.
@@ -228,6 +232,28 @@ async fn s3_side(
         secret,
         passes: Arc::default(),
     })
+}
+
+/// Says on every request that the requester pays (`source.request_payer`): a
+/// requester-pays bucket refuses requests that do not (403 AccessDenied).
+#[derive(Debug)]
+struct RequesterPays;
+
+impl aws_sdk_s3::config::Intercept for RequesterPays {
+    fn name(&self) -> &'static str {
+        "RequesterPays"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let headers = context.request_mut().headers_mut();
+        headers.insert("x-amz-request-payer", "requester");
+        Ok(())
+    }
 }
 
 /// The spellings in use for a credentials secret's fields: the Data Transfer Hub's

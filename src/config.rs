@@ -19,7 +19,7 @@ mod secret;
 mod timeouts;
 mod validate;
 
-pub use secret::{Archived, RestoreTier, Secret, Sse};
+pub use secret::{Archived, PartChecksum, RestoreTier, Secret, Sse};
 pub use timeouts::TimeoutsConfig;
 
 /// S3's smallest part (all but the last).
@@ -84,6 +84,10 @@ pub struct SourceConfig {
     /// Credentials; omitted: the default AWS chain (ECS task role, env, profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialsConfig>,
+    /// The bucket is requester-pays: every request says this side pays
+    /// (`x-amz-request-payer: requester`). Default: false.
+    #[serde(default)]
+    pub request_payer: bool,
 }
 
 /// The side objects are written to.
@@ -111,6 +115,10 @@ pub struct TargetConfig {
     /// KMS key for `sse = "aws:kms"`; empty: the account's S3 key.
     #[serde(default)]
     pub sse_kms_key_id: String,
+    /// The checksum every uploaded part carries: `crc32c` or `none` (for
+    /// S3-compatible servers that refuse additional checksums). Default: crc32c.
+    #[serde(default)]
+    pub checksum: PartChecksum,
     /// Credentials; omitted: the default AWS chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialsConfig>,
@@ -125,6 +133,8 @@ pub struct SideView<'a> {
     pub bucket: &'a str,
     pub endpoint_url: Option<&'a str>,
     pub credentials: Option<&'a CredentialsConfig>,
+    /// Requests say the requester pays.
+    pub request_payer: bool,
 }
 
 impl SourceConfig {
@@ -135,6 +145,7 @@ impl SourceConfig {
             bucket: &self.bucket,
             endpoint_url: self.endpoint_url.as_deref(),
             credentials: self.credentials.as_ref(),
+            request_payer: self.request_payer,
         }
     }
 }
@@ -147,6 +158,7 @@ impl TargetConfig {
             bucket: &self.bucket,
             endpoint_url: self.endpoint_url.as_deref(),
             credentials: self.credentials.as_ref(),
+            request_payer: false,
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct Description {
     pub content_disposition: Option<String>,
     pub cache_control: Option<String>,
     pub expires: Option<DateTime>,
+    /// `x-amz-website-redirect-location`: a website bucket's redirect for the key.
+    pub website_redirect_location: Option<String>,
 }
 
 macro_rules! description_from {
@@ -81,6 +83,7 @@ macro_rules! description_from {
             expires: o
                 .expires_string()
                 .and_then(|s| DateTime::from_str(s, DateTimeFormat::HttpDate).ok()),
+            website_redirect_location: o.website_redirect_location().map(str::to_owned),
         }
     }};
 }

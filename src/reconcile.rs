@@ -36,7 +36,7 @@ use crate::keylocks::KeyLocks;
 use crate::metrics;
 use crate::object::{SourceObject, TargetObject};
 use crate::retry;
-use crate::transfer::{Copier, WriteOptions};
+use crate::transfer::{Copier, TransferError, WriteOptions};
 
 use crate::metrics::RestartReason;
 pub use crate::metrics::{Method, Outcome};
@@ -46,6 +46,9 @@ mod report;
 mod verdict;
 pub use fleet::SplitChecked;
 pub use report::{Done, ReconcileError, Report};
+
+/// S3's longest key, in UTF-8 bytes.
+const MAX_KEY_LENGTH: usize = 1024;
 
 /// How many times a key is started over because its source changed mid-copy.
 pub(crate) const SOURCE_CHANGES_TOLERATED: u32 = 3;
@@ -132,10 +135,16 @@ impl Reconciler {
         let started = Instant::now();
         let _only_one = self.in_progress.lock(key).await;
         let _in_flight = metrics::hold(&metrics::OBJECTS_IN_FLIGHT, 1);
-        let result = if self.config.is_replicated(key) {
-            self.attempts(key, hint, tags).await
-        } else {
+        let target_key_length = self.target_key(key).len();
+        let result = if !self.config.is_replicated(key) {
             Ok(Done::of(Outcome::Filtered))
+        } else if target_key_length > MAX_KEY_LENGTH {
+            // The key's verdict, before any request: no write could take it.
+            Err(ReconcileError::Transfer(TransferError::Unsupported(format!(
+                "the target key (target.key_prefix + the key) would be {target_key_length} bytes, over S3's {MAX_KEY_LENGTH}"
+            ))))
+        } else {
+            self.attempts(key, hint, tags).await
         };
         let report = Report {
             key: key.to_owned(),

@@ -100,6 +100,21 @@ impl<'de> Deserialize<'de> for Sse {
     }
 }
 
+/// The additional checksum every part carries (`target.checksum`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartChecksum {
+    /// CRC32C: a streamed part sends it as a trailer, computed as its bytes flow,
+    /// so S3 checks every part (an Object Lock bucket demands it), and ListParts
+    /// gives it back, which a KMS target's opaque ETags cannot.
+    #[default]
+    Crc32c,
+    /// None: for S3-compatible servers that refuse additional checksums. Streamed
+    /// parts are then checked by their ETags alone, and an Object Lock target
+    /// refuses them.
+    None,
+}
+
 /// What becomes of an archived source object (`replicate.archived`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

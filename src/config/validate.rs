@@ -116,18 +116,7 @@ impl Config {
         if !self.target.sse_kms_key_id.is_empty() && self.target.sse != Sse::Kms {
             problems.push("target.sse_kms_key_id is set, but target.sse is not \"aws:kms\"".into());
         }
-        if !self.target.storage_class.is_empty()
-            && !self
-                .target
-                .storage_class
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c == '_')
-        {
-            problems.push(format!(
-                "target.storage_class is {:?}, but storage classes are written like STANDARD_IA",
-                self.target.storage_class
-            ));
-        }
+        check_storage_class(problems, &self.target.storage_class);
     }
 
     /// `[replicate]`, `[server]`, `[timeouts]`, `[shutdown]` and `[log]`.
@@ -178,6 +167,13 @@ impl Config {
                 self.log.format
             ));
         }
+        let days = self.replicate.restore_days;
+        if !(1..=crate::archive::MAX_RESTORE_DAYS).contains(&days) {
+            problems.push(format!(
+                "replicate.restore_days is {days}, but must be between 1 and {}",
+                crate::archive::MAX_RESTORE_DAYS
+            ));
+        }
         let cloudwatch = &self.cloudwatch;
         if cloudwatch.emf && cloudwatch.interval < Duration::from_secs(1) {
             problems.push(format!(
@@ -204,6 +200,7 @@ fn check_side(problems: &mut Vec<String>, view: SideView<'_>) {
         bucket,
         endpoint_url,
         credentials,
+        ..
     } = view;
     if region.is_empty() {
         problems.push(format!("{side}.region is required"));
@@ -265,6 +262,38 @@ fn check_side(problems: &mut Vec<String>, view: SideView<'_>) {
             humantime::format_duration(floor)
         ));
     }
+}
+
+/// Storage classes a general-purpose bucket takes and later self-copies (a
+/// description updated in place) can still read.
+const STORAGE_CLASSES: [&str; 6] = [
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "REDUCED_REDUNDANCY",
+];
+
+fn check_storage_class(problems: &mut Vec<String>, class: &str) {
+    let why = match class {
+        "" => return,
+        c if STORAGE_CLASSES.contains(&c) => return,
+        "GLACIER" | "DEEP_ARCHIVE" => "its objects cannot be read until restored, so a description could never be updated in place; use a lifecycle rule on the target bucket instead",
+        "EXPRESS_ONEZONE" => "only directory buckets take it, and xpsync writes to a general-purpose bucket",
+        "OUTPOSTS" | "SNOW" => "it is for S3 on Outposts or Snow devices, not a region's bucket",
+        c if !c.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+            problems.push(format!(
+                "target.storage_class is {class:?}, but storage classes are written like STANDARD_IA"
+            ));
+            return;
+        }
+        _ => "S3 knows no such class",
+    };
+    problems.push(format!(
+        "target.storage_class is {class:?}, which cannot be used: {why} (one of {})",
+        STORAGE_CLASSES.join(", ")
+    ));
 }
 
 fn check_url(problems: &mut Vec<String>, name: &str, value: &str) {

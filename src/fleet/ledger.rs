@@ -34,7 +34,7 @@ use crate::error::ErrorKind;
 use crate::etag::ETag;
 use crate::object::SourceObject;
 use crate::transfer::multipart::{self, Completion};
-use crate::transfer::part::{copy_part, Part};
+use crate::transfer::part::{copy_part, Part, Uploaded};
 use crate::transfer::plan::MARKER_PART;
 use crate::transfer::{md5_of, Copied, Copier, Method, TransferError, WriteOptions};
 
@@ -193,6 +193,7 @@ impl<'a> Ledger<'a> {
         opaque: bool,
     ) -> Result<Tagged, TransferError> {
         let (body, content_md5) = marker(etag);
+        let length = body.len() as u64;
         let target = self.copier.target();
         let request = target
             .client
@@ -202,7 +203,10 @@ impl<'a> Ledger<'a> {
             .upload_id(mine)
             .part_number(MARKER_PART as i32)
             .content_md5(content_md5)
-            .body(body.into());
+            .set_checksum_algorithm(self.copier.part_checksum())
+            .body(body.into())
+            .customize()
+            .config_override(self.copier.part_upload_config(length));
         target.observe("UploadPart", request.send().await)?;
         match self.marker_part(target_key, mine).await {
             Ok(Some((_, Some(_)))) => {}
@@ -425,13 +429,14 @@ impl<'a> Ledger<'a> {
                 missing,
             });
         }
-        let etags: BTreeMap<usize, ETag> = parts.into_iter().map(|(n, (_, e))| (n, e)).collect();
+        let etags: BTreeMap<usize, Uploaded> =
+            parts.into_iter().map(|(n, (_, part))| (n, part)).collect();
         let opaque = work.target_kms || self.copier.etags_opaque(options);
         // Where the ETags are MD5s, the listed parts' ETags compose the object's.
         let expected = if opaque {
             None
         } else {
-            ETag::composite(etags.values())
+            ETag::composite(etags.values().map(|part| &part.etag))
         };
         let completion = multipart::complete_verified(
             self.copier,

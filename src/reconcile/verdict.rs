@@ -88,11 +88,19 @@ impl Reconciler {
                 source.intelligent_tiering,
                 replicate,
             )
-            .await?;
-            tracing::info!(
-                restore = asked.as_str(),
-                "the source is archived; its restore is asked for, and it is copied when restored"
-            );
+            .await;
+            match asked {
+                Ok(asked) => tracing::info!(
+                    restore = asked.as_str(),
+                    "the source is archived; its restore is asked for, and it is copied when restored"
+                ),
+                // Refused (no s3:RestoreObject, an object that cannot be restored):
+                // the key stays archived, counted, and never pauses the rest.
+                Err(e) if matches!(e.kind, ErrorKind::Denied | ErrorKind::Permanent) => {
+                    tracing::warn!(error = %e, "the source is archived and its restore was refused; it stays archived")
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(Done {
             bytes: source.size,

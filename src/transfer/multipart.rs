@@ -23,7 +23,7 @@ use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOut
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use futures::{StreamExt, TryStreamExt};
 
-use super::part::{copy_part, Part, PartDone};
+use super::part::{copy_part, Part, PartDone, Uploaded};
 use super::plan::MARKER_PART;
 use super::{with_write_options, Copied, Copier, Method, PartPlan, TransferError, WriteOptions};
 use crate::error::{ErrorKind, S3Error};
@@ -116,7 +116,7 @@ impl Upload<'_> {
     async fn run(
         &self,
         upload_id: &str,
-        earlier: &BTreeMap<usize, ETag>,
+        earlier: &BTreeMap<usize, Uploaded>,
     ) -> Result<Copied, TransferError> {
         let result = self.finish(upload_id, earlier).await;
         if let Err(e) = &result {
@@ -134,7 +134,7 @@ impl Upload<'_> {
     async fn finish(
         &self,
         upload_id: &str,
-        earlier: &BTreeMap<usize, ETag>,
+        earlier: &BTreeMap<usize, Uploaded>,
     ) -> Result<Copied, TransferError> {
         let (copier, source, target_key) = (self.copier, self.source, self.target_key);
         let mut done: Vec<PartDone> = futures::stream::iter(self.plan.parts())
@@ -142,12 +142,13 @@ impl Upload<'_> {
                 let earlier = earlier.get(&number).cloned();
                 async move {
                     match earlier {
-                        Some(etag) if self.trust_composite => {
+                        Some(earlier) if self.trust_composite => {
                             PartResult::Reused.count();
                             Ok(PartDone {
                                 number,
-                                md5: Some(etag.clone()),
-                                etag,
+                                md5: Some(earlier.etag.clone()),
+                                etag: earlier.etag,
+                                checksum: earlier.checksum,
                                 sent: 0,
                             })
                         }
@@ -173,7 +174,16 @@ impl Upload<'_> {
         // ETags the target returned: under KMS those are opaque.
         let md5s: Option<Vec<ETag>> = done.iter().map(|p| p.md5.clone()).collect();
         let expected = md5s.as_ref().and_then(ETag::composite);
-        let parts: BTreeMap<usize, ETag> = done.into_iter().map(|p| (p.number, p.etag)).collect();
+        let parts: BTreeMap<usize, Uploaded> = done
+            .into_iter()
+            .map(|p| {
+                let uploaded = Uploaded {
+                    etag: p.etag,
+                    checksum: p.checksum,
+                };
+                (p.number, uploaded)
+            })
+            .collect();
 
         let finished = Finished {
             source,
@@ -276,8 +286,8 @@ async fn find_resumable(
     copier: &Copier,
     target_key: &str,
     plan: &PartPlan,
-) -> Result<Option<(String, BTreeMap<usize, ETag>)>, TransferError> {
-    let mut best: Option<(String, BTreeMap<usize, ETag>)> = None;
+) -> Result<Option<(String, BTreeMap<usize, Uploaded>)>, TransferError> {
+    let mut best: Option<(String, BTreeMap<usize, Uploaded>)> = None;
     let uploads = match list_uploads(copier, target_key).await {
         Ok(uploads) => uploads,
         // Resuming saves work but is never needed: a server that cannot list
@@ -300,7 +310,7 @@ async fn find_resumable(
             if let Some((replaced, _)) = best.take() {
                 abort(copier, target_key, &replaced).await;
             }
-            let etags = parts.into_iter().map(|(n, (_, etag))| (n, etag)).collect();
+            let etags = parts.into_iter().map(|(n, (_, part))| (n, part)).collect();
             best = Some((upload_id, etags));
         } else {
             abort(copier, target_key, &upload_id).await;
@@ -335,8 +345,8 @@ pub(crate) struct Finished<'a> {
     pub source: &'a SourceObject,
     pub target_key: &'a str,
     pub upload_id: &'a str,
-    /// Every part's number and target ETag.
-    pub parts: &'a BTreeMap<usize, ETag>,
+    /// Every part's number, target ETag and checksum.
+    pub parts: &'a BTreeMap<usize, Uploaded>,
     /// The object's ETag as the bytes sent compose it; None where it is not known
     /// (the target's ETags are opaque).
     pub expected: Option<&'a ETag>,
@@ -393,15 +403,16 @@ async fn complete<'a>(
     copier: &Copier,
     target_key: &str,
     upload_id: &str,
-    parts: impl Iterator<Item = (&'a usize, &'a ETag)>,
+    parts: impl Iterator<Item = (&'a usize, &'a Uploaded)>,
 ) -> Result<CompleteMultipartUploadOutput, S3Error> {
     let completed = CompletedMultipartUpload::builder()
         .set_parts(Some(
             parts
-                .map(|(number, etag)| {
+                .map(|(number, part)| {
                     CompletedPart::builder()
                         .part_number(*number as i32)
-                        .e_tag(etag.quoted())
+                        .e_tag(part.etag.quoted())
+                        .set_checksum_crc32_c(part.checksum.clone())
                         .build()
                 })
                 .collect(),
@@ -420,12 +431,12 @@ async fn complete<'a>(
         .observe("CompleteMultipartUpload", request.send().await)
 }
 
-/// The parts of an upload: number → (size, ETag).
+/// The parts of an upload: number → (size, as the target holds it).
 pub(crate) async fn list_parts(
     copier: &Copier,
     target_key: &str,
     upload_id: &str,
-) -> Result<BTreeMap<usize, (u64, ETag)>, TransferError> {
+) -> Result<BTreeMap<usize, (u64, Uploaded)>, TransferError> {
     let target = &copier.target;
     let mut pages = target
         .client
@@ -441,7 +452,8 @@ pub(crate) async fn list_parts(
         for part in page.parts() {
             if let (Some(number), Some(etag)) = (part.part_number(), ETag::parse(part.e_tag())) {
                 let size = part.size().unwrap_or(0).max(0) as u64;
-                parts.insert(number as usize, (size, etag));
+                let checksum = part.checksum_crc32_c().map(str::to_owned);
+                parts.insert(number as usize, (size, Uploaded { etag, checksum }));
             }
         }
     }
@@ -501,7 +513,8 @@ pub(crate) async fn create(
         .client
         .create_multipart_upload()
         .bucket(&copier.target.bucket)
-        .key(target_key);
+        .key(target_key)
+        .set_checksum_algorithm(copier.part_checksum());
     let tagging = copier.source_tags(source, options, None).await?;
     let request = with_write_options!(request, options, source.etag.as_ref(), tagging);
     let output = copier

@@ -24,6 +24,8 @@ pub(crate) struct PartDone {
     pub number: usize,
     /// What the target returned: opaque under KMS.
     pub etag: ETag,
+    /// Its CRC32C (base64) as the target verified it, where asked for.
+    pub checksum: Option<String>,
     /// The MD5 of the bytes read for it, where known.
     pub md5: Option<ETag>,
     /// Bytes uploaded for it now: 0 when an earlier upload's part was kept.
@@ -35,8 +37,24 @@ pub(crate) struct Part<'a> {
     pub upload_id: &'a str,
     pub number: usize,
     pub range: Range<u64>,
-    /// The ETag of this part in an interrupted upload, to be checked before reuse.
-    pub earlier: Option<ETag>,
+    /// This part in an interrupted upload, to be checked before reuse.
+    pub earlier: Option<Uploaded>,
+}
+
+/// A part as the target holds it: its ETag, and its CRC32C where the upload was
+/// created with one (the ETag of a KMS target's part is opaque; the checksum is not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Uploaded {
+    pub etag: ETag,
+    pub checksum: Option<String>,
+}
+
+/// The CRC32C of `bytes`, base64, as S3 gives `x-amz-checksum-crc32c`.
+pub(crate) fn crc32c_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut crc = aws_smithy_checksums::ChecksumAlgorithm::Crc32c.into_impl();
+    crc.update(bytes);
+    base64::engine::general_purpose::STANDARD.encode(crc.finalize())
 }
 
 /// One part: take a slot, reserve its memory, then move it, retrying on passing
@@ -106,6 +124,7 @@ fn upload_part_request(
         .upload_id(part.upload_id)
         .part_number(part.number as i32)
         .content_length(length as i64)
+        .set_checksum_algorithm(copier.part_checksum())
 }
 
 /// Reads the whole part, keeps an earlier upload's part if it holds these bytes,
@@ -120,10 +139,20 @@ async fn buffer_part(
     let output = copier.get(source, Some(part.range.clone())).await?;
     let bytes = copier.collect(output, length, part.number).await?;
     let (content_md5, md5) = md5_of(&bytes);
-    if let Some(etag) = part.earlier.as_ref().filter(|e| **e == md5) {
+    // The earlier part holds these bytes: by its ETag where that is an MD5, by its
+    // checksum where the target's ETags are opaque (KMS).
+    let kept = part.earlier.as_ref().filter(|earlier| {
+        earlier.etag == md5
+            || earlier
+                .checksum
+                .as_ref()
+                .is_some_and(|c| *c == crc32c_of(&bytes))
+    });
+    if let Some(earlier) = kept {
         return Ok(PartDone {
             number: part.number,
-            etag: etag.clone(),
+            etag: earlier.etag.clone(),
+            checksum: earlier.checksum.clone(),
             md5: Some(md5),
             sent: 0,
         });
@@ -134,7 +163,7 @@ async fn buffer_part(
         .body(ByteStream::from(bytes))
         .customize()
         .disable_payload_signing()
-        .config_override(copier.upload_timeouts(length));
+        .config_override(copier.part_upload_config(length));
     let output = copier.target.observe("UploadPart", request.send().await)?;
     metrics::BYTES_SENT.inc_by(length);
     let etag = ETag::new(output.e_tag().unwrap_or_default());
@@ -149,6 +178,7 @@ async fn buffer_part(
     Ok(PartDone {
         number: part.number,
         etag,
+        checksum: output.checksum_crc32_c().map(str::to_owned),
         md5: Some(md5),
         sent: length,
     })
@@ -169,7 +199,7 @@ async fn stream_part(
         .body(body)
         .customize()
         .disable_payload_signing()
-        .config_override(copier.upload_timeouts(length));
+        .config_override(copier.part_upload_config(length));
     let uploaded = request.send().await;
     let read = reader
         .await
@@ -214,6 +244,7 @@ async fn stream_part(
     Ok(PartDone {
         number: part.number,
         etag,
+        checksum: output.checksum_crc32_c().map(str::to_owned),
         md5: Some(read.md5),
         sent: length,
     })

@@ -75,6 +75,15 @@ pub struct Faults {
     /// HEADs of keys containing this text are refused as a prefix-scoped deny
     /// refuses them: 403, no body.
     pub head_denied: Option<&'static str>,
+    /// The bucket has Object Lock with a default retention: a PutObject or
+    /// UploadPart carrying neither Content-MD5 nor an `x-amz-checksum-*` value (a
+    /// header, or a trailer it announces) is refused with 400 InvalidRequest, as S3
+    /// refuses it.
+    pub object_lock: bool,
+    /// The bucket is requester-pays: an S3 request that does not say the
+    /// requester pays (`x-amz-request-payer: requester`) is refused, as S3 refuses
+    /// it (403 AccessDenied).
+    pub requester_pays: bool,
 }
 
 /// S3's words for a GET of an SSE-KMS object whose KMS key refuses the caller.
@@ -209,6 +218,24 @@ fn s3_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
         .header("content-type", "application/xml")
         .body(full(body))
         .expect("a response")
+}
+
+/// Whether a write carries a checksum S3 verifies: Content-MD5, an
+/// `x-amz-checksum-*` header, or a trailer of one announced by `x-amz-trailer`. A
+/// copy carries no body of its own.
+fn carries_a_checksum(parts: &Parts) -> bool {
+    let headers = &parts.headers;
+    headers.contains_key("content-md5")
+        || headers.contains_key("x-amz-copy-source")
+        || headers.keys().map(|name| name.as_str()).any(|name| {
+            name.starts_with("x-amz-checksum-")
+                && !matches!(name, "x-amz-checksum-algorithm" | "x-amz-checksum-type")
+        })
+        || headers.get("x-amz-trailer").is_some_and(|t| {
+            t.to_str()
+                .unwrap_or_default()
+                .starts_with("x-amz-checksum-")
+        })
 }
 
 fn hits(every: Option<u64>, n: u64) -> bool {
@@ -474,6 +501,29 @@ impl FaultRules {
         }
         if self.faults.refuse_list_parts && seen.lists_parts {
             return Some(self.fault(StatusCode::FORBIDDEN, "AccessDenied"));
+        }
+        let says_payer = parts
+            .headers
+            .get("x-amz-request-payer")
+            .is_some_and(|v| v == "requester");
+        let s3 = !parts.headers.contains_key("x-amz-target");
+        if self.faults.requester_pays && s3 && !says_payer {
+            return Some(self.fault(StatusCode::FORBIDDEN, "AccessDenied"));
+        }
+        let puts_bytes = seen.is_object && seen.method == "PUT" && !seen.tagging;
+        if self.faults.object_lock && puts_bytes && !carries_a_checksum(parts) {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            let what = if parts.uri.query().is_some_and(|q| q.contains("partNumber=")) {
+                "Put Part"
+            } else {
+                "Put Object"
+            };
+            let message = format!("Content-MD5 OR x-amz-checksum- HTTP header is required for {what} requests with Object Lock parameters");
+            return Some(s3_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                &message,
+            ));
         }
         None
     }

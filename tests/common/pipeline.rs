@@ -4,7 +4,6 @@
 //! dead-letter queue after five receives.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::types::{EventBridgeConfiguration, NotificationConfiguration};
@@ -208,6 +207,8 @@ pub struct Daemon {
     child: tokio::process::Child,
     pub base_url: String,
     pub log: PathBuf,
+    /// What it printed on stdout (`run` prints only CloudWatch EMF lines there).
+    pub out: PathBuf,
 }
 
 impl Daemon {
@@ -227,17 +228,19 @@ impl Daemon {
         // Each daemon listens on a port of its own.
         let listen = format!("127.0.0.1:{}", free_port());
         let log = p.dir.path().join(format!("{name}.log"));
+        let out = p.dir.path().join(format!("{name}.out"));
         let mut command = p.xpsync(&["run"]);
         command
             .env("XPSYNC_SERVER__LISTEN", &listen)
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("an output file"))
             .stderr(std::fs::File::create(&log).expect("a log file"));
         let child = command.spawn().expect("start xpsync run");
         let mut daemon = Self {
             child,
             base_url: format!("http://{listen}"),
             log,
+            out,
         };
         let path = if wait_ready { "/readyz" } else { "/healthz" };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -284,6 +287,11 @@ impl Daemon {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What it printed on stdout.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {

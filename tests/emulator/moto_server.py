@@ -12,6 +12,9 @@
   the fleet's marker part 10000, is listed otherwise by moto).
 - moto lists every multipart upload as initiated at one fixed time in 2010; S3
   lists the time each was created. This launcher lists that time (to the second).
+- moto lists an upload's parts without their checksums; S3 lists each part's
+  checksum where the upload was created with a checksum algorithm. This launcher
+  lists the CRC32C of each part's bytes for uploads created with CRC32C.
 
 It changes nothing else, so the tests see S3's wire format. Arguments are
 moto_server's own.
@@ -24,12 +27,16 @@ from datetime import datetime, timezone
 from moto.core.serialize import S3Serializer
 from moto.s3.exceptions import NoSuchUpload
 from moto.s3.models import FakeMultipart, S3Backend
+from moto.s3.utils import compute_checksum
 from moto.server import main
 
 _serialize = S3Serializer._serialized_result_to_response
 
 # When each upload was created, by upload id.
 _initiated = {}
+# The CRC32C of each part of uploads created with CRC32C, by (upload id, part number).
+_part_checksums = {}
+_PART = re.compile(r"<Part>.*?</Part>", re.S)
 _UPLOAD = re.compile(r"<Upload>.*?</Upload>", re.S)
 
 
@@ -53,10 +60,23 @@ def _serialize_as_s3_does(self, resp, result, shape, serialized_result):
         body = resp["body"]
         if isinstance(body, bytes):
             body = body.decode("utf-8")
-        resp["body"] = body.replace("<ListPartsResponse", "<ListPartsResult", 1).replace(
+        body = body.replace("<ListPartsResponse", "<ListPartsResult", 1).replace(
             "</ListPartsResponse>", "</ListPartsResult>", 1
         )
+        upload_id = re.search(r"<UploadId>(.*?)</UploadId>", body)
+        if upload_id:
+            body = _PART.sub(lambda m: _with_checksum(upload_id.group(1), m), body)
+        resp["body"] = body
     return resp
+
+
+def _with_checksum(upload_id, match):
+    part = match.group(0)
+    number = re.search(r"<PartNumber>(\d+)</PartNumber>", part)
+    checksum = number and _part_checksums.get((upload_id, int(number.group(1))))
+    if not checksum:
+        return part
+    return part.replace("</Part>", f"<ChecksumCRC32C>{checksum}</ChecksumCRC32C></Part>")
 
 
 S3Serializer._serialized_result_to_response = _serialize_as_s3_does
@@ -94,6 +114,18 @@ def _multipart_init_as_s3_does(self, *args, **kwargs):
 
 
 FakeMultipart.__init__ = _multipart_init_as_s3_does
+
+_set_part = FakeMultipart.set_part
+
+
+def _set_part_as_s3_does(self, part_id, value):
+    key = _set_part(self, part_id, value)
+    if str(self.metadata.get("x-amz-checksum-algorithm", "")).upper() == "CRC32C":
+        _part_checksums[(self.id, part_id)] = compute_checksum(key.value, "CRC32C").decode()
+    return key
+
+
+FakeMultipart.set_part = _set_part_as_s3_does
 FakeMultipart.list_parts = _list_parts_as_s3_does
 S3Backend.is_truncated = _is_truncated_as_s3_does
 
