@@ -45,6 +45,16 @@ pub use breaker::BREAKER_THRESHOLD;
 use breaker::{Breaker, Gate};
 pub use message::retry_delay;
 
+/// Prints the metrics as CloudWatch EMF until `stop`, if `cloudwatch.emf` is set.
+fn spawn_emf(config: &Config, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    let c = &config.cloudwatch;
+    c.emf.then(|| {
+        let publishing =
+            metrics::emf::publish(c.namespace.clone(), c.stack.clone(), c.interval, stop);
+        tokio::spawn(publishing)
+    })
+}
+
 /// How often the queues' depths are read.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -82,16 +92,7 @@ pub async fn run(
         }
     }
     tokio::spawn(poll_depths(queue.clone(), http_stop.clone()));
-    let emf = config.cloudwatch.emf.then(|| {
-        let c = &config.cloudwatch;
-        let publishing = metrics::emf::publish(
-            c.namespace.clone(),
-            c.stack.clone(),
-            c.interval,
-            http_stop.clone(),
-        );
-        tokio::spawn(publishing)
-    });
+    let emf = spawn_emf(&config, http_stop.clone());
     let (deleter, deleter_task) = Deleter::spawn(queue.clone());
 
     let reconciler = Reconciler::new(source, target, Arc::clone(&config)).splitting();

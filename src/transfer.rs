@@ -36,6 +36,7 @@
 //! re-cut layout) a later reconcile still knows which version the target holds.
 
 pub mod budget;
+mod complete;
 mod describe;
 pub(crate) mod multipart;
 pub(crate) mod part;
