@@ -49,6 +49,9 @@ pub enum Parsed {
     Range { key: String, work: RangeWork },
     /// Look at a split object's upload ([`crate::fleet`]).
     Check { key: String, work: CheckWork },
+    /// xpsync's own message in a newer format than this release knows (a rolling
+    /// deploy): left for a newer worker, never dead-lettered here.
+    Newer(u64),
 }
 
 /// Reads a message body; `bucket` is the configured source bucket.
@@ -209,11 +212,16 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
 }
 
 fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parsed, String> {
-    if object.get("xpsync").and_then(Value::as_u64) != Some(FORMAT) {
-        return Err(format!(
-            "an xpsync message of version {}, but only version {FORMAT} is known",
-            object["xpsync"]
-        ));
+    match object.get("xpsync").and_then(Value::as_u64) {
+        Some(FORMAT) => {}
+        // A newer release's: during a rolling deploy, a newer worker takes it.
+        Some(version) if version > FORMAT => return Ok(Parsed::Newer(version)),
+        _ => {
+            return Err(format!(
+                "an xpsync message of version {}, but only version {FORMAT} is known",
+                object["xpsync"]
+            ))
+        }
     }
     check_bucket(
         object.get("bucket").and_then(Value::as_str),
@@ -444,6 +452,12 @@ mod tests {
     }
 
     #[test]
+    fn a_native_message_of_a_newer_format_is_left_for_a_newer_worker() {
+        let body = json!({"xpsync": 2, "bucket": BUCKET, "key": "k", "new": {"member": 1}});
+        assert_eq!(parse(&body.to_string(), BUCKET), Parsed::Newer(2));
+    }
+
+    #[test]
     fn test_events_and_native_messages() {
         let test = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET});
         assert_eq!(parse(&test.to_string(), BUCKET), Parsed::Test);
@@ -475,8 +489,8 @@ mod tests {
             ),
             (&json!({"Records": []}).to_string(), "Records is empty"),
             (
-                &json!({"xpsync": 2, "bucket": BUCKET, "key": "k"}).to_string(),
-                "version 2",
+                &json!({"xpsync": "two", "bucket": BUCKET, "key": "k"}).to_string(),
+                "version \"two\"",
             ),
             (
                 &json!({"xpsync": 1, "bucket": BUCKET, "key": ""}).to_string(),

@@ -51,6 +51,13 @@ impl Daemon {
                     self.finish(MessageResult::Ignored, "an S3 test event; deleted");
                 }
                 Parsed::Poison(reason) => self.dead_letter(&message, &reason).await,
+                Parsed::Newer(version) => {
+                    self.release(&message, NEWER_FORMAT_WAIT).await;
+                    self.finish(
+                        MessageResult::Retried,
+                        &format!("an xpsync message of format {version}, newer than this worker's: left for a newer worker"),
+                    );
+                }
                 Parsed::Keys(keys) => self.reconcile(&message, &keys).await,
                 Parsed::Range { key, work } => {
                     let span = tracing::info_span!("range", key, first_part = work.first_part);
@@ -273,6 +280,10 @@ fn observe_latency(key: &KeyEvent, report: &Report, message: &Received) {
         metrics::REPLICATION_LATENCY.observe(seconds.max(0.0));
     }
 }
+
+/// How long a message of a newer format stays hidden before it is offered again,
+/// for a newer worker of a rolling deploy to take.
+const NEWER_FORMAT_WAIT: Duration = Duration::from_secs(60);
 
 /// Visibility given to a message whose keys failed: 10 s, doubled per receive, at
 /// most 15 minutes.

@@ -35,7 +35,7 @@ use crate::etag::ETag;
 use crate::object::SourceObject;
 use crate::transfer::multipart::{self, Completion};
 use crate::transfer::part::{copy_part, Part, Uploaded};
-use crate::transfer::plan::MARKER_PART;
+use crate::transfer::plan::{PartPlan, MARKER_PART};
 use crate::transfer::{md5_of, Copied, Copier, Method, TransferError, WriteOptions};
 
 /// The marker part of version `etag`: its body and Content-MD5. Its size derives
@@ -49,6 +49,17 @@ fn marker(etag: &ETag) -> (Vec<u8>, String) {
     body.resize(1024 + spread, b' ');
     let (content_md5, _) = md5_of(&body);
     (body, content_md5)
+}
+
+/// `plan`, or, where it fills every part number up to S3's 10,000 (a source
+/// uploaded in exactly 10,000 parts, a uniform cut that lands there), a uniform cut
+/// in at most 9,999 parts: part [`MARKER_PART`] is the version's tag, and an upload
+/// without it could never be checked complete.
+fn with_room_for_the_tag(plan: PartPlan, size: u64, min_part: u64) -> Result<PartPlan, String> {
+    if plan.len() < MARKER_PART {
+        return Ok(plan);
+    }
+    PartPlan::uniform_within(size, min_part, MARKER_PART as u64 - 1)
 }
 
 /// What copying a range came to.
@@ -134,7 +145,11 @@ impl<'a> Ledger<'a> {
         self.copier.saw_target_encryption(encryption.as_ref());
         let opaque = self.copier.etags_opaque(options);
         let stream = self.copier.settings().stream_parts && !opaque;
-        let plan = match multipart::plan_for(self.copier, source, stream).await {
+        let planned = match multipart::plan_for(self.copier, source, stream).await {
+            Ok(plan) => self.with_room_for_the_tag(plan, source.size, stream),
+            Err(e) => Err(e),
+        };
+        let plan = match planned {
             Ok(plan) => plan,
             Err(e) => {
                 multipart::abort(self.copier, target_key, &mine).await;
@@ -142,20 +157,18 @@ impl<'a> Ledger<'a> {
             }
         };
         let mut winner = mine.clone();
-        if plan.len() < MARKER_PART {
-            match self.tag(target_key, &mine, &etag, opaque).await {
-                Ok(Tagged::Ledger { earlier }) => winner = earlier.unwrap_or(winner),
-                Ok(Tagged::NoLedger(why)) => {
-                    multipart::abort(self.copier, target_key, &mine).await;
-                    if !self.no_ledger.swap(true, Ordering::Relaxed) {
-                        tracing::warn!("{why}, so it cannot be a split's ledger: objects over transfer.split_threshold are copied whole by the worker that receives them, until this process restarts");
-                    }
-                    return Ok(None);
+        match self.tag(target_key, &mine, &etag, opaque).await {
+            Ok(Tagged::Ledger { earlier }) => winner = earlier.unwrap_or(winner),
+            Ok(Tagged::NoLedger(why)) => {
+                multipart::abort(self.copier, target_key, &mine).await;
+                if !self.no_ledger.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("{why}, so it cannot be a split's ledger: objects over transfer.split_threshold are copied whole by the worker that receives them, until this process restarts");
                 }
-                Err(e) => {
-                    multipart::abort(self.copier, target_key, &mine).await;
-                    return Err(e);
-                }
+                return Ok(None);
+            }
+            Err(e) => {
+                multipart::abort(self.copier, target_key, &mine).await;
+                return Err(e);
             }
         }
         if winner != mine {
@@ -180,6 +193,24 @@ impl<'a> Ledger<'a> {
             resends: 0,
         };
         Ok(Some(Split { check, joined }))
+    }
+
+    /// The split's plan, with room for its tag ([`with_room_for_the_tag`]); a re-cut
+    /// plan's parts, when they are to be buffered, must fit the budget.
+    fn with_room_for_the_tag(
+        &self,
+        plan: PartPlan,
+        size: u64,
+        stream: bool,
+    ) -> Result<PartPlan, TransferError> {
+        let min_part = self.copier.settings().part_size.as_u64();
+        let plan =
+            with_room_for_the_tag(plan, size, min_part).map_err(TransferError::Unsupported)?;
+        let budget = self.copier.budget();
+        if !stream && !budget.fits(plan.largest_part()) {
+            return Err(budget.too_large_to_buffer(plan.largest_part()));
+        }
+        Ok(plan)
     }
 
     /// Tags upload `mine` with version `etag` (its marker part), makes sure the
@@ -500,6 +531,24 @@ impl<'a> Ledger<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_of_exactly_ten_thousand_parts_is_re_cut_to_leave_the_tags_part_free() {
+        const MIB: u64 = 1024 * 1024;
+        let source = PartPlan::from_layout(vec![8 * MIB; 10_000]);
+        let size = 80_000 * MIB;
+        let plan = with_room_for_the_tag(source, size, 8 * MIB).unwrap();
+        assert!(plan.len() < MARKER_PART, "{} parts", plan.len());
+        assert!(!plan.preserved);
+        assert_eq!(plan.sizes().iter().sum::<u64>(), size);
+        let fewer = PartPlan::from_layout(vec![8 * MIB; 9_999]);
+        let kept = with_room_for_the_tag(fewer.clone(), 9_999 * 8 * MIB, 8 * MIB).unwrap();
+        assert_eq!(kept, fewer, "9,999 parts leave part 10,000 free");
+        let five_tib = 5 * 1024 * 1024 * MIB;
+        let uniform = PartPlan::uniform(five_tib, 8 * MIB).unwrap();
+        let plan = with_room_for_the_tag(uniform, five_tib, 8 * MIB).unwrap();
+        assert!(plan.len() < MARKER_PART && plan.largest_part() <= 5 * 1024 * MIB);
+    }
 
     #[test]
     fn markers_tell_versions_apart_by_content_and_by_size() {

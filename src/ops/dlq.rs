@@ -191,6 +191,12 @@ fn describe(message: &Received, bucket: &str) -> Peeked {
         Parsed::Keys(keys) => (keys.into_iter().map(|k| k.key).collect(), None),
         Parsed::Test => (Vec::new(), None),
         Parsed::Poison(why) => (Vec::new(), Some(why)),
+        Parsed::Newer(version) => (
+            Vec::new(),
+            Some(format!(
+                "a message of format {version}, newer than this release"
+            )),
+        ),
         Parsed::Range { key, .. } | Parsed::Check { key, .. } => (vec![key], None),
     };
     let reason = match (message.attributes.get("xpsync-reason"), unreadable) {

@@ -35,7 +35,13 @@ impl PartPlan {
     /// Equal parts of at least `min_part_size` (the last smaller), as few as S3's
     /// 10,000-part limit allows. Fails only for an object S3 could not hold.
     pub fn uniform(size: u64, min_part_size: u64) -> Result<Self, String> {
-        let part_size = uniform_part_size(size, min_part_size)?;
+        Self::uniform_within(size, min_part_size, MAX_PARTS)
+    }
+
+    /// As [`PartPlan::uniform`], in at most `max_parts` parts (a fleet split keeps
+    /// part [`MARKER_PART`] for its version tag).
+    pub fn uniform_within(size: u64, min_part_size: u64, max_parts: u64) -> Result<Self, String> {
+        let part_size = part_size_within(size, min_part_size, max_parts)?;
         let count = size.div_ceil(part_size).max(1);
         let sizes = (0..count)
             .map(|i| (size - i * part_size).min(part_size))
@@ -85,8 +91,12 @@ impl PartPlan {
 /// The part size for a uniform cut of `size` bytes: at least `min_part_size`,
 /// rounded up to whole MiB when it must grow to keep within 10,000 parts.
 pub fn uniform_part_size(size: u64, min_part_size: u64) -> Result<u64, String> {
+    part_size_within(size, min_part_size, MAX_PARTS)
+}
+
+fn part_size_within(size: u64, min_part_size: u64, max_parts: u64) -> Result<u64, String> {
     let min_part_size = min_part_size.max(MIN_PART_SIZE);
-    let needed = size.div_ceil(MAX_PARTS);
+    let needed = size.div_ceil(max_parts);
     let part_size = if needed <= min_part_size {
         min_part_size
     } else {
@@ -94,7 +104,7 @@ pub fn uniform_part_size(size: u64, min_part_size: u64) -> Result<u64, String> {
     };
     if part_size > MAX_PART_SIZE {
         return Err(format!(
-            "an object of {size} bytes cannot be cut into 10,000 parts of at most 5 GiB"
+            "an object of {size} bytes cannot be cut into {max_parts} parts of at most 5 GiB"
         ));
     }
     Ok(part_size)
