@@ -77,47 +77,40 @@ pub async fn restore(
     intelligent_tiering: bool,
     replicate: &ReplicateConfig,
 ) -> Result<RestoreResult, S3Error> {
-    let result = request(source, key, access, intelligent_tiering, replicate).await;
+    let result = async {
+        if access == (Access::Archived { restoring: true }) {
+            return Ok(RestoreResult::InProgress);
+        }
+        let tier = GlacierJobParameters::builder()
+            .tier(replicate.restore_tier.sdk())
+            .build()
+            .expect("a tier is set");
+        let mut restore = RestoreRequest::builder();
+        if !intelligent_tiering {
+            let days = replicate.restore_days.clamp(1, MAX_RESTORE_DAYS) as i32;
+            restore = restore.days(days).glacier_job_parameters(tier);
+        } else if replicate.restore_tier != RestoreTier::Expedited {
+            // Intelligent-Tiering's archive tiers take no days, and no Expedited.
+            restore = restore.glacier_job_parameters(tier);
+        }
+        let request = source
+            .client
+            .restore_object()
+            .bucket(&source.bucket)
+            .key(key)
+            .restore_request(restore.build());
+        match source.observe("RestoreObject", request.send().await) {
+            Ok(_) => Ok(RestoreResult::Requested),
+            Err(e) if e.code.as_deref() == Some("RestoreAlreadyInProgress") => {
+                Ok(RestoreResult::InProgress)
+            }
+            Err(e) => Err(e),
+        }
+    }
+    .await;
     match &result {
         Ok(done) => done.count(),
         Err(_) => RestoreResult::Failed.count(),
     }
     result
-}
-
-async fn request(
-    source: &S3Side,
-    key: &str,
-    access: Access,
-    intelligent_tiering: bool,
-    replicate: &ReplicateConfig,
-) -> Result<RestoreResult, S3Error> {
-    if access == (Access::Archived { restoring: true }) {
-        return Ok(RestoreResult::InProgress);
-    }
-    let tier = GlacierJobParameters::builder()
-        .tier(replicate.restore_tier.sdk())
-        .build()
-        .expect("a tier is set");
-    let mut restore = RestoreRequest::builder();
-    if !intelligent_tiering {
-        let days = replicate.restore_days.clamp(1, MAX_RESTORE_DAYS) as i32;
-        restore = restore.days(days).glacier_job_parameters(tier);
-    } else if replicate.restore_tier != RestoreTier::Expedited {
-        // Intelligent-Tiering's archive tiers take no days, and no Expedited.
-        restore = restore.glacier_job_parameters(tier);
-    }
-    let request = source
-        .client
-        .restore_object()
-        .bucket(&source.bucket)
-        .key(key)
-        .restore_request(restore.build());
-    match source.observe("RestoreObject", request.send().await) {
-        Ok(_) => Ok(RestoreResult::Requested),
-        Err(e) if e.code.as_deref() == Some("RestoreAlreadyInProgress") => {
-            Ok(RestoreResult::InProgress)
-        }
-        Err(e) => Err(e),
-    }
 }

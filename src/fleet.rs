@@ -22,6 +22,7 @@
 //! - [`ranges`]: how many range messages one worker holds at once.
 
 pub mod ledger;
+mod marker;
 pub mod message;
 pub mod ranges;
 pub mod worker;

@@ -31,6 +31,24 @@ async fn put_archived(p: &Partitions, key: &str, body: Vec<u8>) {
         .expect("put an archived object");
 }
 
+/// A daemon whose source is behind a fault proxy with `faults`, which also serves
+/// archived objects' tagging as S3 does; with `env` besides.
+async fn daemon_behind_a_source_proxy(
+    p: &Partitions,
+    faults: Faults,
+    env: &[(&str, &str)],
+) -> (FaultProxy, Daemon) {
+    let faults = Faults {
+        serve_archived_tagging: true,
+        ..faults
+    };
+    let source = FaultProxy::start(&p.source.endpoint, faults).await;
+    let mut env = env.to_vec();
+    env.push(("XPSYNC_SOURCE__ENDPOINT_URL", source.endpoint.as_str()));
+    let daemon = Daemon::start(p, "daemon", &env).await;
+    (source, daemon)
+}
+
 fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> String {
     message
         .message_attributes()
@@ -52,21 +70,11 @@ fn breaker_trips(daemon: &Daemon) -> f64 {
 async fn archived_and_kms_refused_keys_among_ordinary_ones_end_in_one_step_and_never_pause_it() {
     let p = Partitions::start().await;
     let pipeline = Pipeline::wire(&p).await;
-    let source = FaultProxy::start(
-        &p.source.endpoint,
-        Faults {
-            kms_refused: Some("kms-refused/"),
-            serve_archived_tagging: true,
-            ..Faults::default()
-        },
-    )
-    .await;
-    let daemon = Daemon::start(
-        &p,
-        "daemon",
-        &[("XPSYNC_SOURCE__ENDPOINT_URL", source.endpoint.as_str())],
-    )
-    .await;
+    let faults = Faults {
+        kms_refused: Some("kms-refused/"),
+        ..Faults::default()
+    };
+    let (_source, daemon) = daemon_behind_a_source_proxy(&p, faults, &[]).await;
     // A lifecycle rule archives by prefix: they come in a row.
     for i in 0..6 {
         put_archived(&p, &format!("archive/{i}.log"), bytes_of(1000, i)).await;
@@ -175,23 +183,8 @@ async fn a_sweep_over_a_bucket_with_archived_keys_enqueues_none_of_them() {
 async fn restore_mode_asks_once_and_copies_the_object_when_its_restore_completes() {
     let p = Partitions::start().await;
     let pipeline = Pipeline::wire(&p).await;
-    let source = FaultProxy::start(
-        &p.source.endpoint,
-        Faults {
-            serve_archived_tagging: true,
-            ..Faults::default()
-        },
-    )
-    .await;
-    let daemon = Daemon::start(
-        &p,
-        "daemon",
-        &[
-            ("XPSYNC_SOURCE__ENDPOINT_URL", source.endpoint.as_str()),
-            ("XPSYNC_REPLICATE__ARCHIVED", "restore"),
-        ],
-    )
-    .await;
+    let env = [("XPSYNC_REPLICATE__ARCHIVED", "restore")];
+    let (source, daemon) = daemon_behind_a_source_proxy(&p, Faults::default(), &env).await;
     let body = bytes_of(4096, 7);
     put_archived(&p, "cold/report.csv", body.clone()).await;
 
