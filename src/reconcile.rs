@@ -12,13 +12,20 @@
 //! 2. **Decide.** Filtered by `replicate.include_prefixes` / `exclude_prefixes`:
 //!    nothing to do. The source gone: delete the target copy if `replicate.deletes`
 //!    (and it exists), else nothing. The target holding the same size and the same
-//!    ETag, or the source ETag recorded in its metadata: unchanged.
+//!    ETag, or the source ETag recorded in its metadata: unchanged, or its
+//!    description and tags brought up to date in place, within the target's
+//!    partition (`metadata_updated`). The source archived: `archived`
+//!    ([`crate::archive`]), its restore asked for if so configured.
 //! 3. **Copy** ([`crate::transfer`]), with metadata, tags, storage class and
-//!    encryption as configured, handing on the GET if one is open.
+//!    encryption as configured, handing on the GET if one is open; or, for an object
+//!    of at least `transfer.split_threshold` in the daemon, **split** it for the
+//!    fleet ([`crate::fleet`]), whose ranges and checks come back through
+//!    [`Reconciler::copy_range`] and [`Reconciler::check_split`].
 //!
 //! A source that changes mid-copy (412 on `If-Match`) sends the key back to step 1,
 //! a few times at most. Keys rejected by S3 are retried once, after the secret
-//! holding them has been re-read; passing failures a few times, with backoff.
+//! holding them has been re-read; passing failures a few times, with backoff. A
+//! refusal of one object is that object's verdict ([`verdict`]).
 //!
 //! The result is a [`Report`] around a `Result`: an outcome with what was moved, or
 //! a [`ReconcileError`] that knows its [`ErrorKind`]. [`Report::emit`] logs and
