@@ -34,12 +34,8 @@
 //! The source ETag is also written to the target's user metadata
 //! (`xpsync-source-etag`), so that where the two ETags cannot be equal (SSE-KMS, a
 //! re-cut layout) a later reconcile still knows which version the target holds.
-//!
-//! Besides whole copies: a target object that holds the right bytes but not the
-//! source's description is described in place ([`describe`]: a CopyObject onto
-//! itself, within the target's partition); and the fleet's split
-//! ([`crate::fleet::Ledger`]) uses this module's parts, uploads and completion
-//! ([`multipart::complete_verified`]) for its ranges.
+//! A description is also brought up to date in place ([`describe`]), and a fleet
+//! split ([`crate::fleet::Ledger`]) copies its ranges with these parts and uploads.
 
 pub mod budget;
 mod complete;
