@@ -24,6 +24,9 @@ use crate::etag::ETag;
 /// The user-metadata key holding the source ETag a target copy was made from.
 pub const SOURCE_ETAG_METADATA: &str = "xpsync-source-etag";
 
+/// S3's limit on user metadata: the UTF-8 bytes of every key and value together.
+pub const USER_METADATA_LIMIT: usize = 2048;
+
 /// How an object's bytes are encrypted at rest, as far as its ETag is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encryption {

@@ -58,7 +58,9 @@ use crate::aws::S3Side;
 use crate::config::{Config, PartChecksum, TimeoutsConfig, TransferConfig};
 use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
-use crate::object::{Description, Encryption, SourceObject, SOURCE_ETAG_METADATA};
+use crate::object::{
+    Description, Encryption, SourceObject, SOURCE_ETAG_METADATA, USER_METADATA_LIMIT,
+};
 use crate::retry;
 
 pub use crate::metrics::Method;
@@ -509,9 +511,6 @@ impl Copier {
         }
     }
 }
-
-/// S3's limit on user metadata: the UTF-8 bytes of every key and value together.
-const USER_METADATA_LIMIT: usize = 2048;
 
 /// Base64 of the MD5 of `bytes` (for Content-MD5) and the ETag it makes.
 pub(crate) fn md5_of(bytes: &[u8]) -> (String, ETag) {
