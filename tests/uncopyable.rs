@@ -277,6 +277,62 @@ async fn writes_refused_on_every_key_pause_the_daemon_and_dead_letter_nothing() 
 }
 
 #[tokio::test]
+async fn a_prefix_the_target_refuses_is_dead_lettered_while_the_rest_is_copied() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let target = FaultProxy::start(
+        &p.target.endpoint,
+        Faults {
+            write_denied: Some("private/"),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let daemon = Daemon::start(
+        &p,
+        "daemon",
+        &[("XPSYNC_TARGET__ENDPOINT_URL", target.endpoint.as_str())],
+    )
+    .await;
+    let mut open = Vec::new();
+    for i in 0..6 {
+        let (key, body) = (format!("open/{i}.bin"), bytes_of(300, i));
+        p.put_source(&key, body.clone()).await;
+        open.push((key, body));
+    }
+    for i in 0..3 {
+        p.put_source(&format!("private/{i}.bin"), bytes_of(300, 10 + i))
+            .await;
+    }
+
+    // Refused while writes pass on other keys: each its own verdict, once.
+    eventually(2 * MINUTE, "every refused key is dead-lettered", || async {
+        let reasons: Vec<String> = pipeline
+            .dead_letters()
+            .await
+            .iter()
+            .map(|m| attribute(m, "xpsync-reason"))
+            .collect();
+        (0..3).all(|i| {
+            reasons
+                .iter()
+                .any(|r| r.contains(&format!("private/{i}.bin")))
+        })
+    })
+    .await;
+    for (key, body) in &open {
+        p.assert_copied_intact(key, body, Etag::Same).await;
+    }
+    for message in pipeline.dead_letters().await {
+        let reason = attribute(&message, "xpsync-reason");
+        assert!(reason.contains("AccessDenied"), "S3's words: {reason}");
+        assert!(reason.contains("private/"), "only refused keys: {reason}");
+    }
+    assert_eq!(breaker_trips(&daemon), 0.0, "{}", daemon.logs());
+    assert_eq!(daemon.get("/readyz").0, 200);
+}
+
+#[tokio::test]
 async fn verify_reports_a_keys_403_and_goes_on() {
     let p = Partitions::start().await;
     let target = FaultProxy::start(

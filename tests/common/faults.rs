@@ -75,6 +75,9 @@ pub struct Faults {
     /// HEADs of keys containing this text are refused as a prefix-scoped deny
     /// refuses them: 403, no body.
     pub head_denied: Option<&'static str>,
+    /// Writes (PUTs) of keys containing this text are refused as a prefix-scoped
+    /// deny refuses them: 403 AccessDenied.
+    pub write_denied: Option<&'static str>,
     /// The bucket has Object Lock with a default retention: a PutObject or
     /// UploadPart carrying neither Content-MD5 nor an `x-amz-checksum-*` value (a
     /// header, or a trailer it announces) is refused with 400 InvalidRequest, as S3
@@ -497,6 +500,13 @@ impl FaultRules {
             seen.method == "POST" && parts.uri.query().is_some_and(|q| q.starts_with("uploads"));
         let writes = (seen.is_object && seen.method == "PUT") || upload_start;
         if self.refuse_writes.load(Ordering::SeqCst) && writes {
+            return Some(self.fault(StatusCode::FORBIDDEN, "AccessDenied"));
+        }
+        let denied = self
+            .faults
+            .write_denied
+            .is_some_and(|n| seen.path.contains(n));
+        if denied && seen.is_object && seen.method == "PUT" {
             return Some(self.fault(StatusCode::FORBIDDEN, "AccessDenied"));
         }
         if self.faults.refuse_list_parts && seen.lists_parts {
