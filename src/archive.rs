@@ -16,10 +16,7 @@ use aws_sdk_s3::types::{
 };
 
 use crate::aws::S3Side;
-use crate::config::{ReplicateConfig, RestoreTier};
-
-/// The most days `replicate.restore_days` may keep a restored copy.
-pub const MAX_RESTORE_DAYS: u32 = 30_000;
+use crate::config::{ReplicateConfig, RestoreTier, MAX_RESTORE_DAYS};
 use crate::error::S3Error;
 use crate::metrics::RestoreResult;
 

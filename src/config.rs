@@ -19,7 +19,7 @@ mod secret;
 mod timeouts;
 mod validate;
 
-pub use secret::{Archived, PartChecksum, RestoreTier, Secret, Sse};
+pub use secret::{Archived, PartChecksum, RestoreTier, Secret, Sse, MAX_RESTORE_DAYS};
 pub use timeouts::TimeoutsConfig;
 
 /// S3's smallest part (all but the last).

@@ -126,6 +126,9 @@ pub enum Archived {
     Restore,
 }
 
+/// The most days `replicate.restore_days` may keep a restored copy.
+pub const MAX_RESTORE_DAYS: u32 = 30_000;
+
 /// The retrieval tier of a restore (`replicate.restore_tier`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RestoreTier {

@@ -168,10 +168,10 @@ impl Config {
             ));
         }
         let days = self.replicate.restore_days;
-        if !(1..=crate::archive::MAX_RESTORE_DAYS).contains(&days) {
+        if !(1..=MAX_RESTORE_DAYS).contains(&days) {
             problems.push(format!(
                 "replicate.restore_days is {days}, but must be between 1 and {}",
-                crate::archive::MAX_RESTORE_DAYS
+                MAX_RESTORE_DAYS
             ));
         }
         let cloudwatch = &self.cloudwatch;
