@@ -60,6 +60,10 @@ pub struct RangeWork {
     /// The layout is the source's own (as [`CheckWork::preserved`]).
     #[serde(default)]
     pub preserved: bool,
+    /// Parts per range of the whole split (the last range may hold fewer); 0 from
+    /// a worker that did not say.
+    #[serde(default)]
+    pub parts_per_range: u32,
 }
 
 impl RangeWork {
@@ -73,7 +77,11 @@ impl RangeWork {
         whole.then(|| CheckWork {
             upload_id: self.upload_id.clone(),
             etag: self.etag.clone(),
-            parts_per_range: self.part_sizes.len().max(1) as u32,
+            // The split's own cut: this range may be the last, shorter one.
+            parts_per_range: match self.parts_per_range {
+                0 => self.part_sizes.len().max(1) as u32,
+                per => per,
+            },
             part_sizes: sizes,
             preserved: self.preserved,
             target_kms: self.target_kms,
@@ -125,6 +133,7 @@ impl CheckWork {
             layout_parts: self.part_sizes.len() as u32,
             object_size: self.part_sizes.iter().sum(),
             preserved: self.preserved,
+            parts_per_range: self.parts_per_range,
         }
     }
 
@@ -247,6 +256,10 @@ mod tests {
         let full = r.check_of_full(vec![5, 5, 3]).expect("every part is there");
         assert_eq!(full.part_sizes, [5, 5, 3]);
         assert_eq!(full.upload_id, "u");
+        // The last range holds one part; the split's ranges hold two, and a resend
+        // of the check's must be cut as the split was.
+        assert_eq!(full.parts_per_range, 2);
+        assert_eq!(full.ranges(), c.ranges());
         assert!(r.check_of_full(vec![5, 5]).is_none(), "a part missing");
         assert!(
             r.check_of_full(vec![5, 5, 4]).is_none(),
