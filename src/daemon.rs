@@ -2,7 +2,10 @@
 //!
 //! **Flow.** A receive loop takes capacity first: a permit of `transfer.max_objects`
 //! per message, taken *before* the receive, so a received message never waits idle
-//! while its visibility runs down. There is one loop per ten permits (at most four),
+//! while its visibility runs down. A key's message gives its permit back once its
+//! object is written: the last writer's check, a HEAD, holds a check permit of its
+//! own, so the next message is copying meanwhile ([`crate::reconcile::Slot`]).
+//! There is one loop per ten permits (at most four),
 //! so that several receives are in flight while many permits are free. Each
 //! long-polls for as many messages as it holds permits
 //! (at most 10; fewer while it holds all the part ranges it can copy, see
@@ -37,7 +40,7 @@ use crate::fleet::Worker;
 use crate::health::{Health, Readiness};
 use crate::protection::Protection;
 use crate::queue::{Queue, MAX_BATCH};
-use crate::reconcile::Reconciler;
+use crate::reconcile::{Reconciler, Slot};
 use crate::{aws, http, metrics, retry};
 
 use ack::Deleter;
@@ -96,13 +99,14 @@ pub async fn run(
     let (deleter, deleter_task) = Deleter::spawn(queue.clone());
 
     let reconciler = Reconciler::new(source, target, Arc::clone(&config)).splitting();
+    let slots = Arc::clone(&reconciler.slots().objects);
     let daemon = Arc::new(Daemon {
         fleet: Worker::new(reconciler.clone(), queue.clone(), &config),
         reconciler,
         queue,
         deleter,
         health: Arc::clone(&health),
-        slots: Arc::new(Semaphore::new(config.transfer.max_objects)),
+        slots,
         breaker: Breaker::default(),
         tracker: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
@@ -179,8 +183,10 @@ struct Daemon {
     deleter: Deleter,
     /// What `/readyz` reports.
     health: Arc<Health>,
-    /// Messages in hand at once (`transfer.max_objects`); a permit is taken before
-    /// receiving and held until the message is deleted or released.
+    /// The reconciler's object slots (`transfer.max_objects`): one is taken before
+    /// a message is received, and held until the message is deleted or released,
+    /// or, for a key's message, until its object is written: the last writer's
+    /// check then holds a check permit instead ([`crate::reconcile::Slot`]).
     slots: Arc<Semaphore>,
     /// The fleet's splits: ranges and checks, and the range messages in hand.
     fleet: Worker,
@@ -361,8 +367,9 @@ impl Daemon {
         match received {
             Ok(messages) => {
                 for (message, permit) in messages.into_iter().zip(permits) {
+                    let slot = Slot::from_permit(permit);
                     self.tracker
-                        .spawn(Arc::clone(self).handle(message, permit, trial));
+                        .spawn(Arc::clone(self).handle(message, slot, trial));
                 }
                 Took::Messages
             }

@@ -505,6 +505,7 @@ pub fn error(stage: Stage, kind: ErrorKind) {
 /// Adds to a gauge for as long as it is held: an in-flight count that cannot be
 /// left raised by an early return or a cancelled task.
 #[must_use = "the gauge goes back down when this is dropped"]
+#[derive(Debug)]
 pub struct GaugeHold {
     gauge: &'static IntGauge,
     amount: i64,

@@ -50,9 +50,14 @@ pub use crate::metrics::{Method, Outcome};
 
 mod fleet;
 mod report;
+mod slot;
+mod source;
 mod verdict;
 pub use fleet::SplitChecked;
 pub use report::{Done, ReconcileError, Report};
+pub use slot::{Slot, Slots};
+pub(crate) use source::head;
+use source::{answered_for_head, head_source};
 
 /// S3's longest key, in UTF-8 bytes.
 const MAX_KEY_LENGTH: usize = 1024;
@@ -74,6 +79,8 @@ pub struct Reconciler {
     config: std::sync::Arc<Config>,
     /// Keys being reconciled now, one reconcile of a key at a time.
     in_progress: KeyLocks,
+    /// Object slots (`transfer.max_objects`) and last-writer check permits.
+    slots: Slots,
     /// Objects of at least `transfer.split_threshold` are split for the fleet
     /// rather than copied here (the daemon, which has a queue to send ranges to).
     splits: bool,
@@ -85,12 +92,14 @@ pub struct Reconciler {
 impl Reconciler {
     pub fn new(source: S3Side, target: S3Side, config: std::sync::Arc<Config>) -> Self {
         let copier = Copier::new(source.clone(), target.clone(), &config);
+        let slots = Slots::new(config.transfer.max_objects);
         Self {
             source,
             target,
             copier,
             config,
             in_progress: KeyLocks::default(),
+            slots,
             splits: false,
             no_ledger: Default::default(),
         }
@@ -101,6 +110,18 @@ impl Reconciler {
     pub fn splitting(mut self) -> Self {
         self.splits = true;
         self
+    }
+
+    /// The same, with `objects` slots instead of `transfer.max_objects`
+    /// (`backfill --concurrency`).
+    pub fn with_slots(mut self, objects: usize) -> Self {
+        self.slots = Slots::new(objects);
+        self
+    }
+
+    /// Its object slots: the daemon takes one before it receives a message.
+    pub fn slots(&self) -> &Slots {
+        &self.slots
     }
 
     pub fn copier(&self) -> &Copier {
@@ -134,14 +155,20 @@ impl Reconciler {
     /// (a listing's or an event's description saves round trips); `tags` whether
     /// the tags are compared too, which a HEAD does not show (tag events, `sync`).
     pub async fn reconcile(&self, key: &str, hint: Hint, tags: Tags) -> Report {
-        let span = tracing::info_span!("reconcile", key);
-        self.run(key, hint, tags).instrument(span).await
+        self.reconcile_in(&mut Slot::none(), key, hint, tags).await
     }
 
-    async fn run(&self, key: &str, hint: Hint, tags: Tags) -> Report {
+    /// The same, in `slot` (taken if it holds none); the slot is given back once the
+    /// object's bytes are written, before the last writer's check.
+    pub async fn reconcile_in(&self, slot: &mut Slot, key: &str, hint: Hint, tags: Tags) -> Report {
+        let span = tracing::info_span!("reconcile", key);
+        // Boxed: the reconcile is a deep future, and its callers' would be deeper.
+        Box::pin(self.run(slot, key, hint, tags).instrument(span)).await
+    }
+
+    async fn run(&self, slot: &mut Slot, key: &str, hint: Hint, tags: Tags) -> Report {
         let started = Instant::now();
         let _only_one = self.in_progress.lock(key).await;
-        let _in_flight = metrics::hold(&metrics::OBJECTS_IN_FLIGHT, 1);
         let target_key_length = self.target_key(key).len();
         let result = if !self.config.is_replicated(key) {
             Ok(Done::of(Outcome::Filtered))
@@ -151,7 +178,7 @@ impl Reconciler {
                 "the target key (target.key_prefix + the key) would be {target_key_length} bytes, over S3's {MAX_KEY_LENGTH}"
             ))))
         } else {
-            self.attempts(key, hint, tags).await
+            self.attempts(slot, key, hint, tags).await
         };
         let report = Report {
             key: key.to_owned(),
@@ -165,6 +192,7 @@ impl Reconciler {
     /// Attempts the key until it is done, or fails for good.
     async fn attempts(
         &self,
+        slot: &mut Slot,
         key: &str,
         mut hint: Hint,
         tags: Tags,
@@ -173,7 +201,8 @@ impl Reconciler {
         let mut keys_reread = false;
         let mut transient_retries = 0;
         loop {
-            let mut error = match self.attempt(key, std::mem::take(&mut hint), tags).await {
+            let hint = std::mem::take(&mut hint);
+            let mut error = match self.attempt(slot, key, hint, tags).await {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
@@ -227,8 +256,15 @@ impl Reconciler {
         }
     }
 
-    /// Describe, decide, copy: once.
-    async fn attempt(&self, key: &str, hint: Hint, tags: Tags) -> Result<Done, ReconcileError> {
+    /// Describe, decide, copy: once, in a slot.
+    async fn attempt(
+        &self,
+        slot: &mut Slot,
+        key: &str,
+        hint: Hint,
+        tags: Tags,
+    ) -> Result<Done, ReconcileError> {
+        slot.take(&self.slots).await;
         let target_key = self.target_key(key);
 
         let (source, target, open) = self.describe(key, &target_key, hint).await?;
@@ -236,7 +272,7 @@ impl Reconciler {
         // Decide.
         let Some(source) = source else {
             let target_exists = target.map(|t| t.is_some());
-            return self.source_gone(key, target_exists).await;
+            return self.source_gone(slot, key, target_exists).await;
         };
         let options = self.write_options(&source);
         if let Some(Some(target)) = &target {
@@ -262,7 +298,9 @@ impl Reconciler {
         }
 
         // Copy, or split for the fleet.
-        if self.splits && self.ledger().copies_by_fleet(source.size) {
+        // An SSE-C object is copied whole here: its reads need the key it was found
+        // to want, which range messages do not carry.
+        if self.splits && self.ledger().copies_by_fleet(source.size) && !source.sse_c() {
             if let Some(split) = self.ledger().split(&source, &target_key, &options).await? {
                 return Ok(Done {
                     bytes: source.size,
@@ -271,14 +309,17 @@ impl Reconciler {
                 });
             }
         }
-        let _bytes = metrics::hold(&metrics::BYTES_IN_FLIGHT, source.size as i64);
+        let bytes = metrics::hold(&metrics::BYTES_IN_FLIGHT, source.size as i64);
         let started = Instant::now();
         let copied = self
             .copier
             .copy(&source, &target_key, &options, open)
             .await?;
+        drop(bytes);
         // The last writer makes sure the source still holds what it wrote: another
         // worker may have copied a newer version meanwhile, which this write undid.
+        // The check holds no bytes: the slot goes to the next object meanwhile.
+        let _check = slot.trade_for_check(&self.slots).await;
         let now = head_source(&self.source, key).await?;
         if now.and_then(|now| now.etag) != source.etag {
             return Err(ReconcileError::Superseded(RestartReason::ChangedAfterWrite));
@@ -300,8 +341,8 @@ impl Reconciler {
                 match self.copier.open(&mut listed).await {
                     Ok(Some(open)) => (Some(listed), None, Some(open)),
                     Ok(None) => (None, None, None),
-                    // Archived: a HEAD tells whether it is being restored.
-                    Err(e) if answered_archived(&e) => {
+                    // Archived (a HEAD tells whether it is being restored), or SSE-C.
+                    Err(e) if answered_for_head(&e) => {
                         (head_source(&self.source, key).await?, None, None)
                     }
                     Err(e) => return Err(e.into()),
@@ -318,7 +359,7 @@ impl Reconciler {
                 match opened {
                     Ok(Some(open)) => (Some(described), Some(target), Some(open)),
                     Ok(None) => (None, Some(target), None),
-                    Err(e) if answered_archived(&e) => {
+                    Err(e) if answered_for_head(&e) => {
                         (head_source(&self.source, key).await?, Some(target), None)
                     }
                     Err(e) => return Err(e.into()),
@@ -397,6 +438,7 @@ impl Reconciler {
     /// exists (`target_exists`, or a HEAD when that is not known).
     async fn source_gone(
         &self,
+        slot: &mut Slot,
         key: &str,
         target_exists: Option<bool>,
     ) -> Result<Done, ReconcileError> {
@@ -420,6 +462,7 @@ impl Reconciler {
         self.target.observe("DeleteObject", request.send().await)?;
         // Another worker may have copied a re-created object meanwhile, which this
         // delete undid: the key is then reconciled again.
+        let _check = slot.trade_for_check(&self.slots).await;
         if head_source(&self.source, key).await?.is_some() {
             return Err(ReconcileError::Superseded(
                 RestartReason::ReappearedAfterDelete,
@@ -486,29 +529,4 @@ pub enum Tags {
     /// The tags as well, brought up to the source's in place: for tag events and
     /// `xpsync sync`.
     Compare,
-}
-
-/// Whether a GET was answered as S3 answers it for an archived object.
-fn answered_archived(e: &crate::transfer::TransferError) -> bool {
-    matches!(e, crate::transfer::TransferError::S3(e) if e.code.as_deref() == Some("InvalidObjectState"))
-}
-
-/// HEAD the source `key`, described; None if it does not exist.
-async fn head_source(side: &S3Side, key: &str) -> Result<Option<SourceObject>, S3Error> {
-    Ok(head(side, key)
-        .await?
-        .map(|head| SourceObject::from_head(key, &head)))
-}
-
-/// HEAD `key`; None if it does not exist.
-pub(crate) async fn head(
-    side: &S3Side,
-    key: &str,
-) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, S3Error> {
-    let request = side.client.head_object().bucket(&side.bucket).key(key);
-    match side.observe("HeadObject", request.send().await) {
-        Ok(head) => Ok(Some(head)),
-        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
 }

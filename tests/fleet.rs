@@ -191,3 +191,56 @@ async fn a_delete_that_lands_after_a_re_created_object_was_copied_is_undone() {
         });
     assert!(b.metric("xpsync_reconcile_restarts_total{reason=\"reappeared_after_delete\"}") >= 1.0);
 }
+
+/// The last writer's check (a HEAD of the source after the write) holds no object
+/// slot: with one slot, a check that never comes back does not stop the next
+/// object from being copied (speed: a small object costs its slot two round trips,
+/// not three).
+#[tokio::test]
+async fn a_last_writer_check_held_back_does_not_hold_the_object_slot() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    // An event describes its object, so the first HEAD of the source is the
+    // first object's check.
+    let hold = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            hold_first: Some("HEAD"),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let worker = Daemon::start(
+        &p,
+        "worker",
+        &[
+            ("XPSYNC_SOURCE__ENDPOINT_URL", hold.endpoint.as_str()),
+            ("XPSYNC_TRANSFER__MAX_OBJECTS", "1"),
+        ],
+    )
+    .await;
+    p.put_source("first.bin", bytes_of(64 * KIB, 20)).await;
+    eventually(MINUTE, "the first object's check is held", || async {
+        hold.held() == 1
+    })
+    .await;
+
+    let second = bytes_of(64 * KIB, 21);
+    p.put_source("second.bin", second.clone()).await;
+    let second_etag = p.source_etag("second.bin").await;
+    eventually(MINUTE, "the second object is copied meanwhile", || async {
+        p.target_etag("second.bin").await.as_deref() == Some(second_etag.as_str())
+    })
+    .await;
+    assert_eq!(hold.held(), 1, "the first check is still held");
+
+    hold.release();
+    drained(&pipeline).await;
+    p.copied_intact("second.bin", &second, Etag::Same)
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", worker.logs()));
+    assert_eq!(
+        worker.metric("xpsync_objects_total{result=\"copied\"}"),
+        2.0
+    );
+}

@@ -106,7 +106,7 @@ pub(super) async fn backfill(
     let ops = Ops::connect(config).await?;
     let config = &ops.config;
     let concurrency = concurrency.unwrap_or(config.transfer.max_objects).max(1);
-    let reconciler = ops.reconciler();
+    let reconciler = ops.reconciler().with_slots(concurrency);
     let queue = match (mode, dry_run) {
         (backfill::Mode::Enqueue, false) => Some(Queue::connect(config).await?),
         _ => None,

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::DateTime;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::Daemon;
@@ -28,17 +27,12 @@ use crate::fleet::{Step, Verdict};
 use crate::metrics::{self, MessageResult};
 use crate::object::SourceObject;
 use crate::queue::Received;
-use crate::reconcile::{Hint, Outcome, Report};
+use crate::reconcile::{Hint, Outcome, Report, Slot};
 use crate::retry;
 
 impl Daemon {
     /// Handles one message; `trial` when it is the breaker's half-open trial.
-    pub(super) async fn handle(
-        self: Arc<Self>,
-        message: Received,
-        _slot: OwnedSemaphorePermit,
-        trial: bool,
-    ) {
+    pub(super) async fn handle(self: Arc<Self>, message: Received, mut slot: Slot, trial: bool) {
         let span = tracing::info_span!(
             "message",
             message_id = %message.id,
@@ -58,7 +52,7 @@ impl Daemon {
                         &format!("an xpsync message of format {version}, newer than this worker's: left for a newer worker"),
                     );
                 }
-                Parsed::Keys(keys) => self.reconcile(&message, &keys).await,
+                Parsed::Keys(keys) => self.reconcile(&message, &keys, &mut slot).await,
                 Parsed::Range { key, work } => {
                     let span = tracing::info_span!("range", key, first_part = work.first_part);
                     let step = match self.fleet.ranges.take(work.part_sizes.len()) {
@@ -158,7 +152,7 @@ impl Daemon {
         }
     }
 
-    async fn reconcile(&self, message: &Received, keys: &[KeyEvent]) {
+    async fn reconcile(&self, message: &Received, keys: &[KeyEvent], slot: &mut Slot) {
         let work = async {
             let mut reports = Vec::with_capacity(keys.len());
             for key in keys {
@@ -168,7 +162,10 @@ impl Daemon {
                     }
                     None => Hint::Nothing,
                 };
-                let report = self.reconciler.reconcile(&key.key, hint, key.tags).await;
+                let report = self
+                    .reconciler
+                    .reconcile_in(slot, &key.key, hint, key.tags)
+                    .await;
                 reports.push(report);
             }
             reports

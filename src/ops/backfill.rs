@@ -112,7 +112,8 @@ pub struct Scope<'a> {
     /// Only keys under this source prefix.
     pub prefix: &'a str,
     pub action: Action<'a>,
-    /// Copies or message batches at once.
+    /// Copies or message batches at once (the copying reconciler's slots: see
+    /// [`crate::reconcile::Reconciler::with_slots`]).
     pub concurrency: usize,
     /// Leave out source objects written less than this long ago: they are in
     /// flight (their events are on the way), not drift.
@@ -136,8 +137,14 @@ pub async fn backfill(
     let mut in_flight: FuturesUnordered<BoxFuture<'_, Finished>> = FuturesUnordered::new();
     let mut batch: Vec<String> = Vec::with_capacity(MAX_BATCH);
     let mut listed_all = false;
+    // A copy gives its slot back for its last-writer check (a HEAD, no bytes):
+    // keys in their check are in flight beside the `concurrency` being copied.
+    let most = match scope.action {
+        Action::Copy(_) => 2 * scope.concurrency,
+        _ => scope.concurrency,
+    };
     loop {
-        while !listed_all && in_flight.len() < scope.concurrency {
+        while !listed_all && in_flight.len() < most {
             let Some(c) = comparisons.try_next().await? else {
                 listed_all = true;
                 break;
