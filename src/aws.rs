@@ -30,6 +30,12 @@ pub use crate::error::Side;
 use crate::error::{ErrorKind, S3Error};
 use crate::metrics::{self, RefreshResult};
 
+mod customer_key;
+pub use customer_key::CustomerKey;
+pub(crate) use customer_key::{
+    maybe_wanted_by_head, missing as customer_key_missing, wanted_by_get,
+};
+
 /// One side's S3 access.
 #[derive(Clone, Debug)]
 pub struct S3Side {
@@ -122,6 +128,29 @@ impl S3Side {
         &self,
         prefix: &str,
     ) -> Result<Vec<aws_sdk_s3::types::MultipartUpload>, S3Error> {
+        self.uploads_until(prefix, false).await
+    }
+
+    /// The incomplete multipart uploads of exactly `key`. S3 lists by prefix, in key
+    /// order, and a key sorts before every longer key it begins: the listing stops
+    /// at the first page that reaches another key, however many uploads lie under
+    /// `key` as a prefix.
+    pub async fn uploads_of(
+        &self,
+        key: &str,
+    ) -> Result<Vec<aws_sdk_s3::types::MultipartUpload>, S3Error> {
+        let mut found = self.uploads_until(key, true).await?;
+        found.retain(|upload| upload.key() == Some(key));
+        Ok(found)
+    }
+
+    /// Uploads under `prefix`, all pages, or, with `exact`, until a page lists a
+    /// key other than `prefix`.
+    async fn uploads_until(
+        &self,
+        prefix: &str,
+        exact: bool,
+    ) -> Result<Vec<aws_sdk_s3::types::MultipartUpload>, S3Error> {
         let mut found = Vec::new();
         let (mut key_marker, mut upload_id_marker) = (None, None);
         loop {
@@ -136,10 +165,20 @@ impl S3Side {
             found.extend(page.uploads().iter().cloned());
             key_marker = page.next_key_marker().map(str::to_owned);
             upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
-            if page.is_truncated() != Some(true) || key_marker.is_none() {
+            let past = exact && page.uploads().iter().any(|u| u.key() != Some(prefix));
+            if past || page.is_truncated() != Some(true) || key_marker.is_none() {
                 return Ok(found);
             }
         }
+    }
+
+    /// The customer-provided key that reads this side's SSE-C objects, from its
+    /// credentials secret (`sse_customer_key`); None without one.
+    pub async fn customer_key(&self) -> Option<CustomerKey> {
+        let secret = self.secret.as_ref()?;
+        let _ = secret.load().await;
+        let key = secret.inner.customer_key.lock().expect("never poisoned");
+        key.clone()
     }
 
     /// S3 rejected this side's keys: re-read the secret before the next request.
@@ -318,6 +357,8 @@ struct SecretInner {
     cached: Mutex<Option<(Credentials, Instant)>>,
     /// S3 rejected the cached keys: they are not to be used again.
     stale: AtomicBool,
+    /// The SSE-C key the secret holds too, as last read.
+    customer_key: std::sync::Mutex<Option<CustomerKey>>,
     /// The last read's failure and when, while no usable keys are held: reads are
     /// not retried more often than [`SECRET_RETRY`], and requests say why.
     failed: std::sync::Mutex<Option<(Instant, String)>>,
@@ -361,6 +402,7 @@ impl SecretCredentials {
                 refresh_interval: c.refresh_interval,
                 cached: Mutex::new(None),
                 stale: AtomicBool::new(false),
+                customer_key: std::sync::Mutex::new(None),
                 failed: std::sync::Mutex::new(None),
             }),
         }
@@ -456,7 +498,9 @@ impl SecretCredentials {
             .secret_string()
             .ok_or("the secret has no SecretString (a binary secret is not supported)")?;
         // Never echo the secret's text: a parse error may quote it.
-        secret_keys(text)
+        let credentials = secret_keys(text)?;
+        *inner.customer_key.lock().expect("never poisoned") = customer_key::from_secret(text)?;
+        Ok(credentials)
     }
 }
 

@@ -101,6 +101,8 @@ pub struct S3Error {
     pub message: String,
     /// S3's error code, when its answer had a body naming one.
     pub code: Option<String>,
+    /// The HTTP status of S3's answer, when there was one.
+    pub status: Option<u16>,
     /// The failure is known to concern this object alone: an `AccessDenied` while
     /// the same operation passes on other keys, or a GET refused after the key's
     /// HEAD passed (a KMS key the keys may not use).
@@ -121,6 +123,7 @@ impl S3Error {
             kind,
             message: message.into(),
             code: None,
+            status: None,
             per_object: false,
         }
     }
@@ -164,6 +167,7 @@ impl S3Error {
             kind,
             message: describe(&err, code.clone(), status),
             code,
+            status,
             per_object: false,
         }
     }

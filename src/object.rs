@@ -126,6 +126,12 @@ impl SourceObject {
         }
     }
 
+    /// Whether it is known to be stored with a customer-provided key (SSE-C): its
+    /// reads carry the source's key.
+    pub fn sse_c(&self) -> bool {
+        self.encryption == Some(Encryption::CustomerKey)
+    }
+
     /// As a HEAD describes it.
     pub fn from_head(key: &str, head: &HeadObjectOutput) -> Self {
         Self {

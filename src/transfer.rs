@@ -167,8 +167,7 @@ pub struct Copier {
     checksum: PartChecksum,
     /// Bytes buffered by all part transfers together (`transfer.memory_limit`).
     budget: MemoryBudget,
-    /// Part transfers at once across all objects (`transfer.max_parts`); taken
-    /// before a part's GET is sent.
+    /// Part transfers at once, all objects together (`transfer.max_parts`).
     part_slots: Arc<Semaphore>,
     /// How long a request may go unanswered (`[timeouts]`).
     timeouts: TimeoutsConfig,
@@ -401,6 +400,7 @@ impl Copier {
             .key(&source.key)
             .set_if_match(source.etag.as_ref().map(ETag::quoted))
             .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)));
+        let request = self.source.sse_c_get(source.sse_c(), request).await;
         self.source.observe("GetObject", request.send().await)
     }
 

@@ -257,6 +257,7 @@ async fn discover_layout(
             .bucket(&copier.source.bucket)
             .key(&source.key)
             .part_number(number as i32);
+        let request = copier.source.sse_c_head(source.sse_c(), request).await;
         let output = copier.source.observe("HeadObject", request.send().await)?;
         Ok::<_, TransferError>((
             output.parts_count(),
@@ -325,10 +326,9 @@ pub(crate) async fn list_uploads(
     copier: &Copier,
     target_key: &str,
 ) -> Result<Vec<String>, TransferError> {
-    let uploads = copier.target.uploads(target_key).await?;
+    let uploads = copier.target.uploads_of(target_key).await?;
     let mut uploads: Vec<((i64, u32), String)> = uploads
         .iter()
-        .filter(|upload| upload.key() == Some(target_key))
         .filter_map(|upload| {
             let initiated = upload
                 .initiated()
