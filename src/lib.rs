@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod aws;
+pub mod checksum;
 pub mod cli;
 pub mod config;
 pub mod daemon;
