@@ -31,44 +31,84 @@ pub struct Checksum {
     pub full_object: bool,
 }
 
-/// A response's checksum headers, named as the SDK names them.
-pub struct Headers<'a> {
+/// One checksum value and its algorithm: a part's, as S3 lists or returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    pub algorithm: ChecksumAlgorithm,
+    pub value: String,
+}
+
+/// The checksum values of a response, named as the SDK names them; S3 answers one.
+pub struct Values<'a> {
     pub crc32: Option<&'a str>,
     pub crc32c: Option<&'a str>,
     pub crc64nvme: Option<&'a str>,
     pub sha1: Option<&'a str>,
     pub sha256: Option<&'a str>,
-    pub kind: Option<&'a ChecksumType>,
 }
 
-/// The [`Headers`] of a HEAD, GET or CompleteMultipartUpload output.
+/// The [`Values`] of an output or listed part that has the five getters.
 #[macro_export]
-macro_rules! checksum_headers {
+macro_rules! checksum_values {
     ($output:expr) => {
-        $crate::checksum::Headers {
+        $crate::checksum::Values {
             crc32: $output.checksum_crc32(),
             crc32c: $output.checksum_crc32_c(),
             crc64nvme: $output.checksum_crc64_nvme(),
             sha1: $output.checksum_sha1(),
             sha256: $output.checksum_sha256(),
-            kind: $output.checksum_type(),
         }
     };
 }
 
-impl Checksum {
-    /// The checksum the headers name, if any.
-    pub fn from_headers(h: Headers<'_>) -> Option<Self> {
-        let (algorithm, value) = [
-            (ChecksumAlgorithm::Crc32, h.crc32),
-            (ChecksumAlgorithm::Crc32C, h.crc32c),
-            (ChecksumAlgorithm::Crc64Nvme, h.crc64nvme),
-            (ChecksumAlgorithm::Sha1, h.sha1),
-            (ChecksumAlgorithm::Sha256, h.sha256),
+/// Sets `value` (a [`Value`] or [`Checksum`]) on a request or part builder, by the
+/// setter of its algorithm: the builders share these setters but no trait.
+#[macro_export]
+macro_rules! set_checksum {
+    ($builder:expr, $value:expr) => {{
+        let builder = $builder;
+        match $value {
+            Some(v) => {
+                let value = v.value.clone();
+                match v.algorithm {
+                    aws_sdk_s3::types::ChecksumAlgorithm::Crc32 => builder.checksum_crc32(value),
+                    aws_sdk_s3::types::ChecksumAlgorithm::Crc32C => builder.checksum_crc32_c(value),
+                    aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme => {
+                        builder.checksum_crc64_nvme(value)
+                    }
+                    aws_sdk_s3::types::ChecksumAlgorithm::Sha1 => builder.checksum_sha1(value),
+                    aws_sdk_s3::types::ChecksumAlgorithm::Sha256 => builder.checksum_sha256(value),
+                    _ => builder,
+                }
+            }
+            None => builder,
+        }
+    }};
+}
+
+impl Values<'_> {
+    /// The one value the response carries, if any.
+    pub fn first(self) -> Option<Value> {
+        [
+            (ChecksumAlgorithm::Crc32, self.crc32),
+            (ChecksumAlgorithm::Crc32C, self.crc32c),
+            (ChecksumAlgorithm::Crc64Nvme, self.crc64nvme),
+            (ChecksumAlgorithm::Sha1, self.sha1),
+            (ChecksumAlgorithm::Sha256, self.sha256),
         ]
         .into_iter()
-        .find_map(|(algorithm, value)| Some((algorithm, value.filter(|v| !v.is_empty())?)))?;
-        let full_object = match h.kind {
+        .find_map(|(algorithm, value)| {
+            let value = value.filter(|v| !v.is_empty())?.to_owned();
+            Some(Value { algorithm, value })
+        })
+    }
+}
+
+impl Checksum {
+    /// The checksum a response names, of the type it says (`x-amz-checksum-type`).
+    pub fn from_response(values: Values<'_>, kind: Option<&ChecksumType>) -> Option<Self> {
+        let Value { algorithm, value } = values.first()?;
+        let full_object = match kind {
             Some(ChecksumType::FullObject) => true,
             Some(ChecksumType::Composite) => false,
             // Not typed (an older server): S3's composite values end in `-N`.
@@ -76,7 +116,7 @@ impl Checksum {
         };
         Some(Self {
             algorithm,
-            value: value.to_owned(),
+            value,
             full_object,
         })
     }
@@ -134,36 +174,37 @@ pub fn of(algorithm: &ChecksumAlgorithm, bytes: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn headers<'a>(crc32c: Option<&'a str>, kind: Option<&'a ChecksumType>) -> Headers<'a> {
-        Headers {
+    fn crc32c(value: Option<&str>) -> Values<'_> {
+        Values {
             crc32: None,
-            crc32c,
+            crc32c: value,
             crc64nvme: None,
             sha1: None,
             sha256: None,
-            kind,
         }
     }
 
     #[test]
     fn a_checksum_is_full_object_or_composite() {
-        let single = Checksum::from_headers(headers(Some("yZRlqg=="), None)).unwrap();
+        let single = Checksum::from_response(crc32c(Some("yZRlqg==")), None).unwrap();
         assert!(single.full_object && single.combinable());
-        let composite = Checksum::from_headers(headers(Some("abcd-3"), None)).unwrap();
+        let composite = Checksum::from_response(crc32c(Some("abcd-3")), None).unwrap();
         assert!(!composite.full_object);
         assert_eq!(composite.digest(), "abcd");
-        let typed = Checksum::from_headers(headers(Some("abcd"), Some(&ChecksumType::Composite)));
+        let typed = Checksum::from_response(crc32c(Some("abcd")), Some(&ChecksumType::Composite));
         assert!(!typed.unwrap().full_object);
-        assert!(Checksum::from_headers(headers(None, None)).is_none());
+        assert!(Checksum::from_response(crc32c(None), None).is_none());
+        assert!(Checksum::from_response(crc32c(Some("")), None).is_none());
     }
 
     #[test]
     fn digests_are_those_s3_gives() {
-        // S3's documented values for b"hello world".
+        // The CRC32C and CRC32 of b"hello world", as S3 shows them.
         let crc32c = of(&ChecksumAlgorithm::Crc32C, b"hello world").unwrap();
         assert_eq!(crc32c, "yZRlqg==");
         let crc32 = of(&ChecksumAlgorithm::Crc32, b"hello world").unwrap();
         assert_eq!(crc32, "DUoRhQ==");
         assert!(of(&ChecksumAlgorithm::Sha256, b"").is_some());
+        assert!(of(&ChecksumAlgorithm::Md5, b"").is_none());
     }
 }

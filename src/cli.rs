@@ -57,7 +57,8 @@ pub enum Command {
         stale_uploads_after: std::time::Duration,
         /// Compare keys of equal size whose ETags differ by their bytes, along the
         /// target's part layout (reads the source; no bytes cross the border): a copy
-        /// cut with another part size then counts as the same.
+        /// cut with another part size then counts as the same. Keys found the same
+        /// are also compared by their additional checksums where both sides keep one.
         #[arg(long)]
         deep: bool,
     },

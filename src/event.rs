@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::etag::ETag;
 use crate::fleet::message::FORMAT;
-use crate::fleet::{CheckWork, Native, RangeWork};
+use crate::fleet::{CheckWork, Native, RangeWork, Restart};
 use crate::reconcile::Tags;
 
 /// One key to reconcile.
@@ -34,6 +34,8 @@ pub struct KeyEvent {
     pub tags: Tags,
     /// What an Object Created event says of the object: its size and ETag.
     pub created: Option<(u64, Option<ETag>)>,
+    /// The fleet started the key over ([`crate::fleet::Restart`]): how often, why.
+    pub restart: Option<Restart>,
 }
 
 /// What a message asks for.
@@ -147,6 +149,7 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
                 time,
                 tags,
                 created,
+                restart: None,
             }),
         }
     }
@@ -193,6 +196,7 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
             time,
             tags,
             created: created.clone(),
+            restart: None,
         });
     }
     if let Ok(decoded) = form_decode(raw) {
@@ -202,6 +206,7 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
                 time,
                 tags,
                 created,
+                restart: None,
             });
         }
     }
@@ -231,7 +236,7 @@ fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parse
     let message = Native::deserialize(Value::Object(object.clone()))
         .map_err(|e| format!("an xpsync message that does not read: {e}"))?;
     check_key(&message.key)?;
-    let key = message.key;
+    let (key, restart) = (message.key, message.restart);
     match (message.range, message.check) {
         (Some(_), Some(_)) => Err("an xpsync message with both a range and a check".into()),
         (Some(work), None) => {
@@ -254,6 +259,7 @@ fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parse
             time: None,
             tags: Tags::Skip,
             created: None,
+            restart,
         }])),
     }
 }

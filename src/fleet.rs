@@ -19,15 +19,18 @@
 //!   completion is told and checked as any copy is;
 //! - [`worker`]: the daemon's side ([`Worker`]): sends a split's messages, copies a
 //!   range, checks an upload, and says what becomes of the message in hand;
-//! - [`ranges`]: how many range messages one worker holds at once.
+//! - [`ranges`]: how many range messages one worker holds at once;
+//! - `marker` and `uploads`: the version tag of a split's upload, and the lookups
+//!   of a key's uploads by it.
 
 pub mod ledger;
 mod marker;
 pub mod message;
 pub mod ranges;
+mod uploads;
 pub mod worker;
 
 pub use ledger::{CheckOutcome, Ledger, RangeOutcome};
-pub use message::{parts_per_range, CheckWork, Native, RangeWork, Split};
+pub use message::{parts_per_range, CheckWork, Native, RangeWork, Restart, Split, MAX_RESTARTS};
 pub use ranges::Ranges;
 pub use worker::{Step, Verdict, Worker};

@@ -417,6 +417,10 @@ label! {
         /// A duplicate split's upload, given up for an earlier upload of the same
         /// version.
         Merged => "merged",
+        /// Given up for good: a range failed with the object's verdict (the key,
+        /// reconciled again, is dead-lettered with it), or the key was started over
+        /// too often (dead-lettered, saying why).
+        GivenUp => "given_up",
     }
 }
 

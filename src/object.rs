@@ -12,6 +12,8 @@
 //! ETag a copy recorded in its metadata.
 
 use crate::archive::Access;
+use crate::checksum::Checksum;
+use crate::checksum_values;
 use std::collections::HashMap;
 
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
@@ -109,6 +111,8 @@ pub struct SourceObject {
     pub access: Access,
     /// Stored in S3 Intelligent-Tiering (whose archive tiers restore without days).
     pub intelligent_tiering: bool,
+    /// Its additional checksum, where S3 keeps one; None: none, or not known yet.
+    pub checksum: Option<Checksum>,
 }
 
 impl SourceObject {
@@ -123,6 +127,7 @@ impl SourceObject {
             tag_count: None,
             access: Access::Readable,
             intelligent_tiering: false,
+            checksum: None,
         }
     }
 
@@ -147,6 +152,7 @@ impl SourceObject {
             access: Access::from_head(head),
             intelligent_tiering: head.storage_class()
                 == Some(&aws_sdk_s3::types::StorageClass::IntelligentTiering),
+            checksum: Checksum::from_response(checksum_values!(head), head.checksum_type()),
         }
     }
 
@@ -166,6 +172,7 @@ impl SourceObject {
         ));
         self.description = Some(description_from!(get));
         self.tag_count = Some(get.tag_count().unwrap_or(0).max(0) as u32);
+        self.checksum = Checksum::from_response(checksum_values!(get), get.checksum_type());
     }
 
     /// The part count if the source stored the object in parts.

@@ -40,6 +40,8 @@
 pub mod budget;
 mod complete;
 mod describe;
+mod integrity;
+mod listing;
 pub(crate) mod multipart;
 pub(crate) mod part;
 pub mod plan;
@@ -50,7 +52,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
-use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+use aws_sdk_s3::types::{ChecksumMode, ServerSideEncryption, StorageClass};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 
@@ -139,6 +141,15 @@ impl TransferError {
     pub fn kind(&self) -> ErrorKind {
         retry::Kind::kind(self)
     }
+
+    /// One object's final verdict ([`S3Error::is_verdict`]), or what xpsync cannot
+    /// copy: no retry would do better.
+    pub fn is_verdict(&self) -> bool {
+        match self {
+            TransferError::S3(e) => e.is_verdict(),
+            e => e.kind() == ErrorKind::Permanent,
+        }
+    }
 }
 
 /// How an object is written: chosen by [`Copier::way`] alone.
@@ -196,28 +207,6 @@ impl Copier {
         let first_byte = self.timeouts.upload_first_byte(length);
         aws_sdk_s3::config::Builder::default()
             .timeout_config(self.timeouts.sdk_with_first_byte(first_byte))
-    }
-
-    /// The configuration of an UploadPart of `length` bytes: its timeouts, and the
-    /// SDK asked to compute the part's checksum (as a header for a buffered body, a
-    /// trailer for a streamed one), which it computes only when asked per request,
-    /// its clients leaving checksums to xpsync (DESIGN §8).
-    pub(crate) fn part_upload_config(&self, length: u64) -> aws_sdk_s3::config::Builder {
-        let config = self.upload_timeouts(length);
-        match self.part_checksum() {
-            Some(_) => config.request_checksum_calculation(
-                aws_sdk_s3::config::RequestChecksumCalculation::WhenSupported,
-            ),
-            None => config,
-        }
-    }
-
-    /// The additional checksum every part carries (`target.checksum`).
-    pub(crate) fn part_checksum(&self) -> Option<aws_sdk_s3::types::ChecksumAlgorithm> {
-        match self.checksum {
-            PartChecksum::Crc32c => Some(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C),
-            PartChecksum::None => None,
-        }
     }
 
     /// The transfer settings (`[transfer]`).
@@ -383,6 +372,12 @@ impl Copier {
         )))
     }
 
+    /// Reads the first byte of `source`'s version: whether its bytes can be read at
+    /// all, before a split sends the fleet after them.
+    pub(crate) async fn probe_read(&self, source: &SourceObject) -> Result<(), S3Error> {
+        self.get(source, Some(0..1)).await.map(drop)
+    }
+
     /// GETs `range` (or the whole object) of the source version `source.etag`:
     /// `If-Match` makes S3 refuse (412) if the key now holds another version. An
     /// unknown ETag (a listing that gave none) sends no `If-Match`: only whole-object
@@ -399,6 +394,9 @@ impl Copier {
             .bucket(&self.source.bucket)
             .key(&source.key)
             .set_if_match(source.etag.as_ref().map(ETag::quoted))
+            // A whole object's GET also says its additional checksum (and the SDK
+            // checks the bytes against a full-object one).
+            .set_checksum_mode(range.is_none().then_some(ChecksumMode::Enabled))
             .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)));
         let request = self.source.sse_c_get(source.sse_c(), request).await;
         self.source.observe("GetObject", request.send().await)

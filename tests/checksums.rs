@@ -10,12 +10,15 @@ mod common;
 
 use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
+    ServerSideEncryption,
+};
 use common::faults::{FaultProxy, Faults};
 use common::kms::KmsProxy;
 use common::s3::{put, put_multipart, s3_client, sdk_config};
 use common::{
-    bytes_of, Etag, Partitions, MIB, SMALL_PARTS, SOURCE_BUCKET, TARGET_BUCKET, TARGET_REGION,
+    bytes_of, Etag, Partitions, Run, MIB, SMALL_PARTS, SOURCE_BUCKET, TARGET_BUCKET, TARGET_REGION,
 };
 
 #[tokio::test]
@@ -94,10 +97,7 @@ async fn a_resumed_upload_to_a_kms_target_keeps_the_parts_whose_checksum_matches
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(body[range].to_vec()))
             .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::default()
-                    .request_checksum_calculation(RequestChecksumCalculation::WhenSupported),
-            )
+            .config_override(computed())
             .send()
             .await
             .expect("upload a part");
@@ -115,4 +115,218 @@ async fn a_resumed_upload_to_a_kms_target_keeps_the_parts_whose_checksum_matches
     assert_eq!(border.uploads(), 2, "only the two missing parts crossed");
     p.assert_copied_intact("kms/resumable", &body, Etag::Opaque)
         .await;
+}
+
+/// A request's configuration asking the SDK to compute its checksum, as a client
+/// uploading with checksums does.
+fn computed() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default()
+        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+}
+
+/// Stores `key` on the source with an additional checksum of `algorithm`: one PUT
+/// when `parts` is empty, else an upload of these part sizes, created composite or
+/// `full_object`. The SDK computes every value, as a client uploading with
+/// checksums does.
+async fn put_summed(
+    p: &Partitions,
+    key: &str,
+    body: &[u8],
+    parts: &[usize],
+    algorithm: ChecksumAlgorithm,
+    full_object: bool,
+) {
+    let s3 = &p.source_s3;
+    if parts.is_empty() {
+        s3.put_object()
+            .bucket(SOURCE_BUCKET)
+            .key(key)
+            .checksum_algorithm(algorithm)
+            .body(ByteStream::from(body.to_vec()))
+            .customize()
+            .config_override(computed())
+            .send()
+            .await
+            .expect("put an object with a checksum");
+        return;
+    }
+    let kind = match full_object {
+        true => ChecksumType::FullObject,
+        false => ChecksumType::Composite,
+    };
+    let upload = s3
+        .create_multipart_upload()
+        .bucket(SOURCE_BUCKET)
+        .key(key)
+        .checksum_algorithm(algorithm.clone())
+        .checksum_type(kind.clone())
+        .send()
+        .await
+        .expect("create an upload with a checksum");
+    let id = upload.upload_id().expect("an upload id");
+    let mut completed = Vec::new();
+    let mut start = 0;
+    for (i, size) in parts.iter().enumerate() {
+        let number = i as i32 + 1;
+        let part = s3
+            .upload_part()
+            .bucket(SOURCE_BUCKET)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .checksum_algorithm(algorithm.clone())
+            .body(ByteStream::from(body[start..start + size].to_vec()))
+            .customize()
+            .config_override(computed())
+            .send()
+            .await
+            .expect("upload a part with a checksum");
+        start += size;
+        completed.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(part.e_tag().map(str::to_owned))
+                .set_checksum_crc32_c(part.checksum_crc32_c().map(str::to_owned))
+                .set_checksum_crc64_nvme(part.checksum_crc64_nvme().map(str::to_owned))
+                .build(),
+        );
+    }
+    s3.complete_multipart_upload()
+        .bucket(SOURCE_BUCKET)
+        .key(key)
+        .upload_id(id)
+        .checksum_type(kind)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(completed))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("complete the upload");
+}
+
+/// The object's additional checksum as S3 answers it in checksum mode: the
+/// algorithm's header, its value and the checksum type; None without one.
+async fn checksum_of(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {
+    let head = s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD {key}: {e:?}"));
+    let kind = head.checksum_type().map(|t| t.as_str().to_owned());
+    let found = [
+        ("crc32", head.checksum_crc32()),
+        ("crc32c", head.checksum_crc32_c()),
+        ("crc64nvme", head.checksum_crc64_nvme()),
+        ("sha1", head.checksum_sha1()),
+        ("sha256", head.checksum_sha256()),
+    ]
+    .into_iter()
+    .find_map(|(name, value)| Some(format!("{name} {} {kind:?}", value?)));
+    found
+}
+
+#[tokio::test]
+async fn a_source_checksum_is_carried_to_the_copy_and_checked() {
+    let p = Partitions::start().await;
+    let single = bytes_of(MIB, 11);
+    put_summed(
+        &p,
+        "sum/single",
+        &single,
+        &[],
+        ChecksumAlgorithm::Crc32C,
+        false,
+    )
+    .await;
+    let composite = bytes_of(12 * MIB, 12);
+    let layout = [5 * MIB, 5 * MIB, 2 * MIB];
+    put_summed(
+        &p,
+        "sum/composite",
+        &composite,
+        &layout,
+        ChecksumAlgorithm::Crc32C,
+        false,
+    )
+    .await;
+    // Full-object, and re-cut by the copy (6 MiB parts into 5 MiB ones): the
+    // checksum of the whole object does not depend on its parts.
+    let full = bytes_of(12 * MIB, 13);
+    let wide = [6 * MIB, 6 * MIB];
+    put_summed(
+        &p,
+        "sum/full",
+        &full,
+        &wide,
+        ChecksumAlgorithm::Crc64Nvme,
+        true,
+    )
+    .await;
+    let keys = ["sum/single", "sum/composite", "sum/full"];
+    for key in keys {
+        assert!(checksum_of(&p.source_s3, SOURCE_BUCKET, key)
+            .await
+            .is_some());
+    }
+
+    let mut env = SMALL_PARTS.to_vec();
+    env.push(("XPSYNC_TRANSFER__PRESERVE_PART_LAYOUT", "true"));
+    let (lines, run) = p.sync(&["sum/single", "sum/composite"], &env).await;
+    assert!(run.success(), "{run}");
+    assert!(lines.iter().all(|l| l["outcome"] == "copied"), "{run}");
+    env[2] = ("XPSYNC_TRANSFER__PRESERVE_PART_LAYOUT", "false");
+    let line = p.sync_one("sum/full", &env).await;
+    assert_eq!(line["method"], "multipart", "{line}");
+
+    for key in keys {
+        let source = checksum_of(&p.source_s3, SOURCE_BUCKET, key).await;
+        let target = checksum_of(&p.target_s3, TARGET_BUCKET, key).await;
+        assert_eq!(
+            target, source,
+            "{key}: the copy's checksum is not the source's"
+        );
+    }
+    p.assert_copied_intact("sum/single", &single, Etag::Same)
+        .await;
+    p.assert_copied_intact("sum/composite", &composite, Etag::Same)
+        .await;
+    p.assert_copied_intact("sum/full", &full, Etag::Recorded)
+        .await;
+
+    // `verify --deep` reads both checksums: a target copy forged to pass the ETag
+    // comparison (the source's ETag recorded, the same size) but holding other
+    // bytes, with their own CRC32C, is found different; without --deep it is not.
+    let forged = bytes_of(MIB, 99);
+    p.target_s3
+        .put_object()
+        .bucket(TARGET_BUCKET)
+        .key("sum/single")
+        .metadata("xpsync-source-etag", p.source_etag("sum/single").await)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .body(ByteStream::from(forged))
+        .customize()
+        .config_override(computed())
+        .send()
+        .await
+        .expect("forge a copy");
+    let shallow = Run::of(&mut p.xpsync(&["verify", "--prefix", "sum/"])).await;
+    assert!(shallow.success(), "{shallow}");
+    let deep = Run::of(&mut p.xpsync(&["verify", "--deep", "--prefix", "sum/"])).await;
+    assert!(!deep.success(), "{deep}");
+    let lines = deep.json_lines();
+    let different: Vec<_> = lines
+        .iter()
+        .filter(|l| l["status"] == "different")
+        .collect();
+    assert_eq!(different.len(), 1, "{deep}");
+    assert_eq!(different[0]["key"], "sum/single");
+    assert!(
+        different[0]["error"].as_str().unwrap().contains("CRC32C"),
+        "{deep}"
+    );
 }

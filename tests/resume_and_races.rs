@@ -5,17 +5,32 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ChecksumAlgorithm;
 use common::{bytes_of, Etag, Partitions, MIB, MINUTE, SMALL_PARTS, SOURCE_BUCKET, TARGET_BUCKET};
 
 /// Starts an upload of `key` on the target, as an interrupted xpsync would have
-/// left it, with the given parts.
+/// left it (created with CRC32C, `target.checksum`'s default, each part carrying
+/// its CRC32C), with the given parts.
 async fn interrupted_upload(p: &Partitions, key: &str, parts: &[(i32, Vec<u8>)]) -> String {
+    upload_with(p, key, parts, Some(ChecksumAlgorithm::Crc32C)).await
+}
+
+/// Starts an upload of `key` on the target with the given parts, created with
+/// `checksum` (and its parts carrying it), or with none.
+async fn upload_with(
+    p: &Partitions,
+    key: &str,
+    parts: &[(i32, Vec<u8>)],
+    checksum: Option<ChecksumAlgorithm>,
+) -> String {
     let upload = p
         .target_s3
         .create_multipart_upload()
         .bucket(TARGET_BUCKET)
         .key(key)
+        .set_checksum_algorithm(checksum.clone())
         .send()
         .await
         .unwrap();
@@ -27,7 +42,13 @@ async fn interrupted_upload(p: &Partitions, key: &str, parts: &[(i32, Vec<u8>)])
             .key(key)
             .upload_id(&id)
             .part_number(*number)
+            .set_checksum_algorithm(checksum.clone())
             .body(ByteStream::from(body.clone()))
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default()
+                    .request_checksum_calculation(RequestChecksumCalculation::WhenSupported),
+            )
             .send()
             .await
             .unwrap();
@@ -61,6 +82,30 @@ async fn an_interrupted_upload_of_the_same_layout_is_resumed() {
         "only the missing parts are sent"
     );
     p.assert_copied_intact("resumable", &body, Etag::Same).await;
+}
+
+/// An upload begun without a checksum (by a release before parts carried one) is
+/// not resumed: S3 refuses parts, or a completion, whose checksum the upload was
+/// not created with. It is aborted and the object copied afresh, intact.
+#[tokio::test]
+async fn an_upload_created_with_another_checksum_is_started_afresh() {
+    let p = Partitions::start().await;
+    let body = p
+        .put_source_multipart("older", &[5 * MIB, 5 * MIB, 5 * MIB], 3)
+        .await;
+    let part = (1, body[..5 * MIB].to_vec());
+    upload_with(&p, "older", &[part], None).await;
+
+    let line = p.sync_one("older", &[]).await;
+
+    assert_eq!(line["outcome"], "copied", "{line}");
+    assert_eq!(line["parts_reused"], 0, "{line}");
+    assert_eq!(line["bytes_sent"], 15 * MIB, "{line}");
+    assert!(
+        p.target_uploads().await.is_empty(),
+        "the old upload is aborted"
+    );
+    p.assert_copied_intact("older", &body, Etag::Same).await;
 }
 
 #[tokio::test]

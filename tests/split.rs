@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::faults::{FaultProxy, Faults};
 use common::kms::KmsProxy;
-use common::pipeline::{eventually, Daemon, Pipeline};
+use common::pipeline::{attribute, eventually, Daemon, Pipeline};
 use common::proxy::SlowProxy;
 use common::{Etag, Partitions, Run, MIB, MINUTE, SOURCE_BUCKET};
 
@@ -476,4 +476,122 @@ async fn a_split_object_reaches_a_target_encrypting_with_kms_by_default() {
     p.assert_copied_intact(KEY, &body, Etag::Recorded).await;
     let run = Run::of(p.xpsync(&["verify"]).envs(env.iter().copied())).await;
     assert!(run.success(), "verify is not clean: {run}");
+}
+
+fn reason(message: &aws_sdk_sqs::types::Message) -> String {
+    attribute(message, "xpsync-reason")
+}
+
+/// A split that can never succeed ends, once. A giant object whose bytes the keys
+/// may not read (its KMS key refuses `kms:Decrypt`, its HEAD passing) is its key's
+/// verdict before any upload or range exists. One whose reads are refused once it
+/// is split (the grant revoked mid-way) is given up at the first refused range;
+/// its check finds the upload gone and starts the key over, and the key is
+/// dead-lettered once, with S3's words. No upload is left, the breaker never trips.
+#[tokio::test]
+async fn a_split_that_can_never_succeed_ends_in_one_dead_letter() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 2 * MIB as u64).await;
+    let faults = Faults {
+        kms_refused: Some("refused/"),
+        ..Faults::default()
+    };
+    let source = FaultProxy::start(&slow.endpoint, faults).await;
+    let daemons = workers(&p, &source.endpoint, &["worker-a", "worker-b"]).await;
+    let metric = |name: &str| daemons.iter().map(|d| d.metric(name)).sum::<f64>();
+
+    p.put_source_multipart("refused/giant.bin", &[5 * MIB; 3], 70)
+        .await;
+    eventually(MINUTE, "the refused key is dead-lettered", || async {
+        !pipeline.dead_letters().await.is_empty()
+    })
+    .await;
+    assert_eq!(metric("xpsync_splits_total{result=\"split\"}"), 0.0);
+
+    p.put_source_multipart(KEY, &[5 * MIB; 12], 71).await;
+    eventually(MINUTE, "parts arrive", || async {
+        p.target_upload_parts().await >= 1
+    })
+    .await;
+    source.set_refuse_reads(true);
+    eventually(2 * MINUTE, "the queue is drained", || async {
+        pipeline.depth(&pipeline.queue_url).await == 0
+    })
+    .await;
+
+    // Each message (moto, as S3 may, sends a multipart object's event twice) is
+    // dead-lettered on its first receive, naming its key and S3's words.
+    let letters = pipeline.dead_letters().await;
+    let logs = || {
+        daemons
+            .iter()
+            .map(Daemon::logs)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut keys: Vec<&str> = Vec::new();
+    for letter in &letters {
+        let why = reason(letter);
+        let key = ["refused/giant.bin", KEY]
+            .into_iter()
+            .find(|k| why.starts_with(k));
+        assert!(key.is_some() && why.contains("kms:Decrypt"), "{why}");
+        assert_eq!(attribute(letter, "xpsync-receive-count"), "1", "{why}");
+        keys.extend(key);
+    }
+    keys.dedup();
+    assert_eq!(keys, ["refused/giant.bin", KEY], "{letters:?}\n{}", logs());
+    assert!(metric("xpsync_splits_total{result=\"given_up\"}") >= 1.0);
+    assert!(p.target_uploads().await.is_empty(), "no upload is left");
+    for kind in ["auth", "bucket_missing", "denied"] {
+        let trips = metric(&format!("xpsync_breaker_trips_total{{kind=\"{kind}\"}}"));
+        assert_eq!(trips, 0.0, "a {kind} trip:\n{}", logs());
+    }
+}
+
+/// A range sent again sends only the parts its upload lacks (#20): worker A's
+/// range of three parts stops at its third (held back, and A killed); the range
+/// comes back to worker B, which uploads that part alone.
+#[tokio::test]
+async fn a_range_sent_again_sends_only_the_parts_its_upload_lacks() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let held = FaultProxy::start(
+        &p.target.endpoint,
+        Faults {
+            hold_part: Some(3),
+            ..Faults::default()
+        },
+    )
+    .await;
+    // One range of three 5 MiB parts; A holds one message at a time.
+    let mut env = worker_env(&p.source.endpoint);
+    env.push(("XPSYNC_TRANSFER__SPLIT_RANGE_SIZE", "15MiB".into()));
+    let mut env_a = env.clone();
+    env_a.push(("XPSYNC_TARGET__ENDPOINT_URL", held.endpoint.clone()));
+    env_a.push(("XPSYNC_TRANSFER__MAX_OBJECTS", "1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_a: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 3], 72).await;
+    let source_etag = p.source_etag(KEY).await;
+    let a = Daemon::start(&p, "worker-a", &env_a).await;
+    eventually(MINUTE, "A's third part is held", || async {
+        held.held() == 1 && p.target_upload_parts().await >= 3
+    })
+    .await;
+    a.kill();
+
+    let b = Daemon::start(&p, "worker-b", &env).await;
+    completes(&p, &source_etag, 120).await;
+    nothing_left(&p, &pipeline).await;
+    p.assert_copied_intact(KEY, &body, Etag::Same).await;
+    let uploaded = b.metric("xpsync_parts_total{result=\"uploaded\"}");
+    let reused = b.metric("xpsync_parts_total{result=\"reused\"}");
+    assert!(reused >= 2.0, "B kept A's two parts:\n{}", b.logs());
+    assert!(
+        uploaded < 3.0,
+        "B sent its third part only ({uploaded}):\n{}",
+        b.logs()
+    );
 }

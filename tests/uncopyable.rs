@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::types::StorageClass;
 use common::faults::{FaultProxy, Faults, KMS_DECRYPT_REFUSED};
-use common::pipeline::{eventually, Daemon, Pipeline};
+use common::pipeline::{attribute, eventually, Daemon, Pipeline};
 use common::{bytes_of, Etag, Partitions, MINUTE, SOURCE_BUCKET};
 
 /// Puts `key` on the source in S3 Glacier Flexible Retrieval, as a lifecycle rule
@@ -47,15 +47,6 @@ async fn daemon_behind_a_source_proxy(
     env.push(("XPSYNC_SOURCE__ENDPOINT_URL", source.endpoint.as_str()));
     let daemon = Daemon::start(p, "daemon", &env).await;
     (source, daemon)
-}
-
-fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> String {
-    message
-        .message_attributes()
-        .and_then(|a| a.get(name))
-        .and_then(|v| v.string_value())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Every breaker trip, whatever its kind.

@@ -23,8 +23,8 @@ use tracing::Instrument;
 use super::Daemon;
 use crate::config::MAX_VISIBILITY;
 use crate::event::{self, KeyEvent, Parsed};
-use crate::fleet::{Step, Verdict};
-use crate::metrics::{self, MessageResult};
+use crate::fleet::{Step, Verdict, MAX_RESTARTS};
+use crate::metrics::{self, MessageResult, SplitResult};
 use crate::object::SourceObject;
 use crate::queue::Received;
 use crate::reconcile::{Hint, Outcome, Report, Slot};
@@ -153,6 +153,11 @@ impl Daemon {
     }
 
     async fn reconcile(&self, message: &Received, keys: &[KeyEvent], slot: &mut Slot) {
+        if let Some(why) = keys.iter().find_map(restarted_too_often) {
+            SplitResult::GivenUp.count();
+            self.dead_letter(message, &why).await;
+            return;
+        }
         let work = async {
             let mut reports = Vec::with_capacity(keys.len());
             for key in keys {
@@ -184,12 +189,13 @@ impl Daemon {
             }
             // Split objects: their ranges and check must be sent before the key's
             // message goes.
-            for report in &reports {
+            for (key, report) in keys.iter().zip(&reports) {
                 if let Ok(crate::reconcile::Done {
                     split: Some(split), ..
                 }) = &report.result
                 {
-                    if !self.fleet.send_split(&report.key, split).await {
+                    let restarts = key.restart.as_ref().map_or(0, |r| r.count);
+                    if !self.fleet.send_split(&report.key, split, restarts).await {
                         let delay = retry_delay(message.receive_count);
                         self.release(message, delay).await;
                         self.finish(
@@ -264,6 +270,16 @@ impl Daemon {
     }
 }
 
+/// Why a key the fleet started over too often ends here, dead-lettered: its split
+/// cannot succeed (DESIGN §10: every split ends).
+fn restarted_too_often(key: &KeyEvent) -> Option<String> {
+    let restart = key.restart.as_ref().filter(|r| r.count >= MAX_RESTARTS)?;
+    Some(format!(
+        "{}: its split was started over {} times without completing; the last time because {}",
+        key.key, restart.count, restart.why
+    ))
+}
+
 fn observe_latency(key: &KeyEvent, report: &Report, message: &Received) {
     if !matches!(
         report.outcome(),
@@ -295,6 +311,26 @@ pub fn retry_delay(receive_count: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_started_over_too_often_is_given_up_saying_why() {
+        let event = |count| KeyEvent {
+            key: "big".into(),
+            time: None,
+            tags: crate::reconcile::Tags::Skip,
+            created: None,
+            restart: Some(crate::fleet::Restart {
+                count,
+                why: "its upload is gone".into(),
+            }),
+        };
+        assert_eq!(restarted_too_often(&event(MAX_RESTARTS - 1)), None);
+        let why = restarted_too_often(&event(MAX_RESTARTS)).expect("given up");
+        assert!(
+            why.starts_with("big: ") && why.contains("its upload is gone"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn retry_delays_grow_and_are_capped() {

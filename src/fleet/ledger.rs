@@ -31,8 +31,10 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::marker::{marker, with_room_for_the_tag};
 use super::message::{parts_per_range, CheckWork, RangeWork, Split};
+use crate::checksum::UploadChecksum;
 use crate::error::ErrorKind;
 use crate::etag::ETag;
+use crate::metrics::PartResult;
 use crate::object::SourceObject;
 use crate::transfer::multipart::{self, Completion};
 use crate::transfer::part::{copy_part, Part, Uploaded};
@@ -77,7 +79,7 @@ enum Tagged {
 
 /// A split's ledger: the target's multipart uploads, through the [`Copier`].
 pub struct Ledger<'a> {
-    copier: &'a Copier,
+    pub(super) copier: &'a Copier,
     /// Set once the target has listed an upload's parts without their ETags (some
     /// S3-compatible servers), or refused to list them: it cannot be a split's
     /// ledger, so nothing is split until the process restarts.
@@ -108,6 +110,15 @@ impl<'a> Ledger<'a> {
     /// size derives from it ([`marker`]). Only uploads carrying this version's marker
     /// are joined, the first initiated winning: an upload begun for another version
     /// (of the same size and layout) is never mixed into this one.
+    /// A split upload's checksum: `target.checksum`, composite, as its ranges send.
+    fn checksum(&self) -> Option<UploadChecksum> {
+        let algorithm = self.copier.part_checksum()?;
+        Some(UploadChecksum {
+            algorithm,
+            full_object: None,
+        })
+    }
+
     pub async fn split(
         &self,
         source: &SourceObject,
@@ -117,8 +128,12 @@ impl<'a> Ledger<'a> {
         let etag = source.etag.clone().ok_or_else(|| {
             TransferError::Unsupported("the source names no ETag for the object".into())
         })?;
+        // One byte first: bytes that cannot be read (a KMS key refusing kms:Decrypt)
+        // are the key's verdict here, before any upload or range message exists.
+        self.copier.probe_read(source).await?;
+        let checksum = self.checksum();
         let (mine, encryption) =
-            multipart::create(self.copier, source, target_key, options).await?;
+            multipart::create(self.copier, source, target_key, options, checksum.as_ref()).await?;
         self.copier.saw_target_encryption(encryption.as_ref());
         let opaque = self.copier.etags_opaque(options);
         let stream = self.copier.settings().stream_parts && !opaque;
@@ -168,6 +183,7 @@ impl<'a> Ledger<'a> {
             parts_present: None,
             stalled: 0,
             resends: 0,
+            restarts: 0,
         };
         Ok(Some(Split { check, joined }))
     }
@@ -214,7 +230,10 @@ impl<'a> Ledger<'a> {
             .set_checksum_algorithm(self.copier.part_checksum())
             .body(body.into())
             .customize()
-            .config_override(self.copier.part_upload_config(length));
+            .config_override(
+                self.copier
+                    .part_upload_config(length, self.copier.part_checksum().is_some()),
+            );
         target.observe("UploadPart", request.send().await)?;
         match self.marker_part(target_key, mine).await {
             Ok(Some((_, Some(_)))) => {}
@@ -234,91 +253,6 @@ impl<'a> Ledger<'a> {
             .first_marked(target_key, Some(mine), etag, opaque)
             .await?;
         Ok(Tagged::Ledger { earlier })
-    }
-
-    /// The first upload of `target_key` (before `before`, if given) that carries
-    /// the marker of version `etag`: the one upload of that version all splitters
-    /// and ranges work for. Uploads are taken in the order S3 lists them as
-    /// initiated, ties by upload id, so a duplicate event that comes mid-copy joins
-    /// the upload under way rather than undoing it. Two splitters of one version
-    /// that each listed before the other's marker was in both keep their uploads;
-    /// the ranges of the later one find the first here and give theirs up
-    /// ([`Self::copy_range`]).
-    pub async fn first_marked(
-        &self,
-        target_key: &str,
-        before: Option<&str>,
-        etag: &ETag,
-        opaque: bool,
-    ) -> Result<Option<String>, TransferError> {
-        let mut uploads = match multipart::list_uploads(self.copier, target_key).await {
-            Ok(uploads) => uploads,
-            // Not allowed to list: each splitter keeps its own upload.
-            Err(TransferError::S3(e)) if e.operation_refused() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if let Some(before) = before {
-            // Not listed (gone, or not listed yet): every other upload comes first.
-            if let Some(at) = uploads.iter().position(|id| id == before) {
-                uploads.truncate(at);
-            }
-            uploads.retain(|id| id != before);
-        }
-        for upload in uploads {
-            if self
-                .carries_marker(target_key, &upload, etag, opaque)
-                .await?
-            {
-                return Ok(Some(upload));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Whether `upload` carries the marker of version `etag`: its size, and (where
-    /// the target's ETags are MD5s) its ETag.
-    async fn carries_marker(
-        &self,
-        target_key: &str,
-        upload: &str,
-        etag: &ETag,
-        opaque: bool,
-    ) -> Result<bool, TransferError> {
-        let listed = match self.marker_part(target_key, upload).await {
-            Ok(listed) => listed,
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        let (body, _) = marker(etag);
-        Ok(listed.is_some_and(|(size, listed_etag)| {
-            size == body.len() as u64 && (opaque || listed_etag == Some(ETag::of_bytes(&body)))
-        }))
-    }
-
-    /// The marker part of `upload` as the target lists it: its size and ETag.
-    async fn marker_part(
-        &self,
-        target_key: &str,
-        upload: &str,
-    ) -> Result<Option<(u64, Option<ETag>)>, crate::error::S3Error> {
-        let target = self.copier.target();
-        let request = target
-            .client
-            .list_parts()
-            .bucket(&target.bucket)
-            .key(target_key)
-            .upload_id(upload)
-            .part_number_marker((MARKER_PART - 1).to_string())
-            .max_parts(1);
-        let parts = target.observe("ListParts", request.send().await)?;
-        Ok(parts
-            .parts()
-            .iter()
-            .find(|part| part.part_number() == Some(MARKER_PART as i32))
-            .map(|part| {
-                let size = part.size().unwrap_or(0).max(0) as u64;
-                (size, ETag::parse(part.e_tag()))
-            }))
     }
 
     /// Copies the parts of `work` into its upload. `opaque`: the target is
@@ -342,6 +276,16 @@ impl<'a> Ledger<'a> {
         }
         let source = SourceObject::listed(key, 0, Some(version));
         let stream = self.copier.settings().stream_parts && !opaque && !self.copier.opaque_seen();
+        // A range sent again (its worker slow, or gone) sends only the parts the
+        // upload lacks: one present with its planned size was written by a worker
+        // reading this version (If-Match), and S3 checked its bytes on the way in.
+        let numbers = work.first_part as usize..=work.last_part as usize;
+        let present = multipart::sizes_in(self.copier, target_key, &work.upload_id, numbers).await;
+        let present = match present {
+            Ok(present) => present,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(RangeOutcome::UploadGone),
+            Err(e) => return Err(e),
+        };
         let mut start = work.first_byte;
         let parts: Vec<(usize, std::ops::Range<u64>)> = work
             .part_sizes
@@ -352,6 +296,13 @@ impl<'a> Ledger<'a> {
                 start += size;
                 (work.first_part as usize + i, range)
             })
+            .filter(|(number, range)| {
+                let there = present.get(number) == Some(&(range.end - range.start));
+                if there {
+                    PartResult::Reused.count();
+                }
+                !there
+            })
             .collect();
         let copied = futures::stream::iter(parts)
             .map(|(number, range)| {
@@ -360,6 +311,7 @@ impl<'a> Ledger<'a> {
                     number,
                     range,
                     earlier: None,
+                    checksum: self.copier.part_checksum(),
                 };
                 copy_part(self.copier, &source, target_key, part, stream)
             })
@@ -456,6 +408,7 @@ impl<'a> Ledger<'a> {
                 expected: expected.as_ref(),
                 preserved: work.preserved,
                 options,
+                checksum: self.checksum().as_ref(),
             },
         )
         .await;
@@ -465,11 +418,9 @@ impl<'a> Ledger<'a> {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
             Err(e) => return Err(e),
         };
-        // Begun by whichever splitter won, maybe for another version of the same
-        // size: what it records must be this version.
-        self.copier
-            .ensure_described(source, target_key, options)
-            .await?;
+        if let Some(why) = self.settle(source, target_key, options).await? {
+            return Ok(CheckOutcome::Mismatch(why));
+        }
         self.abort_duplicates(target_key, source, opaque).await;
         Ok(CheckOutcome::Completed(Copied {
             etag,
@@ -479,23 +430,26 @@ impl<'a> Ledger<'a> {
         }))
     }
 
-    /// After a split completed: aborts any other upload of its version still there
-    /// (a duplicate splitter's whose abort failed, one begun just now); their
-    /// ranges then find them gone. Failures only leave them to the lifecycle rule.
-    async fn abort_duplicates(&self, target_key: &str, source: &SourceObject, opaque: bool) {
-        let Some(etag) = &source.etag else { return };
-        let Ok(uploads) = multipart::list_uploads(self.copier, target_key).await else {
-            return;
-        };
-        for id in uploads {
-            if matches!(
-                self.carries_marker(target_key, &id, etag, opaque).await,
-                Ok(true)
-            ) {
-                tracing::info!(upload_id = %id, "aborting another upload of the version just completed");
-                multipart::abort(self.copier, target_key, &id).await;
-            }
+    /// After a completion: the upload was begun by whichever splitter won, for this
+    /// version, or its bytes cannot be told from another's (under KMS, or re-cut):
+    /// another's is discarded, never relabelled (why is returned; the key then starts
+    /// over). Then its description and tags, fixed when it began, are made the
+    /// source's now (a change made mid-split joined it).
+    async fn settle(
+        &self,
+        source: &SourceObject,
+        target_key: &str,
+        options: &WriteOptions,
+    ) -> Result<Option<String>, TransferError> {
+        let copier = self.copier;
+        if let Some(why) = copier.discard_other_version(source, target_key).await? {
+            return Ok(Some(why));
         }
+        copier.ensure_described(source, target_key, options).await?;
+        if options.copy_tags {
+            copier.sync_tags(&source.key, target_key).await?;
+        }
+        Ok(None)
     }
 
     /// Gives up an upload (a changed source, another layout); true if this call

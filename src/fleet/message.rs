@@ -64,6 +64,9 @@ pub struct RangeWork {
     /// a worker that did not say.
     #[serde(default)]
     pub parts_per_range: u32,
+    /// Times the key was started over before this split ([`Restart`]).
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 impl RangeWork {
@@ -88,6 +91,7 @@ impl RangeWork {
             parts_present: None,
             stalled: 0,
             resends: 0,
+            restarts: self.restarts,
         })
     }
 }
@@ -116,6 +120,9 @@ pub struct CheckWork {
     /// Times the missing ranges were sent again.
     #[serde(default)]
     pub resends: u32,
+    /// Times the key was started over before this split ([`Restart`]).
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 impl CheckWork {
@@ -134,6 +141,7 @@ impl CheckWork {
             object_size: self.part_sizes.iter().sum(),
             preserved: self.preserved,
             parts_per_range: self.parts_per_range,
+            restarts: self.restarts,
         }
     }
 
@@ -178,7 +186,23 @@ pub struct Native {
     pub range: Option<RangeWork>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckWork>,
+    /// A key message sent by a split given up: how often, and why last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
 }
+
+/// A key started over by the fleet: its split was given up (the source changed,
+/// its upload vanished, its parts never all arrived) `count` times, the last
+/// because of `why`. The [`MAX_RESTARTS`]th is dead-lettered instead: a split that
+/// cannot succeed ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restart {
+    pub count: u32,
+    pub why: String,
+}
+
+/// How many times a key is started over by the fleet before it is dead-lettered.
+pub const MAX_RESTARTS: u32 = 3;
 
 impl Native {
     /// A message asking for `key` of `bucket` to be reconciled.
@@ -189,6 +213,19 @@ impl Native {
             key: key.to_owned(),
             range: None,
             check: None,
+            restart: None,
+        }
+    }
+
+    /// `key` started over after `restarts` earlier restarts, because of `why`.
+    pub fn restart(bucket: &str, key: &str, restarts: u32, why: &str) -> Self {
+        let restart = Restart {
+            count: restarts + 1,
+            why: why.to_owned(),
+        };
+        Self {
+            restart: Some(restart),
+            ..Self::key(bucket, key)
         }
     }
 
@@ -229,6 +266,7 @@ mod tests {
             parts_present: None,
             stalled: 0,
             resends: 0,
+            restarts: 0,
         }
     }
 
@@ -282,6 +320,25 @@ mod tests {
         let back: Native = serde_json::from_str(&body).unwrap();
         assert_eq!(back.check, Some(c));
         assert_eq!(back.key, "k");
+    }
+
+    #[test]
+    fn a_restarted_key_says_how_often_and_why() {
+        let body = Native::restart("b", "k", 2, "its upload is gone").body();
+        let back: Native = serde_json::from_str(&body).unwrap();
+        let restart = Restart {
+            count: 3,
+            why: "its upload is gone".into(),
+        };
+        assert_eq!(back.restart, Some(restart));
+        assert!(!Native::key("b", "k").body().contains("restart"));
+        // A split carries the count on, to its ranges and its check.
+        let c = CheckWork {
+            restarts: 2,
+            ..check(vec![5, 5], 1)
+        };
+        assert_eq!(c.range(2, 2).restarts, 2);
+        assert_eq!(c.range(2, 2).check_of_full(vec![5, 5]).unwrap().restarts, 2);
     }
 
     #[test]

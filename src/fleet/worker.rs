@@ -18,8 +18,13 @@ use crate::metrics::{RangeResult, SplitResult};
 use crate::queue::{Outgoing, Queue, MAX_BATCH};
 use crate::reconcile::{Reconciler, SplitChecked};
 
-/// Times the missing ranges of a split are sent again before it is given up.
+/// Times the missing ranges of a split are sent again, with no part arriving in
+/// between, before it is given up.
 const MAX_RESENDS: u32 = 5;
+
+/// Visibility timeouts without a new part before the missing ranges are sent
+/// again: a range whose worker died has come back by itself long before.
+const STALLED_TIMEOUTS: u32 = 3;
 
 /// What becomes of the message in hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,11 +59,6 @@ impl Step {
             verdict,
             signal: None,
         }
-    }
-
-    fn signal(mut self, signal: Result<bool, (ErrorKind, String)>) -> Self {
-        self.signal = Some(signal);
-        self
     }
 }
 
@@ -96,9 +96,13 @@ impl Worker {
     /// them again would copy the object twice; were that splitter gone before it sent
     /// them, the check finds no progress and sends the missing ranges). True if all
     /// were sent.
-    pub async fn send_split(&self, key: &str, split: &Split) -> bool {
+    /// `restarts`: times the key was started over before (its message says).
+    pub async fn send_split(&self, key: &str, split: &Split, restarts: u32) -> bool {
         SplitResult::Split.count();
-        let check = &split.check;
+        let check = &CheckWork {
+            restarts,
+            ..split.check.clone()
+        };
         if split.joined {
             let sent = self.send_check(key, check).await;
             if sent {
@@ -140,10 +144,11 @@ impl Worker {
         self.send_all(&[message]).await
     }
 
-    /// Sends `key` again as a key message: reconciled from the start.
-    async fn send_key(&self, key: &str) -> bool {
+    /// Sends `key` again as a key message, reconciled from the start: its split's
+    /// `restarts`th restart, because of `why` (counted, so that it ends).
+    async fn send_key(&self, key: &str, restarts: u32, why: &str) -> bool {
         let message = Outgoing {
-            body: Native::key(&self.bucket, key).body(),
+            body: Native::restart(&self.bucket, key, restarts, why).body(),
             ..Outgoing::default()
         };
         self.send_all(&[message]).await
@@ -163,14 +168,20 @@ impl Worker {
     /// The upload is given up and the key sent again from the start. `first_only`:
     /// only if this call gave it up (the ranges of one upload all see the source
     /// change; one key message is enough).
-    async fn restart(&self, key: &str, upload_id: &str, why: &str, first_only: bool) -> bool {
+    async fn restart(
+        &self,
+        key: &str,
+        (upload_id, restarts): (&str, u32),
+        why: &str,
+        first_only: bool,
+    ) -> bool {
         let gave_up = self.reconciler.abandon(key, upload_id).await;
         if first_only && !gave_up {
             return true;
         }
         tracing::info!(%why, "gave the split's upload up; the key starts over");
         SplitResult::Restarted.count();
-        self.send_key(key).await
+        self.send_key(key, restarts, why).await
     }
 
     /// A range beyond what this worker can copy at once ([`Ranges`]): sent again for
@@ -200,9 +211,11 @@ impl Worker {
         let outcome = self.reconciler.copy_range(key, work).await;
         let parts = format!("parts {} to {}", work.first_part, work.last_part);
         let signal = match &outcome {
-            Ok(RangeOutcome::Copied { .. }) => Ok(true),
-            Ok(_) => Ok(false),
-            Err(e) => Err((e.kind(), e.to_string())),
+            Ok(RangeOutcome::Copied { .. }) => Some(Ok(true)),
+            Ok(_) => Some(Ok(false)),
+            // One object's verdict says nothing of the service.
+            Err(e) if e.is_verdict() => None,
+            Err(e) => Some(Err((e.kind(), e.to_string()))),
         };
         let step = match outcome {
             Ok(RangeOutcome::Copied { bytes }) => {
@@ -226,8 +239,13 @@ impl Worker {
             Ok(RangeOutcome::SourceChanged) => {
                 RangeResult::SourceChanged.count();
                 let why = "the source changed";
-                let sent = self.restart(key, &work.upload_id, why, true).await;
+                let upload = (work.upload_id.as_str(), work.restarts);
+                let sent = self.restart(key, upload, why, true).await;
                 Step::settle(sent, "range of a source that changed")
+            }
+            Err(e) if e.is_verdict() => {
+                RangeResult::Failed.count();
+                self.give_up(key, work, &e.to_string()).await
             }
             Err(e) => {
                 RangeResult::Failed.count();
@@ -235,7 +253,25 @@ impl Worker {
                 Step::settle(false, "range failed")
             }
         };
-        step.signal(signal)
+        Step { signal, ..step }
+    }
+
+    /// A range failed for good (the object's verdict: its bytes cannot be read, or
+    /// cannot be written): the split ends, its upload given up, the range message
+    /// deleted. The split's check then finds the upload gone and starts the key over
+    /// (counted), and the key's own reconcile gives the verdict, once: its first
+    /// read is refused ([`crate::fleet::Ledger::split`] reads one byte first) and the
+    /// key is dead-lettered with S3's words. A key whose splits keep failing so ends
+    /// after [`super::MAX_RESTARTS`]. Never a breaker signal.
+    async fn give_up(&self, key: &str, work: &RangeWork, why: &str) -> Step {
+        if self.reconciler.abandon(key, &work.upload_id).await {
+            SplitResult::GivenUp.count();
+            tracing::warn!(error = %why, "a range failed for good: the split is given up, and its key is to be reconciled again");
+        }
+        Step {
+            verdict: Verdict::Done(format!("range of a split given up: {why}")),
+            signal: None,
+        }
     }
 
     /// If `work`'s range was the last the upload lacked, sends its check at once
@@ -262,6 +298,7 @@ impl Worker {
     /// Looks at a split's upload: completes it, or sends what is missing again, or
     /// starts the key over, or gives the split up.
     pub async fn check_split(&self, key: &str, work: &CheckWork) -> Step {
+        let upload = (work.upload_id.as_str(), work.restarts);
         let checked = self.reconciler.check_split(key, work).await;
         let signal = match &checked {
             Ok(SplitChecked::Completed | SplitChecked::ChangedAfterWrite) => Some(Ok(true)),
@@ -275,17 +312,16 @@ impl Worker {
                 SplitResult::Completed.count();
                 Ok(true)
             }
-            Ok(SplitChecked::ChangedAfterWrite) => Ok(self.send_key(key).await),
-            Ok(SplitChecked::SourceChanged(why)) => {
-                Ok(self.restart(key, &work.upload_id, why, false).await)
+            Ok(SplitChecked::ChangedAfterWrite) => {
+                let why = "the source changed under the completion";
+                Ok(self.send_key(key, work.restarts, why).await)
             }
+            Ok(SplitChecked::SourceChanged(why)) => Ok(self.restart(key, upload, why, false).await),
             Ok(SplitChecked::Missing { present, missing }) => {
                 self.missing(key, work, present, &missing).await
             }
             Ok(SplitChecked::Gone) => Ok(self.gone(key, work).await),
-            Ok(SplitChecked::Mismatch(why)) => {
-                Ok(self.restart(key, &work.upload_id, &why, false).await)
-            }
+            Ok(SplitChecked::Mismatch(why)) => Ok(self.restart(key, upload, &why, false).await),
             Err(e) => {
                 tracing::warn!(error = %e, kind = e.kind().as_str(), "could not check a split's upload");
                 Ok(false)
@@ -311,7 +347,10 @@ impl Worker {
                 tracing::info!(upload_id = %work.upload_id, %winner, "the upload gave way to another of its version; that one's check completes the object");
                 true
             }
-            Ok(None) => self.send_key(key).await,
+            Ok(None) => {
+                let why = "its upload is gone (completed, or given up)";
+                self.send_key(key, work.restarts, why).await
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not list the key's uploads");
                 false
@@ -319,10 +358,13 @@ impl Worker {
         }
     }
 
-    /// Parts are missing: look again later; once no part has arrived for longer than
-    /// a visibility timeout (a range held by a worker that died comes back by itself
-    /// after that), send the missing ranges again; after [`MAX_RESENDS`] of those,
-    /// give the split up.
+    /// Parts are missing: look again later. A range whose worker died comes back by
+    /// itself after a visibility timeout, and a slow worker keeps its range hidden
+    /// while it works: so the missing ranges are sent again only once no part has
+    /// arrived for [`STALLED_TIMEOUTS`] visibility timeouts (its messages lost, or
+    /// dead-lettered), and a range sent again sends only the parts still missing.
+    /// Any new part resets both counts: an upload that progresses is never given
+    /// up. After [`MAX_RESENDS`] waves without progress, the split is given up.
     async fn missing(
         &self,
         key: &str,
@@ -330,28 +372,27 @@ impl Worker {
         present: u32,
         missing: &[u32],
     ) -> Result<bool, String> {
+        let progressed = work.parts_present.is_none_or(|before| present > before);
         let mut next = CheckWork {
             parts_present: Some(present),
+            stalled: if progressed { 0 } else { work.stalled + 1 },
+            resends: if progressed { 0 } else { work.resends },
             ..work.clone()
         };
-        next.stalled = if work.parts_present == Some(present) {
-            work.stalled + 1
-        } else {
-            0
-        };
         let waited = self.check_delay * next.stalled;
-        if waited > self.visibility_timeout {
-            if work.resends >= MAX_RESENDS {
+        if waited > self.visibility_timeout * STALLED_TIMEOUTS {
+            if next.resends >= MAX_RESENDS {
                 let why = format!(
                     "{} parts of the split upload still missing after their ranges were sent again {MAX_RESENDS} times",
                     missing.len()
                 );
-                self.restart(key, &work.upload_id, &why, false).await;
+                let upload = (work.upload_id.as_str(), work.restarts);
+                self.restart(key, upload, &why, false).await;
                 return Err(why);
             }
             SplitResult::Resent.count();
             let ranges = work.ranges_of(missing);
-            tracing::info!(missing = missing.len(), ranges = ranges.len(), "no part arrived for longer than a visibility timeout; sending the missing ranges again");
+            tracing::info!(missing = missing.len(), ranges = ranges.len(), "no part arrived for {STALLED_TIMEOUTS} visibility timeouts; sending the missing ranges again");
             if !self.send_ranges(key, work, &ranges).await {
                 return Ok(false);
             }

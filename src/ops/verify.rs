@@ -3,13 +3,17 @@
 //! stop, a message dead-lettered mid-copy, a source deleted), which cost storage
 //! until the bucket's lifecycle rule or an operator aborts them.
 
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use futures::TryStreamExt;
 use serde::Serialize;
 
 use super::compare::{compare, Comparison, Status};
 use super::Ops;
 use crate::aws::S3Side;
+use crate::checksum::Checksum;
+use crate::checksum_values;
 use crate::error::S3Error;
+use crate::reconcile::head;
 
 /// Counts over the whole comparison.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -77,7 +81,9 @@ impl VerifySummary {
 /// Compares the sides under `prefix`, handing each difference to `report` as it is
 /// found. `deep`: keys of equal size whose ETags differ are compared by their bytes
 /// along the target's part layout ([`super::adopt::content_matches`]), so a copy
-/// cut with another part size counts as the same.
+/// cut with another part size counts as the same; and keys found the same are
+/// compared by their additional checksums where both sides keep one that can be
+/// equal ([`checksums_differ`]).
 pub async fn verify(
     ops: &Ops,
     prefix: &str,
@@ -104,6 +110,20 @@ pub async fn verify(
                 }
             }
         }
+        if deep && c.status == Status::Same {
+            let target_key = ops.target_key(&c.key);
+            match checksums_differ(source, target, &c.key, &target_key).await {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    c.status = Status::Different;
+                    c.error = Some(why);
+                }
+                Err(e) => {
+                    c.status = Status::Unknown;
+                    c.error = Some(e.to_string());
+                }
+            }
+        }
         summary.source_keys += u64::from(c.source_size.is_some());
         summary.target_keys += u64::from(c.target_size.is_some());
         match c.status {
@@ -120,4 +140,33 @@ pub async fn verify(
         }
     }
     Ok(summary)
+}
+
+/// Why the two copies' additional checksums say their bytes differ, where both keep
+/// one of the same algorithm and type (and, composite, of as many parts); None
+/// where they agree or cannot be compared.
+async fn checksums_differ(
+    source: &S3Side,
+    target: &S3Side,
+    key: &str,
+    target_key: &str,
+) -> Result<Option<String>, S3Error> {
+    let (s, t) = tokio::join!(head(source, key), head(target, target_key));
+    let of = |head: Option<HeadObjectOutput>| {
+        head.and_then(|h| Checksum::from_response(checksum_values!(h), h.checksum_type()))
+    };
+    let (Some(s), Some(t)) = (of(s?), of(t?)) else {
+        return Ok(None);
+    };
+    let comparable = s.algorithm == t.algorithm
+        && s.full_object == t.full_object
+        && (s.full_object || s.value.rsplit('-').next() == t.value.rsplit('-').next());
+    Ok((comparable && s.digest() != t.digest()).then(|| {
+        format!(
+            "the source's {} checksum is {}, the target's {}",
+            s.algorithm.as_str(),
+            s.value,
+            t.value
+        )
+    }))
 }

@@ -43,9 +43,19 @@ impl Reconciler {
     ) -> Result<RangeOutcome, TransferError> {
         let target_key = self.target_key(key);
         let opaque = self.config.target.sse.etags_opaque();
-        self.ledger()
+        let copied = self
+            .ledger()
             .copy_range(key, &target_key, work, opaque)
-            .await
+            .await;
+        match copied {
+            // A refused read while the key's HEAD passes is the object's verdict,
+            // as in any copy: the range then ends the split, never the breaker.
+            Err(TransferError::S3(mut e)) => {
+                self.judge(key, &mut e).await;
+                Err(TransferError::S3(e))
+            }
+            other => other,
+        }
     }
 
     /// After a range: the check of its upload if every part is there now.

@@ -58,7 +58,7 @@ impl ReconcileError {
     /// never counts toward the breaker.
     pub fn is_verdict(&self) -> bool {
         match self {
-            ReconcileError::Transfer(TransferError::S3(e)) => e.is_verdict(),
+            ReconcileError::Transfer(e) => e.is_verdict(),
             e => e.kind() == ErrorKind::Permanent,
         }
     }

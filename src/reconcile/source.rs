@@ -8,6 +8,7 @@
 //! no retry can read it.
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::types::ChecksumMode;
 
 use crate::aws::{self, CustomerKey, S3Side};
 use crate::error::{ErrorKind, S3Error};
@@ -35,7 +36,8 @@ pub(super) async fn head_source(side: &S3Side, key: &str) -> Result<Option<Sourc
             _ => plain,
         });
     };
-    let request = customer_key.head(side.client.head_object().bucket(&side.bucket).key(key));
+    let request = side.client.head_object().bucket(&side.bucket).key(key);
+    let request = customer_key.head(request.checksum_mode(ChecksumMode::Enabled));
     match side.observe("HeadObject", request.send().await) {
         Ok(head) => Ok(Some(SourceObject::from_head(key, &head))),
         Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
@@ -76,6 +78,8 @@ async fn one_byte_get(side: &S3Side, key: &str, with: Option<&CustomerKey>) -> O
 /// HEAD `key`; None if it does not exist.
 pub(crate) async fn head(side: &S3Side, key: &str) -> Result<Option<HeadObjectOutput>, S3Error> {
     let request = side.client.head_object().bucket(&side.bucket).key(key);
+    // The additional checksum too ([`crate::checksum`]): a HEAD has no bytes to check.
+    let request = request.checksum_mode(ChecksumMode::Enabled);
     match side.observe("HeadObject", request.send().await) {
         Ok(head) => Ok(Some(head)),
         Err(e) if e.kind == ErrorKind::NotFound => Ok(None),

@@ -56,7 +56,13 @@ impl Reconciler {
     /// A refusal not yet known to be the object's own: a source GET refused while
     /// the key's HEAD passes is (its bytes cannot be read with these keys).
     pub(super) async fn judge_refusal(&self, key: &str, error: &mut ReconcileError) {
-        let Some(e) = s3_mut(error) else { return };
+        if let Some(e) = s3_mut(error) {
+            self.judge(key, e).await;
+        }
+    }
+
+    /// [`Self::judge_refusal`] of an S3 error.
+    pub(super) async fn judge(&self, key: &str, e: &mut S3Error) {
         let source_read = e.side == Side::Source && e.operation == "GetObject";
         if e.kind != ErrorKind::Denied || e.per_object || !source_read {
             return;

@@ -134,14 +134,7 @@ impl Copier {
         target_key: &str,
         options: &WriteOptions,
     ) -> Result<(), TransferError> {
-        let request = self
-            .target
-            .client
-            .head_object()
-            .bucket(&self.target.bucket)
-            .key(target_key);
-        let head = self.target.observe("HeadObject", request.send().await)?;
-        let target = TargetObject::from_head(&head);
+        let target = self.head_target(target_key).await?;
         let stale = !target.holds(source)
             || target
                 .recorded_source_etag
@@ -157,6 +150,37 @@ impl Copier {
                 .await?;
         }
         Ok(())
+    }
+
+    /// After a split's upload was completed: if the copy records another source
+    /// version than `source`'s (the upload was begun for it), deletes the copy and
+    /// says why. Its bytes are that version's, whatever its parts looked like.
+    pub async fn discard_other_version(
+        &self,
+        source: &SourceObject,
+        target_key: &str,
+    ) -> Result<Option<String>, TransferError> {
+        let recorded = self.head_target(target_key).await?.recorded_source_etag;
+        let Some(recorded) = recorded.filter(|r| Some(r) != source.etag.as_ref()) else {
+            return Ok(None);
+        };
+        self.discard(target_key).await;
+        Ok(Some(format!(
+            "the completed upload was begun for source version {recorded}, not {:?}: discarded, never relabelled",
+            source.etag
+        )))
+    }
+
+    /// The target's copy as a HEAD describes it.
+    async fn head_target(&self, target_key: &str) -> Result<TargetObject, S3Error> {
+        let request = self
+            .target
+            .client
+            .head_object()
+            .bucket(&self.target.bucket)
+            .key(target_key);
+        let head = self.target.observe("HeadObject", request.send().await)?;
+        Ok(TargetObject::from_head(&head))
     }
 
     /// Sets the target's tags to the source's; true if they differed.

@@ -23,9 +23,11 @@ use aws_sdk_s3::types::ServerSideEncryption;
 use futures::{StreamExt, TryStreamExt};
 
 pub(crate) use super::complete::{complete_verified, Completion, Finished};
+pub(crate) use super::listing::{list_parts, list_uploads, parts_present, sizes_in, Listed};
 use super::part::{copy_part, Part, PartDone, Uploaded};
 use super::plan::MARKER_PART;
 use super::{with_write_options, Copied, Copier, Method, PartPlan, TransferError, WriteOptions};
+use crate::checksum::UploadChecksum;
 use crate::error::ErrorKind;
 use crate::etag::ETag;
 use crate::metrics::PartResult;
@@ -49,6 +51,7 @@ pub(super) async fn copy(
     // earlier part is re-read from the source and checked against its MD5 before
     // it is kept (under KMS it never matches, and the part is sent again).
     let trust_composite = plan.preserved && source.etag_is_content_hash() && !target_kms;
+    let checksum = copier.upload_checksum(source, plan.preserved);
     let upload = Upload {
         copier,
         source,
@@ -57,9 +60,11 @@ pub(super) async fn copy(
         plan: &plan,
         trust_composite,
         stream,
+        checksum: checksum.as_ref(),
     };
 
-    if let Some((upload_id, earlier)) = find_resumable(copier, target_key, &plan).await? {
+    let resumable = find_resumable(copier, target_key, &plan, checksum.as_ref()).await?;
+    if let Some((upload_id, earlier)) = resumable {
         tracing::info!(key = %source.key, upload_id = %upload_id, earlier_parts = earlier.len(), "resuming an interrupted upload");
         match upload.run(&upload_id, &earlier).await {
             Err(TransferError::Verification(reason)) if trust_composite => {
@@ -74,7 +79,8 @@ pub(super) async fn copy(
             result => return result,
         }
     }
-    let (upload_id, encryption) = create(copier, source, target_key, options).await?;
+    let (upload_id, encryption) =
+        create(copier, source, target_key, options, checksum.as_ref()).await?;
     // A bucket encrypting with KMS by default makes part ETags opaque: streamed parts
     // could not be checked, so they are buffered and sent with Content-MD5, and must
     // then each fit the budget: a plan made for streaming is made again.
@@ -107,6 +113,8 @@ struct Upload<'a> {
     trust_composite: bool,
     /// Parts flow from GET to UploadPart without being buffered whole.
     stream: bool,
+    /// The checksum the upload was created with.
+    checksum: Option<&'a UploadChecksum>,
 }
 
 impl Upload<'_> {
@@ -158,6 +166,7 @@ impl Upload<'_> {
                                 number,
                                 range,
                                 earlier,
+                                checksum: self.checksum.map(|c| c.algorithm.clone()),
                             };
                             copy_part(copier, source, target_key, part, self.stream).await
                         }
@@ -193,6 +202,7 @@ impl Upload<'_> {
             expected: expected.as_ref(),
             preserved: self.plan.preserved,
             options: self.options,
+            checksum: self.checksum,
         };
         let etag = match complete_verified(copier, finished).await? {
             Completion::Written(etag) => etag,
@@ -282,11 +292,15 @@ async fn discover_layout(
 }
 
 /// The incomplete upload of `target_key` whose parts fit the plan, holding the most
-/// parts, with its parts' ETags; every other upload of the key is aborted.
+/// parts, with its parts' ETags; every other upload of the key is aborted. An
+/// upload created with another checksum than `checksum` (another algorithm or type,
+/// an older release's, a source whose checksum changed) is not resumed: S3 would
+/// refuse parts or a completion that do not match it.
 async fn find_resumable(
     copier: &Copier,
     target_key: &str,
     plan: &PartPlan,
+    checksum: Option<&UploadChecksum>,
 ) -> Result<Option<(String, BTreeMap<usize, Uploaded>)>, TransferError> {
     let mut best: Option<(String, BTreeMap<usize, Uploaded>)> = None;
     let uploads = match list_uploads(copier, target_key).await {
@@ -299,7 +313,15 @@ async fn find_resumable(
         }
         Err(e) => return Err(e),
     };
-    for upload_id in uploads {
+    for Listed {
+        id: upload_id,
+        checksum: created_with,
+    } in uploads
+    {
+        if !created_with.matches(checksum) {
+            abort(copier, target_key, &upload_id).await;
+            continue;
+        }
         let parts = list_parts(copier, target_key, &upload_id).await?;
         // A fleet split's upload carries a version marker part beyond the plan: it
         // is no part of the object, and such an upload is resumed like any other.
@@ -320,102 +342,13 @@ async fn find_resumable(
     Ok(best)
 }
 
-/// Uploads of exactly `target_key`, in the order S3 lists them as initiated (ties
-/// by upload id; one without a time last).
-pub(crate) async fn list_uploads(
-    copier: &Copier,
-    target_key: &str,
-) -> Result<Vec<String>, TransferError> {
-    let uploads = copier.target.uploads_of(target_key).await?;
-    let mut uploads: Vec<((i64, u32), String)> = uploads
-        .iter()
-        .filter_map(|upload| {
-            let initiated = upload
-                .initiated()
-                .map_or((i64::MAX, 0), |t| (t.secs(), t.subsec_nanos()));
-            Some((initiated, upload.upload_id()?.to_owned()))
-        })
-        .collect();
-    uploads.sort();
-    Ok(uploads.into_iter().map(|(_, id)| id).collect())
-}
-
-/// The parts of an upload: number → (size, as the target holds it).
-pub(crate) async fn list_parts(
-    copier: &Copier,
-    target_key: &str,
-    upload_id: &str,
-) -> Result<BTreeMap<usize, (u64, Uploaded)>, TransferError> {
-    let target = &copier.target;
-    let mut pages = target
-        .client
-        .list_parts()
-        .bucket(&target.bucket)
-        .key(target_key)
-        .upload_id(upload_id)
-        .into_paginator()
-        .send();
-    let mut parts = BTreeMap::new();
-    while let Some(page) = pages.next().await {
-        let page = target.observe("ListParts", page)?;
-        for part in page.parts() {
-            if let (Some(number), Some(etag)) = (part.part_number(), ETag::parse(part.e_tag())) {
-                let size = part.size().unwrap_or(0).max(0) as u64;
-                let checksum = part.checksum_crc32_c().map(str::to_owned);
-                parts.insert(number as usize, (size, Uploaded { etag, checksum }));
-            }
-        }
-    }
-    Ok(parts)
-}
-
-/// The sizes of parts `numbers` of an upload if every one of them is there; None
-/// at the first one missing, without listing the pages beyond it. An empty range
-/// asks nothing.
-pub(crate) async fn parts_present(
-    copier: &Copier,
-    target_key: &str,
-    upload_id: &str,
-    numbers: std::ops::RangeInclusive<usize>,
-) -> Result<Option<Vec<u64>>, TransferError> {
-    let target = &copier.target;
-    let (first, last) = (*numbers.start(), *numbers.end());
-    let mut sizes = Vec::with_capacity(numbers.count());
-    let mut next = first;
-    while next <= last {
-        let request = target
-            .client
-            .list_parts()
-            .bucket(&target.bucket)
-            .key(target_key)
-            .upload_id(upload_id)
-            .part_number_marker((next - 1).to_string())
-            .max_parts((last - next + 1).min(1000) as i32);
-        let page = target.observe("ListParts", request.send().await)?;
-        if page.parts().is_empty() {
-            return Ok(None);
-        }
-        for part in page.parts() {
-            if next > last {
-                break;
-            }
-            // Listed in order: any other number than the next means it is missing.
-            if part.part_number().map(|n| n as usize) != Some(next) {
-                return Ok(None);
-            }
-            sizes.push(part.size().unwrap_or(0).max(0) as u64);
-            next += 1;
-        }
-    }
-    Ok(Some(sizes))
-}
-
 /// Starts an upload; returns its id and the encryption the target applies.
 pub(crate) async fn create(
     copier: &Copier,
     source: &SourceObject,
     target_key: &str,
     options: &WriteOptions,
+    checksum: Option<&UploadChecksum>,
 ) -> Result<(String, Option<ServerSideEncryption>), TransferError> {
     let request = copier
         .target
@@ -423,7 +356,8 @@ pub(crate) async fn create(
         .create_multipart_upload()
         .bucket(&copier.target.bucket)
         .key(target_key)
-        .set_checksum_algorithm(copier.part_checksum());
+        .set_checksum_algorithm(checksum.map(|c| c.algorithm.clone()))
+        .set_checksum_type(checksum.map(UploadChecksum::kind));
     let tagging = copier.source_tags(source, options, None).await?;
     let request = with_write_options!(request, options, source.etag.as_ref(), tagging);
     let output = copier

@@ -10,9 +10,12 @@
 use std::ops::Range;
 
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ChecksumAlgorithm;
 
 use super::stream::ReadFailure;
 use super::{md5_of, Copier, TransferError};
+use crate::checksum::{self, Value};
+use crate::checksum_values;
 use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
 use crate::metrics::{self, PartResult};
@@ -24,8 +27,8 @@ pub(crate) struct PartDone {
     pub number: usize,
     /// What the target returned: opaque under KMS.
     pub etag: ETag,
-    /// Its CRC32C (base64) as the target verified it, where asked for.
-    pub checksum: Option<String>,
+    /// Its additional checksum as the target verified it, where one was sent.
+    pub checksum: Option<Value>,
     /// The MD5 of the bytes read for it, where known.
     pub md5: Option<ETag>,
     /// Bytes uploaded for it now: 0 when an earlier upload's part was kept.
@@ -39,22 +42,16 @@ pub(crate) struct Part<'a> {
     pub range: Range<u64>,
     /// This part in an interrupted upload, to be checked before reuse.
     pub earlier: Option<Uploaded>,
+    /// The upload's checksum algorithm, which its parts carry.
+    pub checksum: Option<ChecksumAlgorithm>,
 }
 
-/// A part as the target holds it: its ETag, and its CRC32C where the upload was
+/// A part as the target holds it: its ETag, and its checksum where the upload was
 /// created with one (the ETag of a KMS target's part is opaque; the checksum is not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Uploaded {
     pub etag: ETag,
-    pub checksum: Option<String>,
-}
-
-/// The CRC32C of `bytes`, base64, as S3 gives `x-amz-checksum-crc32c`.
-pub(crate) fn crc32c_of(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    let mut crc = aws_smithy_checksums::ChecksumAlgorithm::Crc32c.into_impl();
-    crc.update(bytes);
-    base64::engine::general_purpose::STANDARD.encode(crc.finalize())
+    pub checksum: Option<Value>,
 }
 
 /// One part: take a slot, reserve its memory, then move it, retrying on passing
@@ -124,7 +121,7 @@ fn upload_part_request(
         .upload_id(part.upload_id)
         .part_number(part.number as i32)
         .content_length(length as i64)
-        .set_checksum_algorithm(copier.part_checksum())
+        .set_checksum_algorithm(part.checksum.clone())
 }
 
 /// Reads the whole part, keeps an earlier upload's part if it holds these bytes,
@@ -146,7 +143,7 @@ async fn buffer_part(
             || earlier
                 .checksum
                 .as_ref()
-                .is_some_and(|c| *c == crc32c_of(&bytes))
+                .is_some_and(|c| checksum::of(&c.algorithm, &bytes).as_ref() == Some(&c.value))
     });
     if let Some(earlier) = kept {
         return Ok(PartDone {
@@ -163,7 +160,7 @@ async fn buffer_part(
         .body(ByteStream::from(bytes))
         .customize()
         .disable_payload_signing()
-        .config_override(copier.part_upload_config(length));
+        .config_override(copier.part_upload_config(length, part.checksum.is_some()));
     let output = copier.target.observe("UploadPart", request.send().await)?;
     metrics::BYTES_SENT.inc_by(length);
     let etag = ETag::new(output.e_tag().unwrap_or_default());
@@ -178,7 +175,7 @@ async fn buffer_part(
     Ok(PartDone {
         number: part.number,
         etag,
-        checksum: output.checksum_crc32_c().map(str::to_owned),
+        checksum: checksum_values!(output).first(),
         md5: Some(md5),
         sent: length,
     })
@@ -199,7 +196,7 @@ async fn stream_part(
         .body(body)
         .customize()
         .disable_payload_signing()
-        .config_override(copier.part_upload_config(length));
+        .config_override(copier.part_upload_config(length, part.checksum.is_some()));
     let uploaded = request.send().await;
     let read = reader
         .await
@@ -244,7 +241,7 @@ async fn stream_part(
     Ok(PartDone {
         number: part.number,
         etag,
-        checksum: output.checksum_crc32_c().map(str::to_owned),
+        checksum: checksum_values!(output).first(),
         md5: Some(read.md5),
         sent: length,
     })

@@ -23,6 +23,7 @@ use crate::etag::ETag;
 use crate::metrics;
 use crate::object::SourceObject;
 use crate::retry::Policy;
+use crate::set_checksum;
 
 /// Streams the object from its GET (`open`, or one sent here) into a PutObject
 /// whose Content-MD5 is the source's ETag.
@@ -152,7 +153,8 @@ async fn put_bytes(
 }
 
 /// Sends the PutObject of `body` (the object's `source.size` bytes) with its
-/// Content-MD5, then checks the target's ETag against the expected one.
+/// Content-MD5 and the source's full-object checksum, then checks the target's ETag
+/// against the expected one.
 async fn send(
     copier: &Copier,
     source: &SourceObject,
@@ -171,6 +173,9 @@ async fn send(
         .content_md5(content_md5)
         .content_length(source.size as i64)
         .body(body);
+    // The source's full-object checksum goes along: S3 checks the bytes against it,
+    // and the copy keeps it ([`crate::checksum`]).
+    let request = set_checksum!(request, source.checksum.as_ref().filter(|c| c.full_object));
     // Content-MD5 guards the body; a SHA-256 payload signature would only cost CPU.
     let request = with_write_options!(request, options, source.etag.as_ref(), tagging)
         .customize()

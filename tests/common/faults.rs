@@ -122,6 +122,13 @@ impl FaultProxy {
         self.rules.refuse_writes.store(refuse, Ordering::SeqCst);
     }
 
+    /// While set, every GET of an object's bytes is refused as S3 refuses one whose
+    /// KMS key refuses the caller (403 AccessDenied naming `kms:Decrypt`), HEADs
+    /// passing: a key's grant revoked mid-way.
+    pub fn set_refuse_reads(&self, refuse: bool) {
+        self.rules.refuse_reads.store(refuse, Ordering::SeqCst);
+    }
+
     /// Object bytes sent: PUTs of an object or a part that are not copies
     /// (`x-amz-copy-source`), so carry a body.
     pub fn uploads(&self) -> u64 {
@@ -179,6 +186,7 @@ struct FaultRules {
     held: AtomicU64,
     gate: Semaphore,
     refuse_writes: AtomicBool,
+    refuse_reads: AtomicBool,
     refuse_heads: AtomicBool,
     refuse_queue_sends: AtomicBool,
     /// The receive answer given again ([`Faults::repeat_receive`]): its
@@ -332,6 +340,7 @@ impl FaultRules {
             held: AtomicU64::new(0),
             gate: Semaphore::new(0),
             refuse_writes: AtomicBool::new(false),
+            refuse_reads: AtomicBool::new(false),
             refuse_heads: AtomicBool::new(false),
             refuse_queue_sends: AtomicBool::new(false),
             repeated: Mutex::new(None),
@@ -423,15 +432,17 @@ impl FaultRules {
     /// The errors the plan gives object requests in place of the server's answer.
     fn object_fault(&self, seen: &Seen) -> Option<Response<Body>> {
         let faults = &self.faults;
-        if let Some(needle) = faults.kms_refused {
-            if seen.object_get > 0 && !seen.tagging && seen.path.contains(needle) {
-                self.injected.fetch_add(1, Ordering::SeqCst);
-                return Some(s3_error(
-                    StatusCode::FORBIDDEN,
-                    "AccessDenied",
-                    KMS_DECRYPT_REFUSED,
-                ));
-            }
+        let refused = self.refuse_reads.load(Ordering::SeqCst)
+            || faults
+                .kms_refused
+                .is_some_and(|needle| seen.path.contains(needle));
+        if refused && seen.object_get > 0 && !seen.tagging {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Some(s3_error(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                KMS_DECRYPT_REFUSED,
+            ));
         }
         if let Some((needle, status, code)) = faults.get_error {
             if seen.object_get > 0 && seen.path.contains(needle) {

@@ -350,3 +350,13 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A message attribute's text (the DLQ's `xpsync-reason`, say); empty if absent.
+pub fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> String {
+    message
+        .message_attributes()
+        .and_then(|a| a.get(name))
+        .and_then(|v| v.string_value())
+        .unwrap_or_default()
+        .to_owned()
+}

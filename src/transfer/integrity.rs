@@ -1,0 +1,68 @@
+//! The additional checksum each write carries ([`crate::checksum`]): S3 checks it,
+//! and an Object Lock bucket refuses a write without one (or Content-MD5).
+//!
+//! A part carries the checksum of its upload's algorithm, computed by the SDK as the
+//! bytes flow (a trailer for a streamed body, a header for a buffered one). An
+//! upload's algorithm is the source's where the copy can carry the source's
+//! checksum ([`Copier::upload_checksum`]), else `target.checksum`.
+
+use aws_sdk_s3::types::ChecksumAlgorithm;
+
+use super::Copier;
+use crate::checksum::UploadChecksum;
+use crate::config::PartChecksum;
+use crate::object::SourceObject;
+
+impl Copier {
+    /// The configuration of an UploadPart of `length` bytes: its timeouts, and,
+    /// where the part carries a checksum (`checksum`), the SDK asked to compute it,
+    /// which it does only when asked per request, its clients leaving checksums to
+    /// xpsync (DESIGN §8).
+    pub(crate) fn part_upload_config(
+        &self,
+        length: u64,
+        checksum: bool,
+    ) -> aws_sdk_s3::config::Builder {
+        let config = self.upload_timeouts(length);
+        match checksum {
+            true => config.request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenSupported,
+            ),
+            false => config,
+        }
+    }
+
+    /// The additional checksum parts carry where the source's is not kept
+    /// (`target.checksum`).
+    pub(crate) fn part_checksum(&self) -> Option<ChecksumAlgorithm> {
+        match self.checksum {
+            PartChecksum::Crc32c => Some(ChecksumAlgorithm::Crc32C),
+            PartChecksum::None => None,
+        }
+    }
+
+    /// The checksum an upload of `source` is created with: the source's own
+    /// algorithm where its checksum can be kept (full-object, whatever the parts; or
+    /// composite, in the source's own layout, `preserved`), else the configured
+    /// one, composite.
+    pub(crate) fn upload_checksum(
+        &self,
+        source: &SourceObject,
+        preserved: bool,
+    ) -> Option<UploadChecksum> {
+        match &source.checksum {
+            Some(c) if c.full_object && c.combinable() => Some(UploadChecksum {
+                algorithm: c.algorithm.clone(),
+                full_object: Some(c.value.clone()),
+            }),
+            Some(c) if !c.full_object && preserved => Some(UploadChecksum {
+                algorithm: c.algorithm.clone(),
+                full_object: None,
+            }),
+            _ => self.part_checksum().map(|algorithm| UploadChecksum {
+                algorithm,
+                full_object: None,
+            }),
+        }
+    }
+}
