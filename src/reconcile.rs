@@ -56,8 +56,8 @@ mod verdict;
 pub use fleet::SplitChecked;
 pub use report::{Done, ReconcileError, Report};
 pub use slot::{Slot, Slots};
-pub(crate) use source::head;
-use source::{answered_for_head, head_source};
+use source::answered_for_head;
+pub(crate) use source::{head, head_source};
 
 /// S3's longest key, in UTF-8 bytes.
 const MAX_KEY_LENGTH: usize = 1024;
@@ -168,7 +168,6 @@ impl Reconciler {
 
     async fn run(&self, slot: &mut Slot, key: &str, hint: Hint, tags: Tags) -> Report {
         let started = Instant::now();
-        let _only_one = self.in_progress.lock(key).await;
         let target_key_length = self.target_key(key).len();
         let result = if !self.config.is_replicated(key) {
             Ok(Done::of(Outcome::Filtered))
@@ -256,7 +255,11 @@ impl Reconciler {
         }
     }
 
-    /// Describe, decide, copy: once, in a slot.
+    /// Describe, decide, copy: once, in a slot, holding the key. The slot comes
+    /// first, always: a task never waits for a slot while it holds a key, for
+    /// another task may hold a slot while it waits for that key (a duplicate event,
+    /// received with the slot this one's check gave back). Between attempts the key
+    /// is let go.
     async fn attempt(
         &self,
         slot: &mut Slot,
@@ -265,6 +268,7 @@ impl Reconciler {
         tags: Tags,
     ) -> Result<Done, ReconcileError> {
         slot.take(&self.slots).await;
+        let _only_one = self.in_progress.lock(key).await;
         let target_key = self.target_key(key);
 
         let (source, target, open) = self.describe(key, &target_key, hint).await?;

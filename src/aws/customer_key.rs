@@ -89,9 +89,12 @@ impl super::S3Side {
         sse_c: bool,
         request: GetObjectFluentBuilder,
     ) -> GetObjectFluentBuilder {
-        match (sse_c, self.customer_key().await) {
-            (true, Some(key)) => key.get(request),
-            _ => request,
+        if !sse_c {
+            return request;
+        }
+        match self.customer_key().await {
+            Some(key) => key.get(request),
+            None => request,
         }
     }
 
@@ -101,9 +104,12 @@ impl super::S3Side {
         sse_c: bool,
         request: HeadObjectFluentBuilder,
     ) -> HeadObjectFluentBuilder {
-        match (sse_c, self.customer_key().await) {
-            (true, Some(key)) => key.head(request),
-            _ => request,
+        if !sse_c {
+            return request;
+        }
+        match self.customer_key().await {
+            Some(key) => key.head(request),
+            None => request,
         }
     }
 }

@@ -236,7 +236,7 @@ impl<'a> Ledger<'a> {
             );
         target.observe("UploadPart", request.send().await)?;
         match self.marker_part(target_key, mine).await {
-            Ok(Some((_, Some(_)))) => {}
+            Ok(Some(listed)) if listed.etag.is_some() => {}
             Ok(_) => {
                 return Ok(Tagged::NoLedger(
                     "the target lists an upload's parts without their ETags".into(),
@@ -418,7 +418,7 @@ impl<'a> Ledger<'a> {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
             Err(e) => return Err(e),
         };
-        if let Some(why) = self.settle(source, target_key, options).await? {
+        if let Some(why) = self.settle(source, target_key, options, &etag).await? {
             return Ok(CheckOutcome::Mismatch(why));
         }
         self.abort_duplicates(target_key, source, opaque).await;
@@ -440,9 +440,11 @@ impl<'a> Ledger<'a> {
         source: &SourceObject,
         target_key: &str,
         options: &WriteOptions,
+        written: &ETag,
     ) -> Result<Option<String>, TransferError> {
         let copier = self.copier;
-        if let Some(why) = copier.discard_other_version(source, target_key).await? {
+        let other = copier.discard_other_version(source, target_key, written);
+        if let Some(why) = other.await? {
             return Ok(Some(why));
         }
         copier.ensure_described(source, target_key, options).await?;

@@ -4,12 +4,21 @@
 
 use super::ledger::Ledger;
 use super::marker::marker;
+use crate::checksum::{self, Value};
+use crate::checksum_values;
 use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
 use crate::object::SourceObject;
 use crate::transfer::multipart;
 use crate::transfer::plan::MARKER_PART;
 use crate::transfer::TransferError;
+
+/// A marker part as ListParts shows it.
+pub(super) struct Listed {
+    size: u64,
+    pub etag: Option<ETag>,
+    checksum: Option<Value>,
+}
 
 impl Ledger<'_> {
     /// The first upload of `target_key` (before `before`, if given) that carries
@@ -52,8 +61,11 @@ impl Ledger<'_> {
         Ok(None)
     }
 
-    /// Whether `upload` carries the marker of version `etag`: its size, and (where
-    /// the target's ETags are MD5s) its ETag.
+    /// Whether `upload` carries the marker of version `etag`: its size, and its ETag
+    /// where the target's ETags are MD5s, else its checksum where the upload keeps
+    /// one (under KMS: 16 bits of size and 32 of CRC32C, where the size alone was 16).
+    /// A marker that still matches another version's is harmless: a completion that
+    /// records another version is discarded, never relabelled.
     pub(super) async fn carries_marker(
         &self,
         target_key: &str,
@@ -67,17 +79,22 @@ impl Ledger<'_> {
             Err(e) => return Err(e.into()),
         };
         let (body, _) = marker(etag);
-        Ok(listed.is_some_and(|(size, listed_etag)| {
-            size == body.len() as u64 && (opaque || listed_etag == Some(ETag::of_bytes(&body)))
+        Ok(listed.is_some_and(|marker| {
+            let same_checksum = marker
+                .checksum
+                .as_ref()
+                .is_none_or(|c| checksum::of(&c.algorithm, &body).as_ref() == Some(&c.value));
+            let same_bytes = opaque || marker.etag == Some(ETag::of_bytes(&body));
+            marker.size == body.len() as u64 && same_bytes && same_checksum
         }))
     }
 
-    /// The marker part of `upload` as the target lists it: its size and ETag.
+    /// The marker part of `upload` as the target lists it.
     pub(super) async fn marker_part(
         &self,
         target_key: &str,
         upload: &str,
-    ) -> Result<Option<(u64, Option<ETag>)>, S3Error> {
+    ) -> Result<Option<Listed>, S3Error> {
         let target = self.copier.target();
         let request = target
             .client
@@ -92,9 +109,10 @@ impl Ledger<'_> {
             .parts()
             .iter()
             .find(|part| part.part_number() == Some(MARKER_PART as i32))
-            .map(|part| {
-                let size = part.size().unwrap_or(0).max(0) as u64;
-                (size, ETag::parse(part.e_tag()))
+            .map(|part| Listed {
+                size: part.size().unwrap_or(0).max(0) as u64,
+                etag: ETag::parse(part.e_tag()),
+                checksum: checksum_values!(part).first(),
             }))
     }
 

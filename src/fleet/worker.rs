@@ -339,18 +339,28 @@ impl Worker {
     }
 
     /// The upload of `work` is gone. If it gave way to another upload of its version
-    /// (a duplicate split), that upload's own check completes the object; else it
-    /// was completed by an earlier check, or given up: the key is reconciled as usual.
+    /// (a duplicate split), that upload's own check completes the object; if the
+    /// target holds the version, another check completed it (its tags and
+    /// description are settled here); else it was given up: the key starts over,
+    /// counted.
     async fn gone(&self, key: &str, work: &CheckWork) -> bool {
         match self.reconciler.upload_of_version(key, work).await {
             Ok(Some(winner)) => {
                 tracing::info!(upload_id = %work.upload_id, %winner, "the upload gave way to another of its version; that one's check completes the object");
                 true
             }
-            Ok(None) => {
-                let why = "its upload is gone (completed, or given up)";
-                self.send_key(key, work.restarts, why).await
-            }
+            // Completed by another check: nothing to start over.
+            Ok(None) => match self.reconciler.holds_split(key, work).await {
+                Ok(true) => true,
+                Ok(false) => {
+                    let why = "its upload is gone, and the target does not hold the version";
+                    self.send_key(key, work.restarts, why).await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look at the key's copy; the check comes back");
+                    false
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "could not list the key's uploads");
                 false

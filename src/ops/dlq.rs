@@ -252,8 +252,37 @@ fn replayed(message: &Received) -> Outgoing {
         ));
     }
     Outgoing {
-        body: message.body.clone(),
+        body: without_restarts(&message.body),
         attributes,
         delay: None,
+    }
+}
+
+/// A body to send back: a native key message the fleet gave up after its restarts
+/// ([`crate::fleet::Restart`]) starts its count afresh (the operator fixed the
+/// cause), or it would be dead-lettered again at once; any other body as it is.
+fn without_restarts(body: &str) -> String {
+    let Ok(serde_json::Value::Object(mut message)) = serde_json::from_str(body) else {
+        return body.to_owned();
+    };
+    if !message.contains_key("xpsync") || message.remove("restart").is_none() {
+        return body.to_owned();
+    }
+    serde_json::Value::Object(message).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_key_given_up_by_the_fleet_starts_its_restarts_afresh() {
+        let given_up = crate::fleet::Native::restart("b", "k", 2, "its upload is gone").body();
+        let again: serde_json::Value = serde_json::from_str(&without_restarts(&given_up)).unwrap();
+        assert!(again.get("restart").is_none());
+        assert_eq!(again["key"], "k");
+        let event = r#"{"Records": [{"s3": {"object": {"key": "a"}}}]}"#;
+        assert_eq!(without_restarts(event), event);
+        assert_eq!(without_restarts("not json"), "not json");
     }
 }

@@ -3,7 +3,6 @@
 //! stop, a message dead-lettered mid-copy, a source deleted), which cost storage
 //! until the bucket's lifecycle rule or an operator aborts them.
 
-use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use futures::TryStreamExt;
 use serde::Serialize;
 
@@ -13,7 +12,7 @@ use crate::aws::S3Side;
 use crate::checksum::Checksum;
 use crate::checksum_values;
 use crate::error::S3Error;
-use crate::reconcile::head;
+use crate::reconcile::{head, head_source};
 
 /// Counts over the whole comparison.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -151,11 +150,10 @@ async fn checksums_differ(
     key: &str,
     target_key: &str,
 ) -> Result<Option<String>, S3Error> {
-    let (s, t) = tokio::join!(head(source, key), head(target, target_key));
-    let of = |head: Option<HeadObjectOutput>| {
-        head.and_then(|h| Checksum::from_response(checksum_values!(h), h.checksum_type()))
-    };
-    let (Some(s), Some(t)) = (of(s?), of(t?)) else {
+    // The source's HEAD as a copy's: an SSE-C object is read with its key.
+    let (s, t) = tokio::join!(head_source(source, key), head(target, target_key));
+    let t = t?.and_then(|h| Checksum::from_response(checksum_values!(h), h.checksum_type()));
+    let (Some(s), Some(t)) = (s?.and_then(|s| s.checksum), t) else {
         return Ok(None);
     };
     let comparable = s.algorithm == t.algorithm

@@ -5,9 +5,10 @@
 
 use std::time::Instant;
 
-use super::{head_source, Done, Outcome, ReconcileError, Reconciler, Report};
+use super::{head, head_source, Done, Outcome, ReconcileError, Reconciler, Report, Tags};
 use crate::fleet::{CheckOutcome, CheckWork, Ledger, RangeOutcome, RangeWork};
 use crate::metrics::Method;
+use crate::object::TargetObject;
 use crate::transfer::TransferError;
 
 /// What looking at a split's upload came to.
@@ -84,6 +85,32 @@ impl Reconciler {
         self.ledger()
             .first_marked(&self.target_key(key), None, &work.etag, opaque)
             .await
+    }
+
+    /// After a split's upload was found gone: whether the target holds the version
+    /// it copied (another check completed it), the source holding it still. Its
+    /// description and tags are then made the source's, as a completion does (a
+    /// completion whose settling failed leaves that to here).
+    pub async fn holds_split(&self, key: &str, work: &CheckWork) -> Result<bool, ReconcileError> {
+        let target_key = self.target_key(key);
+        let (source, target) = tokio::join!(
+            head_source(&self.source, key),
+            head(&self.target, &target_key)
+        );
+        let (Some(source), Some(target)) = (source?, target?) else {
+            return Ok(false);
+        };
+        let target = TargetObject::from_head(&target);
+        let version = Some(&work.etag);
+        let holds =
+            target.etag.as_ref() == version || target.recorded_source_etag.as_ref() == version;
+        if !holds || source.etag.as_ref() != version {
+            return Ok(false);
+        }
+        let options = self.write_options(&source);
+        self.update_in_place(&source, &target, &target_key, &options, Tags::Compare)
+            .await?;
+        Ok(true)
     }
 
     /// Looks at the upload of `work` and completes it if every part is there; a

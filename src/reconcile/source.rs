@@ -25,7 +25,7 @@ pub(super) fn answered_for_head(e: &TransferError) -> bool {
 
 /// HEAD the source `key`, described; None if it does not exist. An SSE-C object is
 /// HEADed with the source's customer key.
-pub(super) async fn head_source(side: &S3Side, key: &str) -> Result<Option<SourceObject>, S3Error> {
+pub(crate) async fn head_source(side: &S3Side, key: &str) -> Result<Option<SourceObject>, S3Error> {
     let plain = match head(side, key).await {
         Err(e) if aws::maybe_wanted_by_head(&e) => e,
         other => return Ok(other?.map(|head| SourceObject::from_head(key, &head))),

@@ -152,15 +152,22 @@ impl Copier {
         Ok(())
     }
 
-    /// After a split's upload was completed: if the copy records another source
-    /// version than `source`'s (the upload was begun for it), deletes the copy and
-    /// says why. Its bytes are that version's, whatever its parts looked like.
+    /// After a split's upload was completed (`written`, its ETag): if the copy
+    /// records another source version than `source`'s (the upload was begun for
+    /// it), deletes the copy and says why. Its bytes are that version's, whatever
+    /// its parts looked like. A copy another writer has put there since is not this
+    /// completion's to judge, and stays.
     pub async fn discard_other_version(
         &self,
         source: &SourceObject,
         target_key: &str,
+        written: &ETag,
     ) -> Result<Option<String>, TransferError> {
-        let recorded = self.head_target(target_key).await?.recorded_source_etag;
+        let target = self.head_target(target_key).await?;
+        if target.etag.as_ref() != Some(written) {
+            return Ok(None);
+        }
+        let recorded = target.recorded_source_etag;
         let Some(recorded) = recorded.filter(|r| Some(r) != source.etag.as_ref()) else {
             return Ok(None);
         };

@@ -9,7 +9,7 @@
 use aws_sdk_s3::types::ChecksumAlgorithm;
 
 use super::Copier;
-use crate::checksum::UploadChecksum;
+use crate::checksum::{Checksum, UploadChecksum};
 use crate::config::PartChecksum;
 use crate::object::SourceObject;
 
@@ -41,6 +41,13 @@ impl Copier {
         }
     }
 
+    /// The source's full-object checksum for a single PUT to carry; none where
+    /// checksums are off (`target.checksum = "none"`).
+    pub(crate) fn put_checksum<'a>(&self, source: &'a SourceObject) -> Option<&'a Checksum> {
+        self.part_checksum()?;
+        source.checksum.as_ref().filter(|c| c.full_object)
+    }
+
     /// The checksum an upload of `source` is created with: the source's own
     /// algorithm where its checksum can be kept (full-object, whatever the parts; or
     /// composite, in the source's own layout, `preserved`), else the configured
@@ -50,6 +57,8 @@ impl Copier {
         source: &SourceObject,
         preserved: bool,
     ) -> Option<UploadChecksum> {
+        // `target.checksum = "none"`: a target that refuses checksums gets none.
+        self.part_checksum()?;
         match &source.checksum {
             Some(c) if c.full_object && c.combinable() => Some(UploadChecksum {
                 algorithm: c.algorithm.clone(),
