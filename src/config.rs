@@ -246,6 +246,10 @@ pub struct TransferConfig {
     /// complete it or send missing ranges again; at most 15m. Default: 2m.
     #[serde(with = "humantime_serde")]
     pub split_check_delay: Duration,
+    /// Bytes per second this worker reads from the source, every copy together
+    /// (a token bucket); unset: no cap. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bandwidth: Option<ByteSize>,
 }
 
 /// What is replicated besides the bytes.
@@ -373,6 +377,7 @@ impl Default for TransferConfig {
             split_threshold: ByteSize::gib(2),
             split_range_size: ByteSize::mib(256),
             split_check_delay: Duration::from_secs(120),
+            max_bandwidth: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use crate::error::ErrorKind;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -77,6 +77,12 @@ pub static BYTES_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
         )
         .expect("valid metric"),
     )
+});
+
+/// Time copies waited for `transfer.max_bandwidth`.
+pub static BANDWIDTH_LIMITED: LazyLock<Counter> = LazyLock::new(|| {
+    let help = "Seconds copies waited for transfer.max_bandwidth, all copies together";
+    register(Counter::new("xpsync_bandwidth_limited_seconds_total", help).expect("valid"))
 });
 
 /// From the event's time to the target verified.
@@ -300,6 +306,7 @@ pub fn init() {
     }
     LazyLock::force(&BYTES_COPIED);
     LazyLock::force(&BYTES_SENT);
+    LazyLock::force(&BANDWIDTH_LIMITED);
     LazyLock::force(&REPLICATION_LATENCY);
     LazyLock::force(&OBJECTS_IN_FLIGHT);
     LazyLock::force(&BYTES_IN_FLIGHT);

@@ -4,20 +4,17 @@
 //! function, [`Copier::way`], chooses how:
 //!
 //! - **streamed put** ([`put`]): an object up to `multipart_threshold`, stored in one
-//!   part, whose ETag is known to be the MD5 of its bytes. That ETag *is* the
-//!   Content-MD5: the GET's body flows straight into the PutObject, neither buffered
-//!   nor hashed here, and S3 refuses the upload unless it is the source's version.
+//!   part, whose ETag is the MD5 of its bytes and so the PUT's Content-MD5: the GET's
+//!   body flows into the PutObject unbuffered, and S3 refuses any other version.
 //! - **buffered put** ([`put`]): the same, where the ETag is no MD5 (SSE-KMS, SSE-C):
-//!   the object is read whole within the memory budget, hashed, and sent with the
-//!   MD5 computed.
+//!   read whole within the memory budget, hashed, sent with the MD5 computed.
 //! - **multipart** ([`multipart`]): everything else. Parts flow from ranged GETs to
 //!   UploadPart calls, at most `transfer.max_parts` at once across all objects (the
 //!   `part_slots` semaphore) and at most `transfer.memory_limit` bytes buffered at
 //!   once ([`budget::MemoryBudget`]). Nothing touches the local disk.
 //!
-//! The copy may be handed a GET already open ([`OpenGet`], from [`Copier::open`]):
-//! a key a listing described is then read without a HEAD, the GET's headers
-//! describing the object, one round trip less.
+//! The copy may be handed a GET already open ([`OpenGet`], from [`Copier::open`]): a
+//! key a listing described is read without a HEAD, one round trip less.
 //!
 //! Every GET carries `If-Match` with the source ETag that described the object, so
 //! bytes of two versions are never mixed: a 412 surfaces as
@@ -32,11 +29,11 @@
 //! left claiming a version it does not hold.
 //!
 //! The source ETag is also written to the target's user metadata
-//! (`xpsync-source-etag`), so that where the two ETags cannot be equal (SSE-KMS, a
-//! re-cut layout) a later reconcile still knows which version the target holds.
-//! A description is also brought up to date in place ([`describe`]), and a fleet
-//! split ([`crate::fleet::Ledger`]) copies its ranges with these parts and uploads.
+//! (`xpsync-source-etag`): where the ETags cannot be equal (SSE-KMS, a re-cut) it
+//! names the version the target holds. [`describe`] updates a description in place;
+//! a fleet split ([`crate::fleet::Ledger`]) copies its ranges with these parts.
 
+pub mod bandwidth;
 pub mod budget;
 mod complete;
 mod describe;
@@ -66,6 +63,7 @@ use crate::object::{
 use crate::retry;
 
 pub use crate::metrics::Method;
+pub use bandwidth::Bandwidth;
 pub use budget::MemoryBudget;
 pub use plan::PartPlan;
 
@@ -180,6 +178,8 @@ pub struct Copier {
     budget: MemoryBudget,
     /// Part transfers at once, all objects together (`transfer.max_parts`).
     part_slots: Arc<Semaphore>,
+    /// Source bytes read a second, all copies together (`transfer.max_bandwidth`).
+    pub(crate) bandwidth: Bandwidth,
     /// How long a request may go unanswered (`[timeouts]`).
     timeouts: TimeoutsConfig,
     /// Set once the target has answered a write as encrypted with KMS (a bucket's
@@ -196,6 +196,7 @@ impl Copier {
             checksum: config.target.checksum,
             budget: MemoryBudget::new(config.transfer.memory_limit.as_u64()),
             part_slots: Arc::new(Semaphore::new(config.transfer.max_parts)),
+            bandwidth: Bandwidth::new(config.transfer.max_bandwidth.map(|b| b.as_u64())),
             target_kms_seen: Arc::new(AtomicBool::new(false)),
             timeouts: config.timeouts.clone(),
         }
@@ -422,6 +423,7 @@ impl Copier {
                     format!("reading the body: {e}"),
                 )
             })?;
+            self.bandwidth.take(chunk.len()).await;
             if (buffer.len() + chunk.len()) as u64 > expected {
                 return Err(TransferError::ShortRead {
                     part,

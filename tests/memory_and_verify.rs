@@ -299,3 +299,51 @@ async fn verify_reports_incomplete_uploads_older_than_asked() {
     assert_eq!(stale["upload_id"], upload.upload_id().unwrap());
     assert_eq!(reported.last().unwrap()["summary"]["stale_uploads"], 1);
 }
+
+/// `transfer.max_bandwidth` caps the bytes a worker reads from the source, every
+/// copy together: a 4 MiB object (one streamed PUT) and a 16 MiB one (streamed
+/// parts) copied at once under a 1 MiB/s cap take about 20 s. The cap holds (at most
+/// a tenth of a second's worth goes ahead of it), and the copies go at it.
+#[tokio::test]
+async fn max_bandwidth_caps_the_bytes_read_from_the_source() {
+    let p = Partitions::start().await;
+    let small = bytes_of(4 * MIB, 41);
+    let large = bytes_of(16 * MIB, 42);
+    p.put_source("capped/small.bin", small.clone()).await;
+    p.put_source("capped/large.bin", large.clone()).await;
+    let mut env = SMALL_PARTS.to_vec();
+    env.push(("XPSYNC_TRANSFER__MAX_BANDWIDTH", "1MiB"));
+
+    let started = std::time::Instant::now();
+    let (lines, run) = p
+        .sync(&["capped/small.bin", "capped/large.bin"], &env)
+        .await;
+    let took = started.elapsed().as_secs_f64();
+
+    assert!(run.success(), "{run}");
+    let method = |key: &str| {
+        lines
+            .iter()
+            .find(|l| l["key"] == key)
+            .map(|l| l["method"].clone())
+    };
+    assert_eq!(method("capped/small.bin"), Some("put".into()), "{run}");
+    assert_eq!(
+        method("capped/large.bin"),
+        Some("multipart".into()),
+        "{run}"
+    );
+    let rate = 20.0 / took;
+    assert!(
+        rate <= 1.1,
+        "{rate:.2} MiB/s in {took:.1} s: over the 1 MiB/s cap"
+    );
+    assert!(
+        rate >= 0.85,
+        "{rate:.2} MiB/s in {took:.1} s: far below the cap"
+    );
+    p.assert_copied_intact("capped/small.bin", &small, Etag::Same)
+        .await;
+    p.assert_copied_intact("capped/large.bin", &large, Etag::Recorded)
+        .await;
+}

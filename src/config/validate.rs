@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use super::*;
 
+/// The least `transfer.max_bandwidth`: below it a cap starves every copy.
+const MIN_BANDWIDTH: u64 = 64 * 1024;
+
 impl Config {
     /// Checks everything serde could not, reporting every problem found.
     pub fn validate(&self, needs: Needs) -> Result<(), ConfigError> {
@@ -84,6 +87,12 @@ impl Config {
             problems.push(format!(
                 "transfer.multipart_threshold is {}, but a single PUT holds at most 5GiB",
                 t.multipart_threshold.display().iec()
+            ));
+        }
+        if t.max_bandwidth.is_some_and(|b| b.as_u64() < MIN_BANDWIDTH) {
+            problems.push(format!(
+                "transfer.max_bandwidth is {}/s, but a cap must be at least 64KiB/s (unset it for none)",
+                t.max_bandwidth.unwrap_or_default().display().iec()
             ));
         }
         if t.memory_limit < t.part_size {

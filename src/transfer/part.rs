@@ -191,7 +191,7 @@ async fn stream_part(
 ) -> Result<PartDone, TransferError> {
     let length = part.range.end - part.range.start;
     let output = copier.get(source, Some(part.range.clone())).await?;
-    let (body, reader) = super::stream::tee(output.body, length);
+    let (body, reader) = super::stream::tee(output.body, length, copier.bandwidth.clone());
     let request = upload_part_request(copier, target_key, part, length)
         .body(body)
         .customize()

@@ -14,7 +14,7 @@ use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use super::stream::STREAM_WINDOW;
+use super::stream::{self, STREAM_WINDOW};
 use super::{
     md5_of, with_write_options, Copied, Copier, Method, OpenGet, TransferError, WriteOptions,
 };
@@ -89,6 +89,11 @@ async fn stream_into_put(
     let tag_count = get.tag_count().map(|c| c.max(0) as u32).or(Some(0));
     let tagging = copier.source_tags(source, options, tag_count).await?;
     let content_md5 = etag.content_md5().expect("an MD5 ETag");
+    // Under `transfer.max_bandwidth` the body goes through the cap, a chunk at a time.
+    let body = match copier.bandwidth.capped() {
+        true => stream::tee(get.body, source.size, copier.bandwidth.clone()).0,
+        false => get.body,
+    };
     // S3 refuses the body (BadDigest, a passing failure) unless it is the source's.
     send(
         copier,
@@ -97,7 +102,7 @@ async fn stream_into_put(
         options,
         tagging,
         (content_md5, etag.clone()),
-        get.body,
+        body,
     )
     .await
 }
@@ -175,7 +180,7 @@ async fn send(
         .body(body);
     // The source's full-object checksum goes along: S3 checks the bytes against it,
     // and the copy keeps it ([`crate::checksum`]).
-    let request = set_checksum!(request, source.checksum.as_ref().filter(|c| c.full_object));
+    let request = set_checksum!(request, copier.put_checksum(source));
     // Content-MD5 guards the body; a SHA-256 payload signature would only cost CPU.
     let request = with_write_options!(request, options, source.etag.as_ref(), tagging)
         .customize()

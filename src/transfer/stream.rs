@@ -24,6 +24,7 @@ use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::Bandwidth;
 use crate::etag::ETag;
 
 /// Bytes reserved from the memory budget for one streamed part: at most
@@ -46,10 +47,12 @@ pub enum ReadFailure {
     Source(String),
 }
 
-/// Starts reading `source` into a body for an upload of exactly `length` bytes.
+/// Starts reading `source` into a body for an upload of exactly `length` bytes,
+/// each chunk let through by `bandwidth`'s cap ([`super::bandwidth`]).
 pub fn tee(
     source: ByteStream,
     length: u64,
+    bandwidth: Bandwidth,
 ) -> (ByteStream, JoinHandle<Result<ReadSummary, ReadFailure>>) {
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
     let reader = tokio::spawn(async move {
@@ -59,6 +62,7 @@ pub fn tee(
         while let Some(chunk) = source.next().await {
             match chunk {
                 Ok(chunk) => {
+                    bandwidth.take(chunk.len()).await;
                     md5.update(&chunk);
                     read += chunk.len() as u64;
                     if sender.send(Ok(chunk)).await.is_err() {
