@@ -244,3 +244,49 @@ async fn a_last_writer_check_held_back_does_not_hold_the_object_slot() {
         2.0
     );
 }
+
+/// A key whose last-writer check finds a newer version starts over, and waits for
+/// a slot to do so without holding the key: with one slot, the newer version's own
+/// event (received with the slot the check gave back) waits for the key meanwhile.
+/// Holding the key while waiting for the slot, the two would wait for each other
+/// for ever.
+#[tokio::test]
+async fn a_check_that_finds_a_newer_version_starts_over_without_holding_the_key() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let hold = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            hold_first: Some("HEAD"),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let worker = Daemon::start(
+        &p,
+        "worker",
+        &[
+            ("XPSYNC_SOURCE__ENDPOINT_URL", hold.endpoint.as_str()),
+            ("XPSYNC_TRANSFER__MAX_OBJECTS", "1"),
+        ],
+    )
+    .await;
+    p.put_source(KEY, bytes_of(64 * KIB, 30)).await;
+    eventually(MINUTE, "V1's check is held", || async { hold.held() == 1 }).await;
+    let v2 = bytes_of(64 * KIB, 31);
+    p.put_source(KEY, v2.clone()).await;
+    // V2's event comes in on the freed slot, and waits for the key.
+    eventually(MINUTE, "V2's event is in hand", || async {
+        worker.metric("xpsync_objects_in_flight") >= 1.0
+    })
+    .await;
+    hold.release();
+
+    drained(&pipeline).await;
+    p.copied_intact(KEY, &v2, Etag::Same)
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", worker.logs()));
+    assert!(
+        worker.metric("xpsync_reconcile_restarts_total{reason=\"changed_after_write\"}") >= 1.0
+    );
+}
