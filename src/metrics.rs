@@ -418,15 +418,14 @@ label! {
         Completed => "completed",
         /// A check found parts missing and no progress: their ranges sent again.
         Resent => "resent",
-        /// The upload was given up (the source changed, another layout) and the
-        /// key sent again.
+        /// The upload was given up (the source changed, another layout, a range
+        /// failed for good, parts never arrived) and the key sent again.
         Restarted => "restarted",
         /// A duplicate split's upload, given up for an earlier upload of the same
         /// version.
         Merged => "merged",
-        /// Given up for good: a range failed with the object's verdict (the key,
-        /// reconciled again, is dead-lettered with it), or the key was started over
-        /// too often (dead-lettered, saying why).
+        /// Given up for good: the key was started over too often (dead-lettered,
+        /// saying why).
         GivenUp => "given_up",
     }
 }

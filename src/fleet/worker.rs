@@ -265,7 +265,7 @@ impl Worker {
     /// after [`super::MAX_RESTARTS`]. Never a breaker signal.
     async fn give_up(&self, key: &str, work: &RangeWork, why: &str) -> Step {
         if self.reconciler.abandon(key, &work.upload_id).await {
-            SplitResult::GivenUp.count();
+            SplitResult::Restarted.count();
             tracing::warn!(error = %why, "a range failed for good: the split is given up, and its key is to be reconciled again");
         }
         Step {
@@ -307,35 +307,30 @@ impl Worker {
             Ok(_) => Some(Ok(false)),
             Err(e) => Some(Err((e.kind(), e.to_string()))),
         };
-        let looked = match checked {
+        let done = match checked {
             Ok(SplitChecked::Completed) => {
                 SplitResult::Completed.count();
-                Ok(true)
+                true
             }
             Ok(SplitChecked::ChangedAfterWrite) => {
                 let why = "the source changed under the completion";
-                Ok(self.send_key(key, work.restarts, why).await)
+                self.send_key(key, work.restarts, why).await
             }
-            Ok(SplitChecked::SourceChanged(why)) => Ok(self.restart(key, upload, why, false).await),
+            Ok(SplitChecked::SourceChanged(why)) => self.restart(key, upload, why, false).await,
             Ok(SplitChecked::Missing { present, missing }) => {
                 self.missing(key, work, present, &missing).await
             }
-            Ok(SplitChecked::Gone) => Ok(self.gone(key, work).await),
-            Ok(SplitChecked::Mismatch(why)) => Ok(self.restart(key, upload, &why, false).await),
+            Ok(SplitChecked::Gone) => self.gone(key, work).await,
+            Ok(SplitChecked::Mismatch(why)) => self.restart(key, upload, &why, false).await,
             Err(e) => {
                 tracing::warn!(error = %e, kind = e.kind().as_str(), "could not check a split's upload");
-                Ok(false)
+                false
             }
         };
-        let step = match looked {
-            Ok(done) => Step::settle(done, "split checked"),
-            // Given up: the check goes to the dead-letter queue, saying why.
-            Err(why) => Step {
-                verdict: Verdict::DeadLetter(why),
-                signal: None,
-            },
-        };
-        Step { signal, ..step }
+        Step {
+            signal,
+            ..Step::settle(done, "split checked")
+        }
     }
 
     /// The upload of `work` is gone. If it gave way to another upload of its version
@@ -374,14 +369,9 @@ impl Worker {
     /// arrived for [`STALLED_TIMEOUTS`] visibility timeouts (its messages lost, or
     /// dead-lettered), and a range sent again sends only the parts still missing.
     /// Any new part resets both counts: an upload that progresses is never given
-    /// up. After [`MAX_RESENDS`] waves without progress, the split is given up.
-    async fn missing(
-        &self,
-        key: &str,
-        work: &CheckWork,
-        present: u32,
-        missing: &[u32],
-    ) -> Result<bool, String> {
+    /// up. After [`MAX_RESENDS`] waves without progress, the split is given up and
+    /// the key starts over (counted). True once the next step is sent.
+    async fn missing(&self, key: &str, work: &CheckWork, present: u32, missing: &[u32]) -> bool {
         let progressed = work.parts_present.is_none_or(|before| present > before);
         let mut next = CheckWork {
             parts_present: Some(present),
@@ -396,19 +386,19 @@ impl Worker {
                     "{} parts of the split upload still missing after their ranges were sent again {MAX_RESENDS} times",
                     missing.len()
                 );
+                // The key starts over, counted: a split that never fills ends.
                 let upload = (work.upload_id.as_str(), work.restarts);
-                self.restart(key, upload, &why, false).await;
-                return Err(why);
+                return self.restart(key, upload, &why, false).await;
             }
             SplitResult::Resent.count();
             let ranges = work.ranges_of(missing);
             tracing::info!(missing = missing.len(), ranges = ranges.len(), "no part arrived for {STALLED_TIMEOUTS} visibility timeouts; sending the missing ranges again");
             if !self.send_ranges(key, work, &ranges).await {
-                return Ok(false);
+                return false;
             }
             next.stalled = 0;
             next.resends += 1;
         }
-        Ok(self.send_check(key, &next).await)
+        self.send_check(key, &next).await
     }
 }
