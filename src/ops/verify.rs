@@ -12,6 +12,7 @@ use crate::aws::S3Side;
 use crate::checksum::Checksum;
 use crate::checksum_values;
 use crate::error::S3Error;
+use crate::etag::ETag;
 use crate::reconcile::{head, head_source};
 
 /// Counts over the whole comparison.
@@ -142,8 +143,8 @@ pub async fn verify(
 }
 
 /// Why the two copies' additional checksums say their bytes differ, where both keep
-/// one of the same algorithm and type (and, composite, of as many parts); None
-/// where they agree or cannot be compared.
+/// one of the same algorithm and type (and, composite, in the same part layout);
+/// None where they agree or cannot be compared.
 async fn checksums_differ(
     source: &S3Side,
     target: &S3Side,
@@ -152,13 +153,19 @@ async fn checksums_differ(
 ) -> Result<Option<String>, S3Error> {
     // The source's HEAD as a copy's: an SSE-C object is read with its key.
     let (s, t) = tokio::join!(head_source(source, key), head(target, target_key));
-    let t = t?.and_then(|h| Checksum::from_response(checksum_values!(h), h.checksum_type()));
-    let (Some(s), Some(t)) = (s?.and_then(|s| s.checksum), t) else {
+    let (Some(s), Some(t)) = (s?, t?) else {
+        return Ok(None);
+    };
+    // A composite checksum depends on the part layout: compared only where the copy
+    // kept the source's (its ETag is the source's).
+    let same_layout = ETag::parse(t.e_tag()) == s.etag;
+    let written = Checksum::from_response(checksum_values!(t), t.checksum_type());
+    let (Some(s), Some(t)) = (s.checksum, written) else {
         return Ok(None);
     };
     let comparable = s.algorithm == t.algorithm
         && s.full_object == t.full_object
-        && (s.full_object || s.value.rsplit('-').next() == t.value.rsplit('-').next());
+        && (s.full_object || same_layout);
     Ok((comparable && s.digest() != t.digest()).then(|| {
         format!(
             "the source's {} checksum is {}, the target's {}",
