@@ -192,16 +192,10 @@ async fn a_delete_that_lands_after_a_re_created_object_was_copied_is_undone() {
     assert!(b.metric("xpsync_reconcile_restarts_total{reason=\"reappeared_after_delete\"}") >= 1.0);
 }
 
-/// The last writer's check (a HEAD of the source after the write) holds no object
-/// slot: with one slot, a check that never comes back does not stop the next
-/// object from being copied (speed: a small object costs its slot two round trips,
-/// not three).
-#[tokio::test]
-async fn a_last_writer_check_held_back_does_not_hold_the_object_slot() {
-    let p = Partitions::start().await;
-    let pipeline = Pipeline::wire(&p).await;
-    // An event describes its object, so the first HEAD of the source is the
-    // first object's check.
+/// A worker with one object slot, the source behind a proxy that holds its first
+/// HEAD back: an event describes its object, so that HEAD is the first object's
+/// last-writer check.
+async fn one_slot_with_the_first_check_held(p: &Partitions) -> (FaultProxy, Daemon) {
     let hold = FaultProxy::start(
         &p.source.endpoint,
         Faults {
@@ -210,15 +204,23 @@ async fn a_last_writer_check_held_back_does_not_hold_the_object_slot() {
         },
     )
     .await;
-    let worker = Daemon::start(
-        &p,
-        "worker",
-        &[
-            ("XPSYNC_SOURCE__ENDPOINT_URL", hold.endpoint.as_str()),
-            ("XPSYNC_TRANSFER__MAX_OBJECTS", "1"),
-        ],
-    )
-    .await;
+    let env = [
+        ("XPSYNC_SOURCE__ENDPOINT_URL", hold.endpoint.as_str()),
+        ("XPSYNC_TRANSFER__MAX_OBJECTS", "1"),
+    ];
+    let worker = Daemon::start(p, "worker", &env).await;
+    (hold, worker)
+}
+
+/// The last writer's check (a HEAD of the source after the write) holds no object
+/// slot: with one slot, a check that never comes back does not stop the next
+/// object from being copied (speed: a small object costs its slot two round trips,
+/// not three).
+#[tokio::test]
+async fn a_last_writer_check_held_back_does_not_hold_the_object_slot() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let (hold, worker) = one_slot_with_the_first_check_held(&p).await;
     p.put_source("first.bin", bytes_of(64 * KIB, 20)).await;
     eventually(MINUTE, "the first object's check is held", || async {
         hold.held() == 1
@@ -254,23 +256,7 @@ async fn a_last_writer_check_held_back_does_not_hold_the_object_slot() {
 async fn a_check_that_finds_a_newer_version_starts_over_without_holding_the_key() {
     let p = Partitions::start().await;
     let pipeline = Pipeline::wire(&p).await;
-    let hold = FaultProxy::start(
-        &p.source.endpoint,
-        Faults {
-            hold_first: Some("HEAD"),
-            ..Faults::default()
-        },
-    )
-    .await;
-    let worker = Daemon::start(
-        &p,
-        "worker",
-        &[
-            ("XPSYNC_SOURCE__ENDPOINT_URL", hold.endpoint.as_str()),
-            ("XPSYNC_TRANSFER__MAX_OBJECTS", "1"),
-        ],
-    )
-    .await;
+    let (hold, worker) = one_slot_with_the_first_check_held(&p).await;
     p.put_source(KEY, bytes_of(64 * KIB, 30)).await;
     eventually(MINUTE, "V1's check is held", || async { hold.held() == 1 }).await;
     let v2 = bytes_of(64 * KIB, 31);
