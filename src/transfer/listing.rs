@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_s3::operation::list_parts::ListPartsOutput;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
 
 use super::part::Uploaded;
 use super::{Copier, TransferError};
 use crate::checksum::UploadChecksum;
 use crate::checksum_values;
+use crate::error::S3Error;
 use crate::etag::ETag;
 
 /// An incomplete upload, as ListMultipartUploads lists it.
@@ -102,20 +104,11 @@ pub(crate) async fn sizes_in(
     upload_id: &str,
     numbers: std::ops::RangeInclusive<usize>,
 ) -> Result<BTreeMap<usize, u64>, TransferError> {
-    let target = &copier.target;
     let (first, last) = (*numbers.start(), *numbers.end());
     let mut sizes = BTreeMap::new();
     let mut marker = first - 1;
     while marker < last {
-        let request = target
-            .client
-            .list_parts()
-            .bucket(&target.bucket)
-            .key(target_key)
-            .upload_id(upload_id)
-            .part_number_marker(marker.to_string())
-            .max_parts((last - marker).min(1000) as i32);
-        let page = target.observe("ListParts", request.send().await)?;
+        let page = parts_after(copier, (target_key, upload_id), marker, last).await?;
         for part in page.parts() {
             let number = part.part_number().unwrap_or(0).max(0) as usize;
             if (first..=last).contains(&number) {
@@ -131,6 +124,25 @@ pub(crate) async fn sizes_in(
     Ok(sizes)
 }
 
+/// One page of an upload's parts numbered above `marker`, up to `last` at most.
+async fn parts_after(
+    copier: &Copier,
+    (target_key, upload_id): (&str, &str),
+    marker: usize,
+    last: usize,
+) -> Result<ListPartsOutput, S3Error> {
+    let target = &copier.target;
+    let request = target
+        .client
+        .list_parts()
+        .bucket(&target.bucket)
+        .key(target_key)
+        .upload_id(upload_id)
+        .part_number_marker(marker.to_string())
+        .max_parts(last.saturating_sub(marker).clamp(1, 1000) as i32);
+    target.observe("ListParts", request.send().await)
+}
+
 /// The sizes of parts `numbers` of an upload if every one of them is there; None
 /// at the first one missing, without listing the pages beyond it. An empty range
 /// asks nothing.
@@ -140,20 +152,11 @@ pub(crate) async fn parts_present(
     upload_id: &str,
     numbers: std::ops::RangeInclusive<usize>,
 ) -> Result<Option<Vec<u64>>, TransferError> {
-    let target = &copier.target;
     let (first, last) = (*numbers.start(), *numbers.end());
     let mut sizes = Vec::with_capacity(numbers.count());
     let mut next = first;
     while next <= last {
-        let request = target
-            .client
-            .list_parts()
-            .bucket(&target.bucket)
-            .key(target_key)
-            .upload_id(upload_id)
-            .part_number_marker((next - 1).to_string())
-            .max_parts((last - next + 1).min(1000) as i32);
-        let page = target.observe("ListParts", request.send().await)?;
+        let page = parts_after(copier, (target_key, upload_id), next - 1, last).await?;
         if page.parts().is_empty() {
             return Ok(None);
         }
