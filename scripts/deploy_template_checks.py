@@ -63,12 +63,21 @@ What cfn-lint cannot know:
   workers (TaskRole) and the one-off tasks (OperatorPolicy) with restore, and to
   nobody with skip or ever otherwise; the three parameters' values and defaults.
 - Auto scaling tracks the backlog per task from visible messages only: every SQS
-  metric of BacklogPerTaskScalingPolicy is the event queue's
-  ApproximateNumberOfMessagesVisible (never ...NotVisible nor ...Delayed), and its
-  metric math, evaluated on a queue of delayed messages only, stays below the target
-  (delayed checks never hold the service scaled out), while visible messages beyond
-  the target per task take it above (work scales the service out), also with no task
-  running.
+  metric of BacklogPerTaskScalingPolicy is the event queue's or the range queue's
+  ApproximateNumberOfMessagesVisible (never ...NotVisible nor ...Delayed), both
+  queues counted, and its metric math, evaluated on queues of delayed or in-flight
+  messages only, stays below the target (delayed checks never hold the service
+  scaled out), while visible messages beyond the target per task, in either queue or
+  in both together, take it above (work scales the service out), also with no task
+  running and with an idle range queue that has no data point.
+- The range queue (queue.range_url) is wired: RangeQueue has the event queue's
+  visibility timeout, retention, long poll, encryption and deletion policy, and
+  redrives to the same dead-letter queue after the same MaxReceiveCount (which lets
+  it in, if it names the queues it lets in); it denies access without TLS and lets
+  no other principal in; the workers' and the one-off tasks' containers get
+  XPSYNC_QUEUE__RANGE_URL = !Ref RangeQueue once, the sweep none; the workers' task
+  role may do on it whatever it may on the event queue, sendMessage included; the
+  stack outputs its URL.
 
 Usage: scripts/deploy_template_checks.py   (from anywhere; needs PyYAML)
 Exit 1 with one line per problem.
@@ -119,7 +128,7 @@ XPSYNC_REQUIRED = {
 }
 
 EXPECTED_RESOURCES = [
-    "DeadLetterQueue", "EventQueue", "SourceBucketEventRule", "EventQueuePolicy",
+    "DeadLetterQueue", "EventQueue", "RangeQueue", "RangeQueuePolicy", "SourceBucketEventRule", "EventQueuePolicy",
     "DeadLetterQueuePolicy", "SourceBucketEventBridge", "TargetCredentialsSecret",
     "LogGroup", "Cluster", "ExecutionRole", "TaskRole", "TaskDefinition",
     "TaskSecurityGroup", "S3GatewayEndpoint", "Service", "ScalableTarget",
@@ -221,13 +230,14 @@ SUB_PLACEHOLDERS = {
 }
 GETATT_PLACEHOLDERS = {
     "EventQueue.Arn": "arn:${Partition}:sqs:${Region}:${AccountId}:${QueueName}",
+    "RangeQueue.Arn": "arn:${Partition}:sqs:${Region}:${AccountId}:${RangeQueueName}",
     "DeadLetterQueue.Arn": "arn:${Partition}:sqs:${Region}:${AccountId}:${DeadLetterQueueName}",
     "Cluster.Arn": "arn:${Partition}:ecs:${Region}:${AccountId}:cluster/${ClusterName}",
     "ExecutionRole.Arn": "${ExecutionRoleArn}",
     "OneOffTaskRole.Arn": "${OneOffTaskRoleArn}",
     "SweepTaskRole.Arn": "${SweepTaskRoleArn}",
 }
-DOCUMENTED_PLACEHOLDERS = {"Partition", "SourceBucket", "Region", "AccountId", "QueueName",
+DOCUMENTED_PLACEHOLDERS = {"Partition", "SourceBucket", "Region", "AccountId", "QueueName", "RangeQueueName",
                            "DeadLetterQueueName", "SecretArn", "ClusterName", "StackName",
                            "LogGroupName", "ExecutionRoleArn", "OneOffTaskRoleArn", "SweepTaskRoleArn",
                            "StackId"}
@@ -552,7 +562,7 @@ def check_roles(problems, template):
             problems.append("TaskRole: receiving from or deleting in the dead-letter queue is the operators'")
     if not any(GETATT_PLACEHOLDERS["EventQueue.Arn"] in t and "sqs:SendMessage" in a
                for _, a, t, _ in task.values()):
-        problems.append("TaskRole: the workers send range and check messages to the main queue")
+        problems.append("TaskRole: the workers send check messages (and split keys) to the main queue")
 
     # The target keys: the workers, the sweep, and OperatorPolicy (backfill, verify);
     # never the DLQ policy, the run-task policy, the collector, or a role people assume.
@@ -855,8 +865,9 @@ COMPARE = {ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b, ast.Lt: lam
 
 
 def check_scaling(problems, template):
-    """The backlog per task counts visible messages only: delayed checks do not hold
-    the service scaled out; visible work scales it out."""
+    """The backlog per task counts visible messages only, of the event queue and the
+    range queue: delayed checks and messages in flight do not hold the service scaled
+    out; visible work, keys or ranges, scales it out."""
     before = len(problems)
     policy = template["Resources"]["BacklogPerTaskScalingPolicy"]["Properties"]
     tracking = policy.get("TargetTrackingScalingPolicyConfiguration", {})
@@ -868,16 +879,26 @@ def check_scaling(problems, template):
     # A single metric (MetricName at the top) or metric math (Metrics).
     entries = spec.get("Metrics") or [{"Id": "single", "ReturnData": True, "MetricStat": {"Metric": spec}}]
     query = {e.get("Id"): e for e in entries}
-    queue = [{"Name": "QueueName", "Value": Tagged("GetAtt", "EventQueue.QueueName")}]
+    queues = {"EventQueue": "the event queue", "RangeQueue": "the range queue"}
+
+    def queue_of(metric):
+        for name in queues:
+            if metric.get("Dimensions") == [{"Name": "QueueName", "Value": Tagged("GetAtt", f"{name}.QueueName")}]:
+                return name
+        return None
+
     sqs = [e["MetricStat"]["Metric"] for e in entries
            if "MetricStat" in e and e["MetricStat"]["Metric"].get("Namespace") == "AWS/SQS"]
     for metric in sqs:
-        if metric.get("MetricName") != VISIBLE or metric.get("Dimensions") != queue:
+        if metric.get("MetricName") != VISIBLE or queue_of(metric) is None:
             problems.append(f"BacklogPerTaskScalingPolicy: {metric.get('MetricName')} of "
-                            f"{metric.get('Dimensions')}; the backlog is the event queue's {VISIBLE} only "
-                            "(delayed check messages must not hold the service scaled out)")
-    if not sqs:
-        problems.append(f"BacklogPerTaskScalingPolicy: no AWS/SQS {VISIBLE} of the event queue")
+                            f"{metric.get('Dimensions')}; the backlog is the event queue's and the range "
+                            f"queue's {VISIBLE} only (delayed check messages must not hold the service "
+                            "scaled out)")
+    for name, what in queues.items():
+        if not any(queue_of(m) == name for m in sqs):
+            problems.append(f"BacklogPerTaskScalingPolicy: no AWS/SQS {VISIBLE} of {what} "
+                            "(the ranges of a split object are work for the fleet)")
     returned = [i for i, e in query.items() if e.get("ReturnData", True)]
     if len(returned) != 1:
         problems.append(f"BacklogPerTaskScalingPolicy: {len(returned)} metrics return data; exactly one must")
@@ -887,36 +908,57 @@ def check_scaling(problems, template):
     target = float(default_values(template)["BacklogPerTaskTarget"])
     most = float(default_values(template)["MaxTasks"])
 
-    def backlog_per_task(visible, delayed, in_flight, running):
-        queue_state = {VISIBLE: visible, "ApproximateNumberOfMessagesDelayed": delayed,
-                       "ApproximateNumberOfMessagesNotVisible": in_flight}
+    def q(visible=0.0, delayed=0.0, in_flight=0.0):
+        return {VISIBLE: visible, "ApproximateNumberOfMessagesDelayed": delayed,
+                "ApproximateNumberOfMessagesNotVisible": in_flight}
+
+    def backlog_per_task(main, ranges, running):
+        """main, ranges: a queue's state (q), or None for a queue without a data point."""
+        states = {"EventQueue": main, "RangeQueue": ranges}
 
         def value_of(metric):
             name, namespace = metric.get("MetricName"), metric.get("Namespace")
-            if namespace == "AWS/SQS" and name in queue_state:
-                return queue_state[name]
+            if namespace == "AWS/SQS" and name in q():
+                state = states[queue_of(metric)]
+                return None if state is None else state[name]
             if namespace == "ECS/ContainerInsights" and name == "RunningTaskCount":
                 return running
             raise ValueError(f"{namespace} {name}: teach scripts/deploy_template_checks.py about it")
 
         return MetricMath(query, value_of).metric(returned[0])
 
+    flood = 100 * target * most
     scenarios = [
-        # (what, visible, delayed, in flight, running tasks, must scale out)
-        ("only delayed check messages, the fleet at MaxTasks", 0, 100 * target * most, 0, most, False),
-        ("only delayed check messages, one task", 0, 100 * target * most, 0, 1, False),
-        ("only messages in flight, the fleet at MaxTasks", 0, 0, 100 * target * most, most, False),
-        ("visible work beyond the target per task, MaxTasks running", 2 * target * most, 0, 0, most, True),
-        ("visible work beyond the target, one task", 2 * target, 0, 0, 1, True),
-        ("visible work beyond the target, no task running", 2 * target, 0, 0, 0, True),
-        ("visible work beyond the target and delayed checks", 2 * target, 100 * target, 0, 1, True),
+        # (what, the event queue, the range queue (None: no data point), running tasks, must scale out)
+        ("only delayed check messages, the fleet at MaxTasks", q(delayed=flood), q(), most, False),
+        ("only delayed check messages, one task", q(delayed=flood), q(), 1, False),
+        ("only messages in flight, the fleet at MaxTasks", q(in_flight=flood), q(), most, False),
+        ("visible work beyond the target per task, MaxTasks running", q(2 * target * most), q(), most, True),
+        ("visible work beyond the target, one task", q(2 * target), q(), 1, True),
+        ("visible work beyond the target, no task running", q(2 * target), q(), 0, True),
+        ("visible work beyond the target and delayed checks", q(2 * target, delayed=100 * target), q(), 1, True),
+        ("only ranges in flight or delayed, the fleet at MaxTasks", q(), q(delayed=flood, in_flight=flood), most,
+         False),
+        ("visible ranges beyond the target per task, the event queue empty, MaxTasks running", q(),
+         q(2 * target * most), most, True),
+        ("visible ranges beyond the target, one task", q(), q(2 * target), 1, True),
+        ("visible ranges beyond the target, no task running", q(), q(2 * target), 0, True),
+        ("each queue below the target per task, both together beyond it", q(1.5 * target), q(1.5 * target), 2,
+         True),
+        ("an idle range queue without a data point, visible work beyond the target", q(2 * target), None, 1, True),
+        ("an idle range queue without a data point, visible work, no task running", q(2 * target), None, 0, True),
+        ("an idle range queue without a data point, nothing visible", q(), None, 1, False),
     ]
-    for what, visible, delayed, in_flight, running, scales_out in scenarios:
+    for what, main, ranges, running, scales_out in scenarios:
         try:
-            value = backlog_per_task(visible, delayed, in_flight, running)
+            value = backlog_per_task(main, ranges, running)
         except (ValueError, ZeroDivisionError, SyntaxError, KeyError) as error:
             problems.append(f"BacklogPerTaskScalingPolicy with {what}: cannot evaluate its metric ({error})")
             break
+        if value is None:
+            problems.append(f"BacklogPerTaskScalingPolicy with {what}: no data point, so the policy does "
+                            "nothing (FILL a queue that may have none)")
+            continue
         if (value > target) != scales_out:
             problems.append(f"BacklogPerTaskScalingPolicy with {what}: backlog per task {value:g} against "
                             f"the target {target:g}; it must {'' if scales_out else 'not '}scale out")
@@ -1325,6 +1367,79 @@ def check_oneoff(problems, resources):
         problems.append("OneOffTaskDefinition: the workers' environment (without the embedded metrics)")
 
 
+# What the range queue shares with the event queue.
+QUEUE_SETTINGS = ["SqsManagedSseEnabled", "KmsMasterKeyId", "MessageRetentionPeriod",
+                  "ReceiveMessageWaitTimeSeconds", "VisibilityTimeout", "RedrivePolicy"]
+QUEUE_ACTIONS_OF_THE_WORKERS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                                "sqs:GetQueueAttributes", "sqs:SendMessage"}
+
+
+def check_range_queue(problems, template):
+    """The range queue (queue.range_url): the event queue's settings, the same
+    dead-letter queue after the same receives, TLS only, its URL given to the workers
+    and the one-off tasks, and the workers' task role granted on it what it has on the
+    event queue."""
+    resources = template["Resources"]
+    before = len(problems)
+    event, ranges = resources["EventQueue"], resources["RangeQueue"]
+    for key in ("DeletionPolicy", "UpdateReplacePolicy"):
+        if ranges.get(key) != event.get(key):
+            problems.append(f"RangeQueue: {key} {ranges.get(key)!r}, the event queue's is {event.get(key)!r}")
+    for key in QUEUE_SETTINGS:
+        mine, theirs = ranges["Properties"].get(key), event["Properties"].get(key)
+        if mine != theirs:
+            problems.append(f"RangeQueue: {key} {mine!r}; the event queue's is {theirs!r}")
+    redrive = ranges["Properties"].get("RedrivePolicy", {})
+    if (redrive.get("deadLetterTargetArn"), redrive.get("maxReceiveCount")) != (
+            Tagged("GetAtt", "DeadLetterQueue.Arn"), Tagged("Ref", "MaxReceiveCount")):
+        problems.append("RangeQueue: RedrivePolicy to DeadLetterQueue after MaxReceiveCount receives "
+                        "(a range that keeps failing is dead-lettered like any message)")
+    allow = resources["DeadLetterQueue"]["Properties"].get("RedriveAllowPolicy")
+    if isinstance(allow, dict) and allow.get("redrivePermission") == "denyAll" or (
+            isinstance(allow, dict) and allow.get("redrivePermission") == "byQueue"
+            and Tagged("GetAtt", "RangeQueue.Arn") not in allow.get("sourceQueueArns", [])):
+        problems.append("DeadLetterQueue: its RedriveAllowPolicy must let RangeQueue in")
+
+    policy = resources["RangeQueuePolicy"]["Properties"]
+    statements_ = policy["PolicyDocument"]["Statement"]
+    if policy.get("Queues") != [Tagged("Ref", "RangeQueue")] or [
+            (s["Effect"], s.get("Condition")) for s in statements_] != [
+            ("Deny", {"Bool": {"aws:SecureTransport": "false"}})]:
+        problems.append("RangeQueuePolicy: only a Deny of access without TLS (nobody but the workers' "
+                        "role, through IAM, uses the range queue)")
+
+    # The workers and the one-off tasks (which have the workers' settings) name it; the
+    # sweep, which never splits, does not.
+    for name in XPSYNC_TASK_DEFINITIONS:
+        container = resources[name]["Properties"]["ContainerDefinitions"][0]
+        given = [v["Value"] for v in container.get("Environment", []) if v["Name"] == "XPSYNC_QUEUE__RANGE_URL"]
+        expected = [] if name == "SweepTaskDefinition" else [Tagged("Ref", "RangeQueue")]
+        if given != expected:
+            problems.append(f"{name}: XPSYNC_QUEUE__RANGE_URL {given!r}; expected {expected!r}")
+
+    values = default_values(template)
+    actions = granted(problems, template, values, "TaskRole", 0)
+    on = {}
+    for action, targets in actions.items():
+        for target in targets:
+            on.setdefault(target, set()).add(action)
+    event_arn, range_arn = GETATT_PLACEHOLDERS["EventQueue.Arn"], GETATT_PLACEHOLDERS["RangeQueue.Arn"]
+    wanted = {a for a in on.get(event_arn, set()) if a.startswith("sqs:")} | QUEUE_ACTIONS_OF_THE_WORKERS
+    if not wanted <= on.get(range_arn, set()):
+        problems.append(f"TaskRole: on the range queue it may {sorted(on.get(range_arn, set()))}; it needs "
+                        f"{sorted(wanted)} (what it may on the event queue: receive, delete, hide, the depth, "
+                        "and send ranges)")
+    for name in ("SweepTaskRole", "OperatorPolicy", "OperatorDeadLetterPolicy"):
+        index = 0 if name == "SweepTaskRole" else None
+        if range_arn in {r for rs in granted(problems, template, values, name, index).values() for r in rs}:
+            problems.append(f"{name}: the range queue is the workers' alone")
+
+    outputs = template.get("Outputs", {})
+    if outputs.get("RangeQueueUrl", {}).get("Value") != Tagged("Ref", "RangeQueue"):
+        problems.append("Outputs: RangeQueueUrl, !Ref RangeQueue")
+    return len(problems) == before
+
+
 def check_dashboard(problems, template):
     """The CloudWatch dashboard: valid JSON once substituted, the Grafana dashboard's
     rows in order, xpsync's metrics by their Prometheus names with Stack, and only
@@ -1430,6 +1545,7 @@ def main():
     check_worker_alarms(problems, template)
     check_collector(problems, template)
     check_oneoff(problems, resources)
+    check_range_queue(problems, template)
     dashboard_metrics = check_dashboard(problems, template)
     check_stack_label(problems)
     if problems:
@@ -1443,7 +1559,8 @@ def main():
           f"notify the topic; the sweep is wired; the event rule, XPSYNC_REPLICATE__* and s3:RestoreObject "
           f"follow ReplicateDeletes, ReplicateTags and ReplicateArchived in all {combinations} combinations; "
           f"the backlog per task "
-          f"counts visible messages only ({scenarios} queue states); {links} runbook links resolve; "
+          f"counts visible messages only, of both queues ({scenarios} queue states); the range queue is "
+          f"wired (the dead-letter queue, the containers, the task role); {links} runbook links resolve; "
           f"ImageUri and the collector's image must be China ECR images in aws-cn ({images} images tried); "
           f"{keys} KMS key parameters wired; {emf_metrics} alarm metrics and {dashboard_metrics} dashboard "
           f"metrics are xpsync's, by Stack; the fleet alarms fire as they should ({alarm_scenarios} "

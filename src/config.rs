@@ -202,6 +202,10 @@ pub struct QueueConfig {
     /// Dead-letter queue URL. Default: read from the queue's RedrivePolicy.
     #[serde(default)]
     pub dead_letter_url: String,
+    /// The fleet's range queue (DESIGN §10): a worker busy with ranges still
+    /// receives keys. Default: none, ranges travel on the main queue.
+    #[serde(default)]
+    pub range_url: String,
     /// SQS endpoint (an emulator). Default: the queue region's AWS endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
@@ -357,6 +361,7 @@ impl Default for QueueConfig {
         Self {
             url: String::new(),
             dead_letter_url: String::new(),
+            range_url: String::new(),
             endpoint_url: None,
             wait_time: Duration::from_secs(20),
             visibility_timeout: Duration::from_secs(300),

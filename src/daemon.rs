@@ -7,9 +7,12 @@
 //! own, so the next message is copying meanwhile ([`crate::reconcile::Slot`]).
 //! There is one loop per ten permits (at most four),
 //! so that several receives are in flight while many permits are free. Each
-//! long-polls for as many messages as it holds permits
-//! (at most 10; fewer while it holds all the part ranges it can copy, see
-//! [`crate::fleet::Ranges`]) and hands each to a task tracked by a [`TaskTracker`]. What a task
+//! long-polls for as many messages as it holds permits (at most 10) and hands each
+//! to a task tracked by a [`TaskTracker`]. With a range queue (`queue.range_url`),
+//! one more loop receives the fleet's ranges, as many as this worker's parts copy
+//! at once ([`crate::fleet::Ranges`]), with no object slot: keys and checks keep
+//! coming while ranges run. Without one, ranges come on the main queue, and its
+//! loops receive nothing while the worker holds all the ranges it can copy. What a task
 //! does with its message (reconcile, acknowledge, release, dead-letter, heartbeat) is
 //! [`message`]'s; batched deletes are [`ack`]'s; pausing on systemic failure is the
 //! [`breaker`]'s.
@@ -89,7 +92,9 @@ pub async fn run(
     let (source, target) = aws::connect(&config).await?;
     let queue = Queue::connect(&config).await?;
     match &queue.dead_letter_url {
-        Some(url) => tracing::info!(queue = %queue.url, dead_letter_queue = %url, "connected"),
+        Some(url) => {
+            tracing::info!(queue = %queue.url, dead_letter_queue = %url, range_queue = queue.range_url.as_deref().unwrap_or("none: ranges travel on the main queue"), "connected")
+        }
         None => {
             tracing::warn!(queue = %queue.url, "no dead-letter queue: poison messages will be retried instead")
         }
@@ -232,7 +237,66 @@ impl Daemon {
     async fn receive_loop(self: Arc<Self>, shutdown: &CancellationToken) {
         let receivers = (self.config.transfer.max_objects / MAX_BATCH).clamp(1, MAX_RECEIVERS);
         let loops = (0..receivers).map(|n| Arc::clone(&self).receiver(shutdown, n == 0));
-        futures::future::join_all(loops).await;
+        let ranges = self
+            .fleet
+            .has_range_queue()
+            .then(|| Arc::clone(&self).range_receiver(shutdown));
+        let ranges = async {
+            if let Some(ranges) = ranges {
+                ranges.await;
+            }
+        };
+        tokio::join!(futures::future::join_all(loops), ranges);
+    }
+
+    /// The range queue's receive loop: as many range messages as this worker's
+    /// parts copy at once ([`crate::fleet::Ranges`]), while the breaker is closed.
+    /// Ranges take no object slot: the main queue's loops go on receiving keys
+    /// and checks meanwhile.
+    async fn range_receiver(self: Arc<Self>, shutdown: &CancellationToken) {
+        let queue = self.queue.range_queue();
+        let mut failures = 0u32;
+        loop {
+            let room = self.fleet.ranges.room();
+            if room == 0 || self.breaker.cause().is_some() {
+                tokio::select! {
+                    () = self.fleet.ranges.wait_for_room(Duration::from_millis(200)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            let took = self
+                .receive(&queue, room.min(MAX_BATCH), Vec::new(), false, shutdown)
+                .await;
+            if !self.after_receive(took, &mut failures, shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// What a receive came to, for its loop: backs off after a failure. False once
+    /// the loop is to stop.
+    async fn after_receive(
+        &self,
+        took: Took,
+        failures: &mut u32,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        match took {
+            Took::Messages => *failures = 0,
+            Took::Failed(e) => {
+                *failures += 1;
+                let pause =
+                    retry::backoff(*failures, Duration::from_secs(1), Duration::from_secs(30));
+                tracing::warn!(error = %e, retry_in = ?pause, "receiving failed");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.cancelled() => return false,
+                }
+            }
+            Took::Stopped => return false,
+        }
+        true
     }
 
     /// One receive loop: gate, take permits, receive. Only the `primary` one probes
@@ -249,32 +313,27 @@ impl Daemon {
             let Some(permits) = self.permits(most, trial, shutdown).await else {
                 return;
             };
-            let received = self.receive(permits, trial, shutdown).await;
-            match received {
-                Took::Messages => receive_failures = 0,
-                Took::Failed(e) => {
-                    receive_failures += 1;
-                    let pause = retry::backoff(
-                        receive_failures,
-                        Duration::from_secs(1),
-                        Duration::from_secs(30),
-                    );
-                    tracing::warn!(error = %e, retry_in = ?pause, "receiving failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-                Took::Stopped => return,
+            let most = permits.len();
+            let took = self
+                .receive(&self.queue, most, permits, trial, shutdown)
+                .await;
+            if !self
+                .after_receive(took, &mut receive_failures, shutdown)
+                .await
+            {
+                return;
             }
         }
     }
 
-    /// Whether to receive now, and how many: none while this worker holds all the
-    /// ranges it can copy, or while the breaker is open (the primary loop probes
-    /// then); one, the trial, while it is half-open.
+    /// Whether to receive now, and how many: none while the breaker is open (the
+    /// primary loop probes then), or while this worker holds all the ranges it can
+    /// copy and they travel on this queue; one, the trial, while it is half-open.
     async fn gate(&self, shutdown: &CancellationToken, primary: bool) -> Next {
-        let room = self.fleet.ranges.room();
+        let room = match self.fleet.has_range_queue() {
+            true => MAX_BATCH,
+            false => self.fleet.ranges.room(),
+        };
         if room == 0 {
             tokio::select! {
                 () = self.fleet.ranges.wait_for_room(Duration::from_millis(200)) => {}
@@ -336,15 +395,17 @@ impl Daemon {
         Some(permits)
     }
 
-    /// One receive of as many messages as `permits`, each handed to a task with its
-    /// permit.
+    /// One receive of up to `most` messages from `queue`, each handed to a task
+    /// with its object slot, one of `permits` (a range takes none).
     async fn receive(
         self: &Arc<Self>,
+        queue: &Queue,
+        most: usize,
         permits: Vec<OwnedSemaphorePermit>,
         trial: bool,
         shutdown: &CancellationToken,
     ) -> Took {
-        let receive = self.queue.receive(permits.len());
+        let receive = queue.receive(most);
         tokio::pin!(receive);
         let received = tokio::select! {
             received = &mut receive => received,
@@ -366,8 +427,9 @@ impl Daemon {
         }
         match received {
             Ok(messages) => {
-                for (message, permit) in messages.into_iter().zip(permits) {
-                    let slot = Slot::from_permit(permit);
+                let mut permits = permits.into_iter();
+                for message in messages {
+                    let slot = permits.next().map_or_else(Slot::none, Slot::from_permit);
                     self.tracker
                         .spawn(Arc::clone(self).handle(message, slot, trial));
                 }
@@ -398,6 +460,7 @@ async fn poll_depths(queue: Queue, stop: CancellationToken) {
         let queues = [
             Some(("main", queue.url.as_str())),
             queue.dead_letter_url.as_deref().map(|u| ("dead_letter", u)),
+            queue.range_url.as_deref().map(|u| ("ranges", u)),
         ];
         for (name, url) in queues.into_iter().flatten() {
             match queue.depth(url).await {

@@ -149,7 +149,7 @@ pub static MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// Approximate queue depths, by queue (main, dead_letter) and state (visible, in_flight, delayed).
+/// Approximate queue depths, by queue (main, dead_letter, ranges) and state (visible, in_flight, delayed).
 pub static QUEUE_MESSAGES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(

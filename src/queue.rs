@@ -39,6 +39,8 @@ where
 /// A received message.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The queue it came from: it is deleted, hidden or released there.
+    pub queue_url: String,
     pub id: String,
     pub receipt: String,
     pub body: String,
@@ -58,12 +60,14 @@ pub struct Outgoing {
     pub delay: Option<Duration>,
 }
 
-/// The main queue and its dead-letter queue.
+/// The main queue, its dead-letter queue, and the fleet's range queue if it has one.
 #[derive(Debug, Clone)]
 pub struct Queue {
     client: aws_sdk_sqs::Client,
     pub url: String,
     pub dead_letter_url: Option<String>,
+    /// Where the fleet's range messages travel (`queue.range_url`); None: this queue.
+    pub range_url: Option<String>,
     wait_time: Duration,
     pub visibility_timeout: Duration,
 }
@@ -87,6 +91,7 @@ impl Queue {
             client,
             url: config.queue.url.clone(),
             dead_letter_url: None,
+            range_url: Some(config.queue.range_url.clone()).filter(|u| !u.is_empty()),
             wait_time: config.queue.wait_time,
             visibility_timeout: config.queue.visibility_timeout,
         };
@@ -151,8 +156,21 @@ impl Queue {
         Some(Queue {
             url: self.dead_letter_url.clone()?,
             dead_letter_url: None,
+            range_url: None,
             ..self.clone()
         })
+    }
+
+    /// The queue the fleet's range messages travel on: the range queue, its dead
+    /// letters going where this queue's go, or this queue itself.
+    pub fn range_queue(&self) -> Queue {
+        match &self.range_url {
+            Some(url) => Queue {
+                url: url.clone(),
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
     }
 
     /// Long-polls for up to `max` messages, hidden for the visibility timeout.
@@ -187,6 +205,7 @@ impl Queue {
                 let attributes = m.attributes();
                 let attribute = |name| attributes.and_then(|a| a.get(&name)).map(String::as_str);
                 Some(Received {
+                    queue_url: self.url.clone(),
                     id: m.message_id()?.to_owned(),
                     receipt: m.receipt_handle()?.to_owned(),
                     body: m.body().unwrap_or_default().to_owned(),
@@ -209,16 +228,17 @@ impl Queue {
             .collect())
     }
 
-    /// Hides a received message for `timeout` from now (0: visible at once).
+    /// Hides a received message for `timeout` from now (0: visible at once), in
+    /// the queue it came from.
     pub async fn change_visibility(
         &self,
-        receipt: &str,
+        message: &Received,
         timeout: Duration,
     ) -> Result<(), SqsError> {
         self.client
             .change_message_visibility()
-            .queue_url(&self.url)
-            .receipt_handle(receipt)
+            .queue_url(&message.queue_url)
+            .receipt_handle(&message.receipt)
             .visibility_timeout(timeout.as_secs().min(43_200) as i32)
             .send()
             .await
@@ -227,7 +247,7 @@ impl Queue {
     }
 
     /// Sends a poison message to the dead-letter queue with why, then deletes it
-    /// from the main queue: never the other way round.
+    /// from the queue it came from: never the other way round.
     pub async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), SqsError> {
         let dead_letter_url = self.dead_letter_url.as_deref().ok_or_else(|| {
             SqsError::new(
@@ -264,7 +284,7 @@ impl Queue {
             .map_err(|e| sqs_error("SendMessage", e))?;
         self.client
             .delete_message()
-            .queue_url(&self.url)
+            .queue_url(&message.queue_url)
             .receipt_handle(&message.receipt)
             .send()
             .await
@@ -360,6 +380,15 @@ impl Queue {
     /// Deletes up to 10 messages given as (id, receipt handle); returns the ids of
     /// those not deleted, with why.
     pub async fn delete_batch(&self, batch: &[(String, String)]) -> Vec<(String, String)> {
+        self.delete_batch_in(&self.url, batch).await
+    }
+
+    /// [`Queue::delete_batch`] in the queue at `url`.
+    pub async fn delete_batch_in(
+        &self,
+        url: &str,
+        batch: &[(String, String)],
+    ) -> Vec<(String, String)> {
         let entries = batch
             .iter()
             .enumerate()
@@ -374,7 +403,7 @@ impl Queue {
         let result = self
             .client
             .delete_message_batch()
-            .queue_url(&self.url)
+            .queue_url(url)
             .set_entries(Some(entries))
             .send()
             .await;

@@ -200,6 +200,8 @@ async fn every_other_invalid_value_has_its_own_message() {
         (&[("XPSYNC_TARGET__ENDPOINT_URL", "ftp://host")], "target.endpoint_url is \"ftp://host\", but must be an http:// or https:// URL"),
         (&[("XPSYNC_QUEUE__DEAD_LETTER_URL", "nope")], "queue.dead_letter_url is \"nope\", which is not a URL"),
         (&[("XPSYNC_QUEUE__ENDPOINT_URL", "nope")], "queue.endpoint_url is \"nope\", which is not a URL"),
+        (&[("XPSYNC_QUEUE__RANGE_URL", "nope")], "queue.range_url is \"nope\", which is not a URL"),
+        (&[("XPSYNC_QUEUE__URL", "https://sqs.cn-north-1.amazonaws.com.cn/1/q"), ("XPSYNC_QUEUE__RANGE_URL", "https://sqs.cn-north-1.amazonaws.com.cn/1/q")], "queue.range_url is \"https://sqs.cn-north-1.amazonaws.com.cn/1/q\", but must be a queue of its own: not the main queue nor the dead-letter queue"),
         (&[("XPSYNC_QUEUE__WAIT_TIME", "30s")], "queue.wait_time is 30s, but SQS long-polls for at most 20s"),
         (&[("XPSYNC_QUEUE__VISIBILITY_TIMEOUT", "5s")], "queue.visibility_timeout is 5s, but must be between 10s and 12h"),
         (&[("XPSYNC_QUEUE__VISIBILITY_TIMEOUT", "13h")], "queue.visibility_timeout is 13h, but must be between 10s and 12h"),

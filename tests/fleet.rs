@@ -14,7 +14,7 @@ const KEY: &str = "contested/object.bin";
 /// Waits until the queue holds nothing, visible or in flight.
 async fn drained(pipeline: &Pipeline) {
     eventually(2 * MINUTE, "the queue is drained", || async {
-        pipeline.depth(&pipeline.queue_url).await == 0
+        pipeline.drained().await
     })
     .await;
 }

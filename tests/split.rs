@@ -78,7 +78,7 @@ async fn held_splitter(
 /// nothing was dead-lettered.
 async fn nothing_left(p: &Partitions, pipeline: &Pipeline) {
     eventually(MINUTE, "the queue is drained", || async {
-        pipeline.depth(&pipeline.queue_url).await == 0
+        pipeline.drained().await
     })
     .await;
     let uploads = p.target_uploads().await;
@@ -86,13 +86,20 @@ async fn nothing_left(p: &Partitions, pipeline: &Pipeline) {
     assert!(pipeline.dead_letters().await.is_empty(), "dead letters");
 }
 
+/// On one queue (no `queue.range_url`), as on two.
 #[tokio::test]
 async fn a_split_object_survives_a_worker_killed_mid_way_and_every_live_worker_helps() {
     let p = Partitions::start().await;
     let pipeline = Pipeline::wire(&p).await;
     // 2 MiB/s per connection: a 5 MiB part takes 2.5 s.
     let slow = SlowProxy::start(&p.source.endpoint, 2 * MIB as u64).await;
-    let daemons = workers(&p, &slow.endpoint, &["worker-a", "worker-b", "worker-c"]).await;
+    let mut env = worker_env(&slow.endpoint);
+    env.push(("XPSYNC_QUEUE__RANGE_URL", String::new()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut daemons = Vec::new();
+    for name in ["worker-a", "worker-b", "worker-c"] {
+        daemons.push(Daemon::start(&p, name, &env).await);
+    }
     let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 60).await;
     let source_etag = p.source_etag(KEY).await;
 
@@ -141,7 +148,7 @@ async fn a_source_overwritten_mid_split_ends_as_the_new_version() {
 
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     while !(p.target_etag(KEY).await.as_deref() == Some(newer_etag.as_str())
-        && pipeline.depth(&pipeline.queue_url).await == 0)
+        && pipeline.drained().await)
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -516,7 +523,7 @@ async fn a_split_that_can_never_succeed_ends_in_one_dead_letter() {
     .await;
     source.set_refuse_reads(true);
     eventually(2 * MINUTE, "the queue is drained", || async {
-        pipeline.depth(&pipeline.queue_url).await == 0
+        pipeline.drained().await
     })
     .await;
 
@@ -594,4 +601,213 @@ async fn a_range_sent_again_sends_only_the_parts_its_upload_lacks() {
         "B sent its third part only ({uploaded}):\n{}",
         b.logs()
     );
+}
+
+/// Other work never waits behind a giant object (DESIGN §10): a worker copying one
+/// range at a time over a slow link receives its ranges from the range queue, and
+/// goes on receiving keys from the main queue meanwhile. Small objects written once
+/// the split runs land while most of its parts are still missing; on one queue they
+/// would wait behind its ranges.
+#[tokio::test]
+async fn small_objects_written_during_a_split_land_while_it_runs() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    // 2 MiB/s per connection, one part at a time: each 5 MiB part takes 2.5 s,
+    // the twelve of them half a minute.
+    let slow = SlowProxy::start(&p.source.endpoint, 2 * MIB as u64).await;
+    let mut env = worker_env(&slow.endpoint);
+    env.push(("XPSYNC_TRANSFER__MAX_PARTS", "1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let worker = Daemon::start(&p, "worker-a", &env).await;
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 73).await;
+    let source_etag = p.source_etag(KEY).await;
+    // The upload's version marker is a part of its own.
+    eventually(MINUTE, "the first part arrives", || async {
+        p.target_upload_parts().await >= 2
+    })
+    .await;
+
+    let small: Vec<String> = (0..5).map(|i| format!("small/{i}.txt")).collect();
+    for (i, key) in small.iter().enumerate() {
+        p.put_source(key, common::bytes_of(1024, i as u64)).await;
+    }
+    eventually(MINUTE, "the small objects land", || async {
+        for key in &small {
+            if p.target_etag(key).await.is_none() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let parts = p.target_upload_parts().await;
+    assert!(
+        p.target_etag(KEY).await.is_none() && parts <= 5,
+        "the small objects landed only once the giant's upload held {parts} parts (its marker and 12 to come) (or it was complete): they waited behind its ranges\n{}",
+        worker.logs()
+    );
+
+    completes(&p, &source_etag, 180).await;
+    nothing_left(&p, &pipeline).await;
+    p.assert_copied_intact(KEY, &body, Etag::Same).await;
+}
+
+/// A fleet mid-deploy: worker A, of a release without the range queue, sends its
+/// split's ranges on the main queue; worker B, with it, forwards each range it
+/// receives there to the range queue (one send, one delete), and copies ranges from
+/// it. The object completes, and nothing is dead-lettered.
+#[tokio::test]
+async fn ranges_sent_on_the_main_queue_are_forwarded_to_the_range_queue() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 4 * MIB as u64).await;
+    let mut env = worker_env(&slow.endpoint);
+    env.push(("XPSYNC_TRANSFER__MAX_PARTS", "1".into()));
+    let mut env_a = env.clone();
+    env_a.push(("XPSYNC_QUEUE__RANGE_URL", String::new()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_a: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Daemon::start(&p, "worker-a", &env_a).await;
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 8], 74).await;
+    let source_etag = p.source_etag(KEY).await;
+    eventually(MINUTE, "A splits", || async {
+        a.metric("xpsync_splits_total{result=\"split\"}") >= 1.0
+    })
+    .await;
+    let b = Daemon::start(&p, "worker-b", &env).await;
+
+    completes(&p, &source_etag, 150).await;
+    nothing_left(&p, &pipeline).await;
+    p.assert_copied_intact(KEY, &body, Etag::Same).await;
+    assert!(
+        b.logs()
+            .contains("it came on the main queue; ranges travel on the range queue"),
+        "B forwarded no range:\n{}",
+        b.logs()
+    );
+    assert!(
+        b.metric("xpsync_ranges_total{result=\"copied\"}") > 0.0,
+        "B copied no range from the range queue:\n{}",
+        b.logs()
+    );
+}
+
+/// An object of exactly 10,000 parts (S3's most; tools that size parts as size ÷
+/// 10,000 write these) is split and completes: the plan leaves part 10,000 to the
+/// version marker (a re-cut), so no check waits for a part that cannot come. The
+/// source's emulator takes parts of 1 KiB for this test.
+#[tokio::test]
+async fn an_object_of_ten_thousand_parts_is_split_and_completes() {
+    let p = Partitions::start_with_source_env(&[("S3_UPLOAD_PART_MIN_SIZE", "1024")]).await;
+    let pipeline = Pipeline::wire(&p).await;
+    let body = p.put_source_multipart(KEY, &[1536; 10_000], 75).await;
+    let source_etag = p.source_etag(KEY).await;
+    assert!(source_etag.ends_with("-10000"), "{source_etag}");
+    let daemons = workers(&p, &p.source.endpoint, &["worker-a", "worker-b"]).await;
+
+    eventually(3 * MINUTE, "the object lands", || async {
+        p.target_etag(KEY).await.is_some()
+    })
+    .await;
+    nothing_left(&p, &pipeline).await;
+    p.assert_copied_intact(KEY, &body, Etag::Recorded).await;
+    let metric = |name: &str| -> f64 { daemons.iter().map(|d| d.metric(name)).sum() };
+    assert!(metric("xpsync_splits_total{result=\"split\"}") >= 1.0);
+    assert!(metric("xpsync_splits_total{result=\"completed\"}") >= 1.0);
+    assert_eq!(
+        metric("xpsync_splits_total{result=\"restarted\"}"),
+        0.0,
+        "the split was started over:\n{}\n{}",
+        daemons[0].logs(),
+        daemons[1].logs()
+    );
+}
+
+/// Slow is not lost (DESIGN §10): parts that each take over two visibility timeouts
+/// over a throttled link are neither sent again nor given up while their worker
+/// copies them: the source serves each byte once, and the target receives each
+/// part once.
+#[tokio::test]
+async fn parts_slower_than_the_visibility_timeout_cross_the_link_once() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    // 240 KiB/s per connection: each 5 MiB part takes over 21 s, against a
+    // visibility timeout of 10 s and a check every 2 s.
+    let slow = SlowProxy::start(&p.source.endpoint, 240 * 1024).await;
+    let target = FaultProxy::start(&p.target.endpoint, Faults::default()).await;
+    let mut env = worker_env(&slow.endpoint);
+    env.push(("XPSYNC_TARGET__ENDPOINT_URL", target.endpoint.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let worker = Daemon::start(&p, "worker-a", &env).await;
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 3], 76).await;
+    let source_etag = p.source_etag(KEY).await;
+
+    completes(&p, &source_etag, 180).await;
+    nothing_left(&p, &pipeline).await;
+    p.assert_copied_intact(KEY, &body, Etag::Same).await;
+    let size = body.len() as u64;
+    let replied = slow.bytes_replied();
+    assert!(
+        replied < size + MIB as u64,
+        "the source served {replied} bytes for an object of {size}: a part crossed twice\n{}",
+        worker.logs()
+    );
+    // Each split (moto sends a multipart object's event twice) tags its upload with
+    // a marker part; the parts are uploaded once.
+    let splits = worker.metric("xpsync_splits_total{result=\"split\"}") as u64;
+    assert_eq!(
+        target.uploads(),
+        3 + splits,
+        "three parts, each uploaded once, and {splits} version markers:\n{}",
+        worker.logs()
+    );
+    assert_eq!(worker.metric("xpsync_splits_total{result=\"resent\"}"), 0.0);
+}
+
+/// What a split completes carries the source's current description: tags changed
+/// while the split runs (after its upload was created with the old ones) reach the
+/// copy. Their own event is not routed to the queue here, so only the completion
+/// can bring them.
+#[tokio::test]
+async fn tags_changed_during_a_split_reach_the_copy() {
+    use aws_sdk_s3::types::{Tag, Tagging};
+
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 2 * MIB as u64).await;
+    let _workers = workers(&p, &slow.endpoint, &["worker-a"]).await;
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 4], 77).await;
+    let source_etag = p.source_etag(KEY).await;
+    // The upload's version marker is a part of its own.
+    eventually(MINUTE, "the first part arrives", || async {
+        p.target_upload_parts().await >= 2
+    })
+    .await;
+    let tag = Tag::builder().key("team").value("web").build().unwrap();
+    p.source_s3
+        .put_object_tagging()
+        .bucket(SOURCE_BUCKET)
+        .key(KEY)
+        .tagging(Tagging::builder().tag_set(tag).build().unwrap())
+        .send()
+        .await
+        .expect("tag the source mid-split");
+
+    completes(&p, &source_etag, 180).await;
+    nothing_left(&p, &pipeline).await;
+    p.assert_copied_intact(KEY, &body, Etag::Same).await;
+    let tags = p
+        .target_s3
+        .get_object_tagging()
+        .bucket(common::TARGET_BUCKET)
+        .key(KEY)
+        .send()
+        .await
+        .expect("the copy's tags");
+    let tags: Vec<(&str, &str)> = tags
+        .tag_set()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    assert_eq!(tags, [("team", "web")]);
 }

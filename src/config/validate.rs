@@ -36,12 +36,20 @@ impl Config {
 
     /// `[queue]`: URLs, the long poll and the visibility timeout.
     fn check_queue(&self, problems: &mut Vec<String>) {
-        if !self.queue.dead_letter_url.is_empty() {
-            check_url(
-                problems,
-                "queue.dead_letter_url",
-                &self.queue.dead_letter_url,
-            );
+        let q = &self.queue;
+        for (key, url) in [
+            ("queue.dead_letter_url", &q.dead_letter_url),
+            ("queue.range_url", &q.range_url),
+        ] {
+            if !url.is_empty() {
+                check_url(problems, key, url);
+            }
+        }
+        if !q.range_url.is_empty() && [&q.url, &q.dead_letter_url].contains(&&q.range_url) {
+            problems.push(format!(
+                "queue.range_url is {:?}, but must be a queue of its own: not the main queue nor the dead-letter queue",
+                q.range_url
+            ));
         }
         if let Some(url) = &self.queue.endpoint_url {
             check_url(problems, "queue.endpoint_url", url);

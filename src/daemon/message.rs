@@ -41,7 +41,7 @@ impl Daemon {
         async {
             match event::parse(&message.body, &self.config.source.bucket) {
                 Parsed::Test => {
-                    self.deleter.delete(&message.id, &message.receipt);
+                    self.deleter.delete(&message);
                     self.finish(MessageResult::Ignored, "an S3 test event; deleted");
                 }
                 Parsed::Poison(reason) => self.dead_letter(&message, &reason).await,
@@ -55,12 +55,15 @@ impl Daemon {
                 Parsed::Keys(keys) => self.reconcile(&message, &keys, &mut slot).await,
                 Parsed::Range { key, work } => {
                     let span = tracing::info_span!("range", key, first_part = work.first_part);
-                    let step = match self.fleet.ranges.take(work.part_sizes.len()) {
-                        Some(_held) => {
-                            let copying = self.fleet.copy_range(&key, &work);
-                            self.work_on(&message, copying).instrument(span).await
-                        }
-                        None => Some(self.fleet.hand_back(&message.body).await),
+                    let step = if self.fleet.has_range_queue() && message.queue_url == self.queue.url {
+                        let why = "it came on the main queue; ranges travel on the range queue";
+                        Some(self.fleet.hand_back(&message.body, why).await)
+                    } else if let Some(_held) = self.fleet.ranges.take(work.part_sizes.len()) {
+                        let copying = self.fleet.copy_range(&key, &work);
+                        self.work_on(&message, copying).instrument(span).await
+                    } else {
+                        let why = "this worker holds all the ranges its parts can copy";
+                        Some(self.fleet.hand_back(&message.body, why).await)
                     };
                     self.carry_out(&message, step).await;
                 }
@@ -90,7 +93,7 @@ impl Daemon {
         }
         match step.verdict {
             Verdict::Done(what) => {
-                self.deleter.delete(&message.id, &message.receipt);
+                self.deleter.delete(message);
                 self.finish(MessageResult::Deleted, &what);
             }
             Verdict::Retry(what) => {
@@ -141,7 +144,7 @@ impl Daemon {
     ) -> Option<T> {
         tokio::select! {
             done = work => Some(done),
-            never = self.heartbeat(&message.receipt) => match never {},
+            never = self.heartbeat(message) => match never {},
             never = self.protect_after_grace() => match never {},
             () = self.hard_stop.cancelled() => {
                 tracing::info!("shutting down: releasing the message for another worker");
@@ -206,7 +209,7 @@ impl Daemon {
                     }
                 }
             }
-            self.deleter.delete(&message.id, &message.receipt);
+            self.deleter.delete(message);
             self.finish(MessageResult::Deleted, "every key reconciled; deleted");
         } else if errors.iter().all(|e| e.is_verdict()) {
             // Wrong with these objects, and wrong every time: no use retrying.
@@ -239,7 +242,7 @@ impl Daemon {
     }
 
     /// Keeps the message hidden while its keys are worked on. Never returns.
-    async fn heartbeat(&self, receipt: &str) -> std::convert::Infallible {
+    async fn heartbeat(&self, message: &Received) -> std::convert::Infallible {
         let received = Instant::now();
         let timeout = self.queue.visibility_timeout;
         let interval = (timeout / 2).max(Duration::from_secs(1));
@@ -255,7 +258,7 @@ impl Daemon {
             }
             if let Err(e) = self
                 .queue
-                .change_visibility(receipt, timeout.min(left))
+                .change_visibility(message, timeout.min(left))
                 .await
             {
                 tracing::warn!(error = %e, "could not extend the message's visibility");
@@ -264,7 +267,7 @@ impl Daemon {
     }
 
     pub(super) async fn release(&self, message: &Received, delay: Duration) {
-        if let Err(e) = self.queue.change_visibility(&message.receipt, delay).await {
+        if let Err(e) = self.queue.change_visibility(message, delay).await {
             tracing::warn!(error = %e, "could not release the message; it reappears when its visibility ends");
         }
     }

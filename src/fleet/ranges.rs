@@ -3,7 +3,8 @@
 //! A range waits for part slots in the worker that received it, its message hidden
 //! from every other worker. So a worker holds no more ranges than its
 //! `transfer.max_parts` copies at once (`max_parts` ÷ parts per range, at least
-//! one): while it holds that many it receives nothing, and a range received beyond
+//! one): while it holds that many it receives no range (and, without a range
+//! queue, nothing at all: see [`crate::daemon`]), and a range received beyond
 //! them (a batch of ten can bring several) is sent again for another worker and its
 //! own message deleted, rather than released, which would count a receive against
 //! the queue's `maxReceiveCount`. No range message is then held much longer than one

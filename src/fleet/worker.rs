@@ -66,8 +66,10 @@ impl Step {
 #[derive(Debug)]
 pub struct Worker {
     reconciler: Reconciler,
-    /// Where ranges, checks and restarted keys are sent.
+    /// Where checks and restarted keys are sent.
     queue: Queue,
+    /// Where ranges are sent: the range queue, or the main queue if there is none.
+    range_queue: Queue,
     /// The source bucket that every message names.
     bucket: String,
     /// How long a check waits before it looks (`transfer.split_check_delay`).
@@ -83,6 +85,7 @@ impl Worker {
     pub fn new(reconciler: Reconciler, queue: Queue, config: &Config) -> Self {
         Self {
             reconciler,
+            range_queue: queue.range_queue(),
             queue,
             bucket: config.source.bucket.clone(),
             check_delay: config.transfer.split_check_delay,
@@ -132,7 +135,7 @@ impl Worker {
                 ..Outgoing::default()
             })
             .collect();
-        self.send_all(&messages).await
+        send_all(&self.range_queue, &messages).await
     }
 
     async fn send_check(&self, key: &str, check: &CheckWork) -> bool {
@@ -155,14 +158,7 @@ impl Worker {
     }
 
     async fn send_all(&self, messages: &[Outgoing]) -> bool {
-        for batch in messages.chunks(MAX_BATCH) {
-            let failed = self.queue.send_batch(batch).await;
-            if let Some((_, why)) = failed.first() {
-                tracing::warn!(error = %why, "could not send the fleet's messages; the message in hand will come back");
-                return false;
-            }
-        }
-        true
+        send_all(&self.queue, messages).await
     }
 
     /// The upload is given up and the key sent again from the start. `first_only`:
@@ -184,18 +180,23 @@ impl Worker {
         self.send_key(key, restarts, why).await
     }
 
-    /// A range beyond what this worker can copy at once ([`Ranges`]): sent again for
-    /// another worker, and deleted here.
-    pub async fn hand_back(&self, body: &str) -> Step {
+    /// Whether ranges travel on a queue of their own.
+    pub fn has_range_queue(&self) -> bool {
+        self.range_queue.url != self.queue.url
+    }
+
+    /// A range beyond what this worker can copy at once ([`Ranges`]), or one that
+    /// came on the main queue while the fleet has a range queue (a replayed dead
+    /// letter, or an older worker's): sent to the range queue for another worker,
+    /// and deleted here.
+    pub async fn hand_back(&self, body: &str, why: &str) -> Step {
         let again = Outgoing {
             body: body.to_owned(),
             ..Outgoing::default()
         };
-        let verdict = if self.send_all(&[again]).await {
+        let verdict = if send_all(&self.range_queue, &[again]).await {
             RangeResult::HandedBack.count();
-            Verdict::Done(
-                "range handed back: this worker holds all the ranges its parts can copy".into(),
-            )
+            Verdict::Done(format!("range handed back: {why}"))
         } else {
             Verdict::Release("range released for another worker".into())
         };
@@ -401,4 +402,15 @@ impl Worker {
         }
         self.send_check(key, &next).await
     }
+}
+
+async fn send_all(queue: &Queue, messages: &[Outgoing]) -> bool {
+    for batch in messages.chunks(MAX_BATCH) {
+        let failed = queue.send_batch(batch).await;
+        if let Some((_, why)) = failed.first() {
+            tracing::warn!(error = %why, "could not send the fleet's messages; the message in hand will come back");
+            return false;
+        }
+    }
+    true
 }

@@ -177,10 +177,7 @@ async fn receive_up_to(dlq: &Queue, max: usize) -> Result<Vec<Received>, SqsErro
 /// Makes held messages visible again at once.
 async fn release(dlq: &Queue, held: &[Received]) {
     for message in held {
-        if let Err(e) = dlq
-            .change_visibility(&message.receipt, Duration::ZERO)
-            .await
-        {
+        if let Err(e) = dlq.change_visibility(message, Duration::ZERO).await {
             tracing::warn!(message_id = %message.id, error = %e, "could not release a message; it reappears when its hold ends");
         }
     }

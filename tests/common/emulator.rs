@@ -14,6 +14,12 @@ pub struct Emulator {
 impl Emulator {
     /// Starts a server logging to `log`, and waits until it answers.
     pub fn start(log: &Path) -> Self {
+        Self::start_with(log, &[])
+    }
+
+    /// As [`Emulator::start`], with moto settings from `env` (such as
+    /// `S3_UPLOAD_PART_MIN_SIZE`).
+    pub fn start_with(log: &Path, env: &[(&str, &str)]) -> Self {
         let python = moto_python();
         let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulator/moto_server.py");
         for _ in 0..5 {
@@ -24,6 +30,7 @@ impl Emulator {
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env_remove("AWS_CA_BUNDLE")
                 .env("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log_file)
                 .spawn()

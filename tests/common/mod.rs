@@ -77,9 +77,15 @@ pub struct Partitions {
 
 impl Partitions {
     pub async fn start() -> Self {
+        Self::start_with_source_env(&[]).await
+    }
+
+    /// As [`Partitions::start`], the source's emulator started with moto settings
+    /// from `env`.
+    pub async fn start_with_source_env(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (source, target) = std::thread::scope(|s| {
-            let source = s.spawn(|| Emulator::start(&dir.path().join("source-moto.log")));
+            let source = s.spawn(|| Emulator::start_with(&dir.path().join("source-moto.log"), env));
             let target = Emulator::start(&dir.path().join("target-moto.log"));
             (source.join().expect("source emulator"), target)
         });

@@ -1,7 +1,8 @@
 //! The production event path in the source partition, and the daemon on top of it:
 //! the source bucket sends its events to EventBridge, a rule forwards S3's Object
 //! Created and Object Deleted events to an SQS queue, and the queue redrives to a
-//! dead-letter queue after five receives.
+//! dead-letter queue after five receives. The fleet's ranges travel on a range
+//! queue of their own, redriving to the same dead-letter queue.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ pub struct Pipeline {
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub dead_letter_url: String,
+    pub range_url: String,
 }
 
 impl Pipeline {
@@ -33,13 +35,14 @@ impl Pipeline {
             SOURCE_SECRET_KEY,
         );
         let sqs = aws_sdk_sqs::Client::new(&conf);
-        let (queue_url, dead_letter_url) = create_queues(&sqs).await;
+        let (queue_url, dead_letter_url, range_url) = create_queues(&sqs).await;
         route_events(p, &conf, queue_arn(&sqs, &queue_url).await).await;
 
         let pipeline = Self {
             sqs,
             queue_url,
             dead_letter_url,
+            range_url,
         };
         p.write_config("xpsync.toml", &pipeline.config_extra(p));
         pipeline
@@ -47,8 +50,8 @@ impl Pipeline {
 
     fn config_extra(&self, p: &Partitions) -> String {
         format!(
-            "\n[queue]\nurl = \"{}\"\nendpoint_url = \"{}\"\nwait_time = \"1s\"\nvisibility_timeout = \"30s\"\n",
-            self.queue_url, p.source.endpoint,
+            "\n[queue]\nurl = \"{}\"\nrange_url = \"{}\"\nendpoint_url = \"{}\"\nwait_time = \"1s\"\nvisibility_timeout = \"30s\"\n",
+            self.queue_url, self.range_url, p.source.endpoint,
         )
     }
 
@@ -96,6 +99,11 @@ impl Pipeline {
         .sum()
     }
 
+    /// Whether the main queue and the range queue hold nothing.
+    pub async fn drained(&self) -> bool {
+        self.depth(&self.queue_url).await == 0 && self.depth(&self.range_url).await == 0
+    }
+
     /// Receives (without deleting or hiding) up to 10 messages of a queue, with
     /// their attributes.
     pub async fn visible(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
@@ -118,34 +126,33 @@ impl Pipeline {
     }
 }
 
-/// The queue and its dead-letter queue, which it redrives to after
-/// [`MAX_RECEIVE_COUNT`] receives: their URLs.
-async fn create_queues(sqs: &aws_sdk_sqs::Client) -> (String, String) {
-    let dead_letter_url = sqs
-        .create_queue()
-        .queue_name("xpsync-events-dlq")
-        .send()
-        .await
-        .expect("create the DLQ")
-        .queue_url()
-        .expect("a queue url")
-        .to_owned();
+/// The queue and the range queue, and their dead-letter queue, which they redrive
+/// to after [`MAX_RECEIVE_COUNT`] receives: their URLs (main, dead-letter, range).
+async fn create_queues(sqs: &aws_sdk_sqs::Client) -> (String, String, String) {
+    let dead_letter_url = create_queue(sqs, "xpsync-events-dlq", None).await;
     let dead_letter_arn = queue_arn(sqs, &dead_letter_url).await;
     let redrive = serde_json::json!({
         "deadLetterTargetArn": dead_letter_arn,
         "maxReceiveCount": MAX_RECEIVE_COUNT.to_string(),
-    });
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("xpsync-events")
-        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+    })
+    .to_string();
+    let queue_url = create_queue(sqs, "xpsync-events", Some(&redrive)).await;
+    let range_url = create_queue(sqs, "xpsync-ranges", Some(&redrive)).await;
+    (queue_url, dead_letter_url, range_url)
+}
+
+async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, redrive: Option<&str>) -> String {
+    let mut create = sqs.create_queue().queue_name(name);
+    if let Some(policy) = redrive {
+        create = create.attributes(QueueAttributeName::RedrivePolicy, policy);
+    }
+    create
         .send()
         .await
-        .expect("create the queue")
+        .expect("create a queue")
         .queue_url()
         .expect("a queue url")
-        .to_owned();
-    (queue_url, dead_letter_url)
+        .to_owned()
 }
 
 /// The source bucket's events to EventBridge, and a rule sending its objects'

@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +74,8 @@ pub struct Link {
 /// A TCP proxy modelling a slow link; stops when dropped.
 pub struct SlowProxy {
     pub endpoint: String,
+    /// Bytes the server's replies carried to the clients, headers included.
+    replied: Arc<AtomicU64>,
     _listening: Listening,
 }
 
@@ -93,8 +96,11 @@ impl SlowProxy {
     /// Forwards to `upstream`, shaping requests and replies as given.
     pub async fn start_link(upstream: &str, requests: Link, replies: Link) -> Self {
         let upstream = upstream.trim_start_matches("http://").to_owned();
+        let replied = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&replied);
         let listening = Listening::start(move |client: TcpStream| {
             let upstream = upstream.clone();
+            let counter = Arc::clone(&counter);
             async move {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     return;
@@ -104,25 +110,33 @@ impl SlowProxy {
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
                 tokio::select! {
-                    () = pipe(client_read, server_write, requests) => {}
-                    () = pipe(server_read, client_write, replies) => {}
+                    () = pipe(client_read, server_write, requests, None) => {}
+                    () = pipe(server_read, client_write, replies, Some(counter)) => {}
                 }
             }
         })
         .await;
         Self {
             endpoint: listening.endpoint.clone(),
+            replied,
             _listening: listening,
         }
+    }
+
+    /// Bytes the server's replies carried so far, headers included.
+    pub fn bytes_replied(&self) -> u64 {
+        self.replied.load(Ordering::SeqCst)
     }
 }
 
 /// Copies `from` to `to` through the link: a reader stamps each chunk with the time
-/// it may be delivered; a writer delivers it then, no faster than the rate.
+/// it may be delivered; a writer delivers it then, no faster than the rate, and
+/// adds its length to `counted`.
 async fn pipe(
     mut from: impl AsyncRead + Unpin + Send + 'static,
     mut to: impl AsyncWrite + Unpin + Send + 'static,
     link: Link,
+    counted: Option<Arc<AtomicU64>>,
 ) {
     const CHUNK: usize = 16 * 1024;
     let (sender, mut receiver) = mpsc::channel::<(Instant, Vec<u8>)>(256);
@@ -150,6 +164,9 @@ async fn pipe(
             tokio::time::sleep_until(due.max(next_free)).await;
             if to.write_all(&chunk).await.is_err() {
                 return;
+            }
+            if let Some(counted) = &counted {
+                counted.fetch_add(chunk.len() as u64, Ordering::SeqCst);
             }
             if let Some(rate) = link.bytes_per_second {
                 let cost = Duration::from_secs_f64(chunk.len() as f64 / rate as f64);

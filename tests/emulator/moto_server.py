@@ -11,7 +11,7 @@
   launcher lists as S3 does (an upload whose parts are not 1..N, such as one with
   the fleet's marker part 10000, is listed otherwise by moto).
 - moto lists every multipart upload as initiated at one fixed time in 2010; S3
-  lists the time each was created. This launcher lists that time (to the second).
+  lists the time each was created. This launcher lists that time, to the millisecond as S3 does.
 - moto lists an upload's parts without their checksums, and ListParts without the
   upload's algorithm; S3 lists each part's checksum where the upload was created
   with a checksum algorithm, and the upload's `ChecksumAlgorithm` and
@@ -802,7 +802,8 @@ _multipart_init = FakeMultipart.__init__
 def _multipart_init_as_s3_does(self, *args, **kwargs):
     _multipart_init(self, *args, **kwargs)
     now = datetime.now(timezone.utc)
-    _initiated[self.id] = now.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    # S3 gives the milliseconds: uploads begun within one second are told apart.
+    _initiated[self.id] = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
     _created.multipart = self
 
 
