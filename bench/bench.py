@@ -147,6 +147,10 @@ class Fauxqs(Process):
         client = self.client()
         url = client.create_queue(QueueName=f"bench-{self.queues}",
                                   Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+        # The split's range queue, as the template makes one: named after the queue.
+        ranges = client.create_queue(QueueName=f"bench-{self.queues}-ranges",
+                                     Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+        assert ranges == url + "-ranges", (url, ranges)
         if bucket not in self.etags:  # s3s-fs lists no ETags: HEAD each object once
             s3_client = s3(source)
             with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -273,12 +277,15 @@ def timed_daemons(commands, env, log, sqs, queue_url, target, bucket, objects, d
     try:
         while time.monotonic() - started < timeout and all(proc.poll() is None for proc, _ in runs):
             time.sleep(0.2)
-            attributes = sqs.get_queue_attributes(
-                QueueUrl=queue_url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                                "ApproximateNumberOfMessagesDelayed"],
-            )["Attributes"]
-            if drained and any(int(v) for v in attributes.values()):
+            queued = 0
+            for url in (queue_url, queue_url + "-ranges"):
+                attributes = sqs.get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                                    "ApproximateNumberOfMessagesDelayed"],
+                )["Attributes"]
+                queued += sum(int(v) for v in attributes.values())
+            if drained and queued:
                 continue
             if listing(target, bucket) == objects:
                 wall = time.monotonic() - started
@@ -366,6 +373,7 @@ format = "text"
         if queue_url:
             f.write(f"""[queue]
 url = "{queue_url}"
+range_url = "{queue_url}-ranges"
 endpoint_url = "{sqs_endpoint}"
 wait_time = "1s"
 [server]

@@ -24,6 +24,7 @@ async fn main() {
         p.source.endpoint
     );
     println!("    events: bucket → EventBridge rule → SQS xpsync-events (→ xpsync-events-dlq after 5 receives)");
+    println!("    a giant object's ranges: SQS xpsync-ranges (→ the same dead-letter queue)");
     println!("    secret: the target's keys, in Secrets Manager");
     println!(
         "  target partition {} (us-west-2): bucket {TARGET_BUCKET}",
