@@ -505,7 +505,15 @@ async fn a_split_that_can_never_succeed_ends_in_one_dead_letter() {
         ..Faults::default()
     };
     let source = FaultProxy::start(&slow.endpoint, faults).await;
-    let daemons = workers(&p, &source.endpoint, &["worker-a", "worker-b"]).await;
+    // Two parts at a time per worker, so that most ranges are still to be read
+    // when the grant is revoked (with 64, all twelve were read at once).
+    let mut env = worker_env(&source.endpoint);
+    env.push(("XPSYNC_TRANSFER__MAX_PARTS", "2".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut daemons = Vec::new();
+    for name in ["worker-a", "worker-b"] {
+        daemons.push(Daemon::start(&p, name, &env).await);
+    }
     let metric = |name: &str| daemons.iter().map(|d| d.metric(name)).sum::<f64>();
 
     p.put_source_multipart("refused/giant.bin", &[5 * MIB; 3], 70)
