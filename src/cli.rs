@@ -45,6 +45,9 @@ pub enum Command {
         /// Source keys, exactly as stored (not URL-encoded).
         #[arg(required = true, value_name = "KEY")]
         keys: Vec<String>,
+        /// The route of the keys; needed when several are configured.
+        #[arg(long)]
+        route: Option<String>,
     },
     /// List both sides and report keys missing, extra or different; exit 1 if any.
     Verify {
@@ -61,6 +64,9 @@ pub enum Command {
         /// are also compared by their additional checksums where both sides keep one.
         #[arg(long)]
         deep: bool,
+        /// Only this route. Default: every route, one after the other.
+        #[arg(long)]
+        route: Option<String>,
     },
     /// List the source, compare with the target, and enqueue or copy the keys that differ.
     Backfill {
@@ -97,6 +103,9 @@ pub enum Command {
         /// than the source object.
         #[arg(long, requires = "adopt")]
         trust_kms_size_and_time: bool,
+        /// Only this route. Default: every route, one after the other.
+        #[arg(long)]
+        route: Option<String>,
     },
     /// The dead-letter queue.
     Dlq {
@@ -135,6 +144,9 @@ pub enum DlqCommand {
         /// Only messages naming a key under this prefix.
         #[arg(long)]
         prefix: Option<String>,
+        /// Only messages of this route's keys.
+        #[arg(long)]
+        route: Option<String>,
     },
 }
 
@@ -226,7 +238,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::run(config, listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { keys } => output::sync(config, keys).await,
+        Command::Sync { keys, route } => {
+            let route = config.one_route(route.as_deref()).map_err(BadInput)?;
+            output::sync(route, keys).await
+        }
         Command::Backfill {
             prefix,
             mode,
@@ -236,33 +251,66 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emf,
             adopt,
             trust_kms_size_and_time,
+            route,
         } => {
-            if adopt {
-                let options = adopt::AdoptOptions {
-                    concurrency: concurrency.unwrap_or(config.transfer.max_objects),
-                    trust_kms_size_and_time,
+            let mut clean = true;
+            for (route, prefix) in routes_under(&config, route.as_deref(), &prefix)? {
+                let code = if adopt {
+                    let options = adopt::AdoptOptions {
+                        concurrency: concurrency.unwrap_or(config.transfer.max_objects),
+                        trust_kms_size_and_time,
+                    };
+                    output::adopt(route, &prefix, options).await?
+                } else {
+                    let options = output::BackfillOptions {
+                        mode,
+                        dry_run,
+                        concurrency,
+                        min_age,
+                        emf,
+                    };
+                    output::backfill(route, &prefix, options).await?
                 };
-                return output::adopt(config, &prefix, options).await;
+                clean &= code == ExitCode::SUCCESS;
             }
-            let options = output::BackfillOptions {
-                mode,
-                dry_run,
-                concurrency,
-                min_age,
-                emf,
-            };
-            output::backfill(config, &prefix, options).await
+            Ok(output::exit(clean))
         }
         Command::Dlq { command } => dlq::dlq(config, command).await,
         Command::Verify {
             prefix,
             stale_uploads_after,
             deep,
-        } => output::verify(config, &prefix, stale_uploads_after, deep).await,
+            route,
+        } => {
+            let mut clean = true;
+            for (route, prefix) in routes_under(&config, route.as_deref(), &prefix)? {
+                let code = output::verify(route, &prefix, stale_uploads_after, deep).await?;
+                clean &= code == ExitCode::SUCCESS;
+            }
+            Ok(output::exit(clean))
+        }
         Command::Healthcheck { .. } => {
             unreachable!("handled before the configuration is validated")
         }
     }
+}
+
+/// The routes `--route` names (every route without it), each with the source
+/// prefix its listing takes: `--prefix` within the route's own. A route that
+/// `--prefix` lies outside of is left out.
+fn routes_under(
+    config: &Config,
+    route: Option<&str>,
+    prefix: &str,
+) -> Result<Vec<(Config, String)>, BadInput> {
+    let routes = config.routes_named(route).map_err(BadInput)?;
+    Ok(routes
+        .into_iter()
+        .filter_map(|route| {
+            let prefix = route.listing_prefix(prefix)?;
+            Some((route, prefix))
+        })
+        .collect())
 }
 
 /// Cancels `shutdown` on SIGTERM (ECS stopping the task) or SIGINT.

@@ -27,6 +27,7 @@
 mod ack;
 mod breaker;
 mod message;
+mod routes;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,17 +40,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::fleet::Worker;
 use crate::health::{Health, Readiness};
 use crate::protection::Protection;
 use crate::queue::{Queue, MAX_BATCH};
-use crate::reconcile::{Reconciler, Slot};
-use crate::{aws, http, metrics, retry};
+use crate::reconcile::Slot;
+use crate::{http, metrics, retry};
 
 use ack::Deleter;
 pub use breaker::BREAKER_THRESHOLD;
 use breaker::{Breaker, Gate};
 pub use message::retry_delay;
+use routes::Routes;
 
 /// Prints the metrics as CloudWatch EMF until `stop`, if `cloudwatch.emf` is set.
 fn spawn_emf(config: &Config, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
@@ -89,8 +90,8 @@ pub async fn run(
         }
     });
 
-    let (source, target) = aws::connect(&config).await?;
     let queue = Queue::connect(&config).await?;
+    let routes = Routes::connect(&config, &queue).await?;
     match &queue.dead_letter_url {
         Some(url) => {
             tracing::info!(queue = %queue.url, dead_letter_queue = %url, range_queue = queue.range_url.as_deref().unwrap_or("none: ranges travel on the main queue"), "connected")
@@ -103,11 +104,10 @@ pub async fn run(
     let emf = spawn_emf(&config, http_stop.clone());
     let (deleter, deleter_task) = Deleter::spawn(queue.clone());
 
-    let reconciler = Reconciler::new(source, target, Arc::clone(&config)).splitting();
-    let slots = Arc::clone(&reconciler.slots().objects);
+    tracing::info!(routes = ?routes.names(), source_buckets = ?routes.buckets(), "routes");
+    let slots = Arc::clone(&routes.reconciler().slots().objects);
     let daemon = Arc::new(Daemon {
-        fleet: Worker::new(reconciler.clone(), queue.clone(), &config),
-        reconciler,
+        routes,
         queue,
         deleter,
         health: Arc::clone(&health),
@@ -181,8 +181,9 @@ impl Daemon {
 /// The worker's state, shared by the receive loop and every message task.
 struct Daemon {
     config: Arc<Config>,
-    /// Reconciles keys; holds the copy limits (parts, memory) of this process.
-    reconciler: Reconciler,
+    /// Each route's reconciler and part in the fleet's splits; they share the
+    /// copy limits (slots, parts, memory) of this process.
+    routes: Routes,
     queue: Queue,
     /// Acknowledges handled messages in batches.
     deleter: Deleter,
@@ -193,8 +194,6 @@ struct Daemon {
     /// or, for a key's message, until its object is written: the last writer's
     /// check then holds a check permit instead ([`crate::reconcile::Slot`]).
     slots: Arc<Semaphore>,
-    /// The fleet's splits: ranges and checks, and the range messages in hand.
-    fleet: Worker,
     /// Pauses receiving while every copy fails the same systemic way.
     breaker: Breaker,
     /// Every message task, so shutdown can wait for them.
@@ -238,7 +237,8 @@ impl Daemon {
         let receivers = (self.config.transfer.max_objects / MAX_BATCH).clamp(1, MAX_RECEIVERS);
         let loops = (0..receivers).map(|n| Arc::clone(&self).receiver(shutdown, n == 0));
         let ranges = self
-            .fleet
+            .routes
+            .fleet()
             .has_range_queue()
             .then(|| Arc::clone(&self).range_receiver(shutdown));
         let ranges = async {
@@ -257,10 +257,10 @@ impl Daemon {
         let queue = self.queue.range_queue();
         let mut failures = 0u32;
         loop {
-            let room = self.fleet.ranges.room();
+            let room = self.routes.fleet().ranges.room();
             if room == 0 || self.breaker.cause().is_some() {
                 tokio::select! {
-                    () = self.fleet.ranges.wait_for_room(Duration::from_millis(200)) => {}
+                    () = self.routes.fleet().ranges.wait_for_room(Duration::from_millis(200)) => {}
                     () = shutdown.cancelled() => return,
                 }
                 continue;
@@ -330,13 +330,13 @@ impl Daemon {
     /// primary loop probes then), or while this worker holds all the ranges it can
     /// copy and they travel on this queue; one, the trial, while it is half-open.
     async fn gate(&self, shutdown: &CancellationToken, primary: bool) -> Next {
-        let room = match self.fleet.has_range_queue() {
+        let room = match self.routes.fleet().has_range_queue() {
             true => MAX_BATCH,
-            false => self.fleet.ranges.room(),
+            false => self.routes.fleet().ranges.room(),
         };
         if room == 0 {
             tokio::select! {
-                () = self.fleet.ranges.wait_for_room(Duration::from_millis(200)) => {}
+                () = self.routes.fleet().ranges.wait_for_room(Duration::from_millis(200)) => {}
                 () = shutdown.cancelled() => return Next::Stop,
             }
             return Next::Again;
@@ -445,7 +445,7 @@ impl Daemon {
             () = tokio::time::sleep(pause) => {}
             () = shutdown.cancelled() => return,
         }
-        match self.reconciler.probe().await {
+        match self.routes.probe().await {
             Ok(()) => self.breaker.probe_passed(),
             Err(e) => {
                 tracing::warn!(error = %e, "the probe failed; receiving stays paused");

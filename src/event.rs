@@ -26,6 +26,8 @@ use crate::reconcile::Tags;
 /// One key to reconcile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyEvent {
+    /// Its source bucket: one of the routes' ([`crate::config::route_of`]).
+    pub bucket: String,
     pub key: String,
     /// When the event happened, if the message says.
     pub time: Option<DateTime>,
@@ -48,27 +50,35 @@ pub enum Parsed {
     /// Not a message xpsync can act on; the reason says why.
     Poison(String),
     /// Copy a range of parts of a split object ([`crate::fleet`]).
-    Range { key: String, work: RangeWork },
+    Range {
+        bucket: String,
+        key: String,
+        work: RangeWork,
+    },
     /// Look at a split object's upload ([`crate::fleet`]).
-    Check { key: String, work: CheckWork },
+    Check {
+        bucket: String,
+        key: String,
+        work: CheckWork,
+    },
     /// xpsync's own message in a newer format than this release knows (a rolling
     /// deploy): left for a newer worker, never dead-lettered here.
     Newer(u64),
 }
 
-/// Reads a message body; `bucket` is the configured source bucket.
-pub fn parse(body: &str, bucket: &str) -> Parsed {
+/// Reads a message body; `buckets` are the source buckets of the routes.
+pub fn parse(body: &str, buckets: &[&str]) -> Parsed {
     let value: Value = match serde_json::from_str(body) {
         Ok(value) => value,
         Err(e) => return Parsed::Poison(format!("the body is not JSON: {e}")),
     };
-    match parse_value(&value, bucket, true) {
+    match parse_value(&value, buckets, true) {
         Ok(parsed) => parsed,
         Err(reason) => Parsed::Poison(reason),
     }
 }
 
-fn parse_value(value: &Value, bucket: &str, sns_allowed: bool) -> Result<Parsed, String> {
+fn parse_value(value: &Value, bucket: &[&str], sns_allowed: bool) -> Result<Parsed, String> {
     let object = value
         .as_object()
         .ok_or("the body is JSON but not an object")?;
@@ -99,7 +109,7 @@ fn parse_value(value: &Value, bucket: &str, sns_allowed: bool) -> Result<Parsed,
     )
 }
 
-fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
+fn s3_notification(records: &Value, buckets: &[&str]) -> Result<Parsed, String> {
     let records = records.as_array().ok_or("Records is not an array")?;
     if records.is_empty() {
         return Err("Records is empty".into());
@@ -113,9 +123,9 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
             ));
         }
         let s3 = record.get("s3").ok_or(format!("record {i}: no s3 field"))?;
-        check_bucket(
+        let bucket = check_bucket(
             s3.pointer("/bucket/name").and_then(Value::as_str),
-            bucket,
+            buckets,
             &format!("record {i}"),
         )?;
         let encoded = s3
@@ -136,7 +146,10 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
         let created = name
             .filter(|name| name.starts_with("ObjectCreated:"))
             .and_then(|_| described(s3.get("object")?, "eTag"));
-        match keys.iter_mut().find(|k: &&mut KeyEvent| k.key == key) {
+        match keys
+            .iter_mut()
+            .find(|k: &&mut KeyEvent| k.key == key && k.bucket == bucket)
+        {
             // Two events of one key in one message: its description is not trusted.
             Some(seen) => {
                 if tags == Tags::Compare {
@@ -145,6 +158,7 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
                 seen.created = None;
             }
             None => keys.push(KeyEvent {
+                bucket,
                 key,
                 time,
                 tags,
@@ -156,7 +170,10 @@ fn s3_notification(records: &Value, bucket: &str) -> Result<Parsed, String> {
     Ok(Parsed::Keys(keys))
 }
 
-fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parsed, String> {
+fn eventbridge(
+    object: &serde_json::Map<String, Value>,
+    buckets: &[&str],
+) -> Result<Parsed, String> {
     let detail_type = object.get("detail-type").and_then(Value::as_str);
     let detail = object
         .get("detail")
@@ -174,9 +191,9 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
             ))
         }
     };
-    check_bucket(
+    let bucket = check_bucket(
         detail.pointer("/bucket/name").and_then(Value::as_str),
-        bucket,
+        buckets,
         "the event",
     )?;
     let raw = detail
@@ -192,6 +209,7 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
     let mut keys = Vec::with_capacity(2);
     if check_key(raw).is_ok() {
         keys.push(KeyEvent {
+            bucket: bucket.clone(),
             key: raw.to_owned(),
             time,
             tags,
@@ -202,6 +220,7 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
     if let Ok(decoded) = form_decode(raw) {
         if decoded != raw && check_key(&decoded).is_ok() {
             keys.push(KeyEvent {
+                bucket,
                 key: decoded,
                 time,
                 tags,
@@ -216,7 +235,7 @@ fn eventbridge(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<
     Ok(Parsed::Keys(keys))
 }
 
-fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parsed, String> {
+fn native(object: &serde_json::Map<String, Value>, buckets: &[&str]) -> Result<Parsed, String> {
     match object.get("xpsync").and_then(Value::as_u64) {
         Some(FORMAT) => {}
         // A newer release's: during a rolling deploy, a newer worker takes it.
@@ -228,9 +247,9 @@ fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parse
             ))
         }
     }
-    check_bucket(
+    let bucket = check_bucket(
         object.get("bucket").and_then(Value::as_str),
-        bucket,
+        buckets,
         "the message",
     )?;
     let message = Native::deserialize(Value::Object(object.clone()))
@@ -246,15 +265,16 @@ fn native(object: &serde_json::Map<String, Value>, bucket: &str) -> Result<Parse
             {
                 return Err("an xpsync range message whose parts do not add up".into());
             }
-            Ok(Parsed::Range { key, work })
+            Ok(Parsed::Range { bucket, key, work })
         }
         (None, Some(work)) => {
             if work.part_sizes.is_empty() {
                 return Err("an xpsync check message without parts".into());
             }
-            Ok(Parsed::Check { key, work })
+            Ok(Parsed::Check { bucket, key, work })
         }
         (None, None) => Ok(Parsed::Keys(vec![KeyEvent {
+            bucket,
             key,
             time: None,
             tags: Tags::Skip,
@@ -271,13 +291,18 @@ fn described(object: &Value, etag_field: &str) -> Option<(u64, Option<ETag>)> {
     Some((size, etag))
 }
 
-fn check_bucket(found: Option<&str>, expected: &str, what: &str) -> Result<(), String> {
-    match found {
-        Some(name) if name == expected => Ok(()),
-        Some(name) => Err(format!(
-            "{what} is for bucket {name:?}, not the source bucket {expected:?}"
+/// The bucket `found`, if it is one of the routes' source buckets.
+fn check_bucket(found: Option<&str>, buckets: &[&str], what: &str) -> Result<String, String> {
+    match (found, buckets) {
+        (Some(name), _) if buckets.contains(&name) => Ok(name.to_owned()),
+        (Some(name), [only]) => Err(format!(
+            "{what} is for bucket {name:?}, not the source bucket {only:?}"
         )),
-        None => Err(format!("{what} names no bucket")),
+        (Some(name), _) => Err(format!(
+            "{what} is for bucket {name:?}, which no route reads (their source buckets: {})",
+            buckets.join(", ")
+        )),
+        (None, _) => Err(format!("{what} names no bucket")),
     }
 }
 
@@ -323,195 +348,4 @@ pub fn form_decode(encoded: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const BUCKET: &str = "source-bucket";
-
-    fn keys(parsed: Parsed) -> Vec<String> {
-        match parsed {
-            Parsed::Keys(keys) => keys.into_iter().map(|k| k.key).collect(),
-            other => panic!("expected keys, got {other:?}"),
-        }
-    }
-
-    fn record(bucket: &str, key: &str) -> Value {
-        json!({
-            "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-            "eventTime": "2026-11-25T01:02:03.456Z",
-            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 1}}
-        })
-    }
-
-    #[test]
-    fn s3_notification_keys_are_form_decoded() {
-        let body = json!({"Records": [record(BUCKET, "a+b%2Bc/%E4%B8%AD.txt")]}).to_string();
-        assert_eq!(keys(parse(&body, BUCKET)), ["a b+c/中.txt"]);
-    }
-
-    #[test]
-    fn several_records_give_several_keys_once_each() {
-        let body =
-            json!({"Records": [record(BUCKET, "a"), record(BUCKET, "b"), record(BUCKET, "a")]})
-                .to_string();
-        assert_eq!(keys(parse(&body, BUCKET)), ["a", "b"]);
-    }
-
-    #[test]
-    fn the_event_time_is_kept() {
-        let body = json!({"Records": [record(BUCKET, "a")]}).to_string();
-        let Parsed::Keys(k) = parse(&body, BUCKET) else {
-            panic!()
-        };
-        assert_eq!(k[0].time.unwrap().secs(), 1_795_568_523);
-    }
-
-    #[test]
-    fn an_sns_envelope_is_opened() {
-        let inner = json!({"Records": [record(BUCKET, "x%20y")]}).to_string();
-        let body = json!({"Type": "Notification", "MessageId": "m", "Message": inner}).to_string();
-        assert_eq!(keys(parse(&body, BUCKET)), ["x y"]);
-    }
-
-    #[test]
-    fn eventbridge_keys_are_tried_raw_and_decoded() {
-        let event = |key: &str| {
-            json!({"version": "0", "source": "aws.s3", "detail-type": "Object Created",
-                   "time": "2026-11-25T01:02:03Z",
-                   "detail": {"bucket": {"name": BUCKET}, "object": {"key": key}}})
-            .to_string()
-        };
-        assert_eq!(keys(parse(&event("plain/key"), BUCKET)), ["plain/key"]);
-        assert_eq!(keys(parse(&event("a+b"), BUCKET)), ["a+b", "a b"]);
-        assert_eq!(keys(parse(&event("100%"), BUCKET)), ["100%"]);
-    }
-
-    #[test]
-    fn tag_events_are_keys_whose_tags_are_compared() {
-        let event = |detail_type: &str| {
-            json!({"source": "aws.s3", "detail-type": detail_type,
-                   "detail": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}})
-            .to_string()
-        };
-        let Parsed::Keys(k) = parse(&event("Object Restore Completed"), BUCKET) else {
-            panic!("a completed restore is a key to copy")
-        };
-        assert_eq!((k[0].key.as_str(), k[0].tags), ("k", Tags::Skip));
-        for detail_type in ["Object Tags Added", "Object Tags Deleted"] {
-            let Parsed::Keys(k) = parse(&event(detail_type), BUCKET) else {
-                panic!("{detail_type} is not poison")
-            };
-            assert_eq!(k[0].tags, Tags::Compare, "{detail_type}");
-        }
-        let Parsed::Keys(k) = parse(&event("Object Created"), BUCKET) else {
-            panic!()
-        };
-        assert_eq!(k[0].tags, Tags::Skip);
-        let mut tagging = record(BUCKET, "k");
-        tagging["eventName"] = json!("ObjectTagging:Put");
-        let body = json!({"Records": [record(BUCKET, "k"), tagging]}).to_string();
-        let Parsed::Keys(k) = parse(&body, BUCKET) else {
-            panic!()
-        };
-        assert_eq!(k.len(), 1);
-        assert_eq!(
-            k[0].tags,
-            Tags::Compare,
-            "a key named twice keeps its tag event"
-        );
-    }
-
-    #[test]
-    fn object_created_events_describe_the_object() {
-        let mut created = record(BUCKET, "a");
-        created["s3"]["object"]["eTag"] = json!("9e107d9d372bb6826bd81d3542a419d6");
-        let Parsed::Keys(k) = parse(&json!({"Records": [created]}).to_string(), BUCKET) else {
-            panic!()
-        };
-        let etag = "9e107d9d372bb6826bd81d3542a419d6".to_owned();
-        assert_eq!(k[0].created, Some((1, Some(ETag::new(&etag)))));
-        let bridge = json!({"source": "aws.s3", "detail-type": "Object Created",
-            "detail": {"bucket": {"name": BUCKET}, "object": {"key": "k", "size": 7, "etag": etag}}});
-        let Parsed::Keys(k) = parse(&bridge.to_string(), BUCKET) else {
-            panic!()
-        };
-        assert_eq!(k[0].created, Some((7, Some(ETag::new(&etag)))));
-        let mut deleted = record(BUCKET, "a");
-        deleted["eventName"] = json!("ObjectRemoved:Delete");
-        let Parsed::Keys(k) = parse(&json!({"Records": [deleted]}).to_string(), BUCKET) else {
-            panic!()
-        };
-        assert_eq!(k[0].created, None, "only a created object is described");
-    }
-
-    #[test]
-    fn eventbridge_epoch_times_are_read() {
-        let body =
-            json!({"source": "aws.s3", "detail-type": "Object Deleted", "time": 1_795_568_523.5,
-                          "detail": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}})
-            .to_string();
-        let Parsed::Keys(k) = parse(&body, BUCKET) else {
-            panic!()
-        };
-        assert_eq!(k[0].time.unwrap().secs(), 1_795_568_523);
-    }
-
-    #[test]
-    fn a_native_message_of_a_newer_format_is_left_for_a_newer_worker() {
-        let body = json!({"xpsync": 2, "bucket": BUCKET, "key": "k", "new": {"member": 1}});
-        assert_eq!(parse(&body.to_string(), BUCKET), Parsed::Newer(2));
-    }
-
-    #[test]
-    fn test_events_and_native_messages() {
-        let test = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET});
-        assert_eq!(parse(&test.to_string(), BUCKET), Parsed::Test);
-        let native = json!({"xpsync": 1, "bucket": BUCKET, "key": "a+b%2B"});
-        assert_eq!(keys(parse(&native.to_string(), BUCKET)), ["a+b%2B"]);
-    }
-
-    #[test]
-    fn poison_says_why() {
-        let cases = [
-            ("not json", "not JSON"),
-            ("[1, 2]", "not an object"),
-            (r#"{"hello": "world"}"#, "not an S3 notification"),
-            (
-                &json!({"Records": [record("other-bucket", "k")]}).to_string(),
-                "bucket \"other-bucket\"",
-            ),
-            (
-                &json!({"Records": [record(BUCKET, "bad%zz")]}).to_string(),
-                "malformed escape",
-            ),
-            (
-                &json!({"Records": [record(BUCKET, "%FF%FE")]}).to_string(),
-                "not UTF-8",
-            ),
-            (
-                &json!({"Records": [record(BUCKET, "a%+5b")]}).to_string(),
-                "malformed escape",
-            ),
-            (&json!({"Records": []}).to_string(), "Records is empty"),
-            (
-                &json!({"xpsync": "two", "bucket": BUCKET, "key": "k"}).to_string(),
-                "version \"two\"",
-            ),
-            (
-                &json!({"xpsync": 1, "bucket": BUCKET, "key": ""}).to_string(),
-                "empty",
-            ),
-            (
-                &json!({"xpsync": 1, "bucket": BUCKET, "key": "k".repeat(1025)}).to_string(),
-                "1,024",
-            ),
-        ];
-        for (body, reason) in cases {
-            match parse(body, BUCKET) {
-                Parsed::Poison(r) => assert!(r.contains(reason), "{body}: {r}"),
-                other => panic!("{body}: expected poison, got {other:?}"),
-            }
-        }
-    }
-}
+mod tests;

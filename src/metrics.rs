@@ -11,13 +11,16 @@
 //! label enums they speak in (`reconcile::Outcome`, `transfer::Method`).
 
 pub mod emf;
+mod labels;
+
+pub use labels::*;
 
 use std::sync::LazyLock;
 
 use crate::error::ErrorKind;
 
 use prometheus::{
-    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -52,20 +55,15 @@ fn gauge(name: &str, help: &str) -> IntGauge {
 pub static OBJECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "xpsync_objects_total",
-        "Keys reconciled, by outcome",
-        &["result"],
+        "Keys reconciled, by outcome and route",
+        &["result", "route"],
     )
 });
 
-/// Object bytes written to the target.
-pub static BYTES_COPIED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register(
-        IntCounter::new(
-            "xpsync_bytes_copied_total",
-            "Object bytes written to the target and verified",
-        )
-        .expect("valid metric"),
-    )
+/// Object bytes written to the target, by route.
+pub static BYTES_COPIED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let help = "Object bytes written to the target and verified, by route";
+    counter_vec("xpsync_bytes_copied_total", help, &["route"])
 });
 
 /// Bytes sent to the target whether or not the copy completed (retries included).
@@ -85,19 +83,20 @@ pub static BANDWIDTH_LIMITED: LazyLock<Counter> = LazyLock::new(|| {
     register(Counter::new("xpsync_bandwidth_limited_seconds_total", help).expect("valid"))
 });
 
-/// From the event's time to the target verified.
-pub static REPLICATION_LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
+/// From the event's time to the target verified, by route.
+pub static REPLICATION_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     register(
-        Histogram::with_opts(
+        HistogramVec::new(
             HistogramOpts::new(
                 "xpsync_replication_latency_seconds",
-                "Time from the S3 event to the target copy verified",
+                "Time from the S3 event to the target copy verified, by route",
             )
             // Up to a day: a backlog after an outage must stay visible to the p99.
             .buckets(vec![
                 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
                 7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
             ]),
+            &["route"],
         )
         .expect("valid metric"),
     )
@@ -268,9 +267,6 @@ pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 /// Touches every metric so that each appears in `/metrics` from the start, even at zero.
 pub fn init() {
     LazyLock::force(&BUILD_INFO);
-    for outcome in Outcome::ALL {
-        OBJECTS.with_label_values(&[outcome.as_str()]);
-    }
     for result in MessageResult::ALL {
         MESSAGES.with_label_values(&[result.as_str()]);
     }
@@ -304,10 +300,8 @@ pub fn init() {
             BREAKER_TRIPS.with_label_values(&[kind.as_str()]);
         }
     }
-    LazyLock::force(&BYTES_COPIED);
     LazyLock::force(&BYTES_SENT);
     LazyLock::force(&BANDWIDTH_LIMITED);
-    LazyLock::force(&REPLICATION_LATENCY);
     LazyLock::force(&OBJECTS_IN_FLIGHT);
     LazyLock::force(&BYTES_IN_FLIGHT);
     LazyLock::force(&MEMORY_RESERVED);
@@ -318,191 +312,14 @@ pub fn init() {
     LazyLock::force(&BREAKER_TRIPS);
 }
 
-/// Declares a label enum: its variants, their label values, and `ALL`.
-macro_rules! label {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $value:literal,)+ }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name {
-            $($(#[$vdoc])* $variant,)+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $value,)+
-                }
-            }
-        }
-    };
-}
-
-label! {
-    /// What reconciling a key did (`xpsync_objects_total{result}`).
-    Outcome {
-        Copied => "copied",
-        /// Too large for one worker: split into ranges for the fleet (DESIGN §10).
-        Split => "split",
-        /// The bytes matched; the description or tags were brought up to date in place.
-        MetadataUpdated => "metadata_updated",
-        Unchanged => "unchanged",
-        Deleted => "deleted",
-        /// The source key does not exist, and the target needs nothing.
-        Absent => "absent",
-        Filtered => "filtered",
-        /// The source is archived (Glacier, Deep Archive, an Intelligent-Tiering
-        /// archive tier) and not restored: skipped, or its restore asked for.
-        Archived => "archived",
-        Failed => "failed",
+/// Starts a route's series at zero (its `route` label: a configured name, so the
+/// label's values are bounded by the configuration).
+pub fn start_route(route: &str) {
+    for outcome in Outcome::ALL {
+        OBJECTS.with_label_values(&[outcome.as_str(), route]);
     }
-}
-
-label! {
-    /// How an object was written (`xpsync_copy_duration_seconds{method}`).
-    Method {
-        Put => "put",
-        Multipart => "multipart",
-    }
-}
-
-label! {
-    /// What became of a queue message (`xpsync_messages_total{result}`).
-    MessageResult {
-        Deleted => "deleted",
-        Retried => "retried",
-        DeadLettered => "dead_lettered",
-        Ignored => "ignored",
-    }
-}
-
-label! {
-    /// A part uploaded now, or kept from an interrupted upload (`xpsync_parts_total{result}`).
-    PartResult {
-        Uploaded => "uploaded",
-        Reused => "reused",
-    }
-}
-
-label! {
-    /// A read of a credentials secret (`xpsync_credentials_refreshes_total{result}`).
-    RefreshResult {
-        Ok => "ok",
-        Error => "error",
-    }
-}
-
-label! {
-    /// What a range message came to (`xpsync_ranges_total{result}`).
-    RangeResult {
-        Copied => "copied",
-        /// The upload was gone: completed or given up.
-        UploadGone => "upload_gone",
-        SourceChanged => "source_changed",
-        Failed => "failed",
-        /// Received while the worker held all the ranges its parts can copy: sent
-        /// again for another worker.
-        HandedBack => "handed_back",
-        /// Its upload gave way to an earlier upload of the same version (a duplicate
-        /// split): not copied.
-        Superseded => "superseded",
-    }
-}
-
-label! {
-    /// What happened to a split object (`xpsync_splits_total{result}`).
-    SplitResult {
-        Split => "split",
-        Completed => "completed",
-        /// A check found parts missing and no progress: their ranges sent again.
-        Resent => "resent",
-        /// The upload was given up (the source changed, another layout, a range
-        /// failed for good, parts never arrived) and the key sent again.
-        Restarted => "restarted",
-        /// A duplicate split's upload, given up for an earlier upload of the same
-        /// version.
-        Merged => "merged",
-        /// Given up for good: the key was started over too often (dead-lettered,
-        /// saying why).
-        GivenUp => "given_up",
-    }
-}
-
-impl RangeResult {
-    pub fn count(self) {
-        RANGES.with_label_values(&[self.as_str()]).inc();
-    }
-}
-
-impl SplitResult {
-    pub fn count(self) {
-        SPLITS.with_label_values(&[self.as_str()]).inc();
-    }
-}
-
-label! {
-    /// What asking to restore an archived object came to (`xpsync_restores_total{result}`).
-    RestoreResult {
-        /// RestoreObject sent and accepted.
-        Requested => "requested",
-        /// A restore was under way already: nothing sent.
-        InProgress => "in_progress",
-        Failed => "failed",
-    }
-}
-
-impl RestoreResult {
-    pub fn count(self) {
-        RESTORES.with_label_values(&[self.as_str()]).inc();
-    }
-}
-
-label! {
-    /// Why a reconcile started over (`xpsync_reconcile_restarts_total{reason}`).
-    RestartReason {
-        /// A GET's `If-Match` failed: the source changed mid-copy.
-        SourceChanged => "source_changed",
-        /// After the write, the source held another version than the one written.
-        ChangedAfterWrite => "changed_after_write",
-        /// After the delete, the source key existed again.
-        ReappearedAfterDelete => "reappeared_after_delete",
-    }
-}
-
-impl RestartReason {
-    pub fn count(self) {
-        RESTARTS.with_label_values(&[self.as_str()]).inc();
-    }
-}
-
-label! {
-    /// Where an error happened (`xpsync_errors_total{stage}`).
-    Stage {
-        Reconcile => "reconcile",
-        Sqs => "sqs",
-    }
-}
-
-impl MessageResult {
-    pub fn count(self) {
-        MESSAGES.with_label_values(&[self.as_str()]).inc();
-    }
-}
-
-impl PartResult {
-    pub fn count(self) {
-        PARTS.with_label_values(&[self.as_str()]).inc();
-    }
-}
-
-impl RefreshResult {
-    pub fn count(self) {
-        CREDENTIALS_REFRESHES
-            .with_label_values(&[self.as_str()])
-            .inc();
-    }
+    BYTES_COPIED.with_label_values(&[route]);
+    REPLICATION_LATENCY.with_label_values(&[route]);
 }
 
 /// Counts an error of `kind` at `stage`.

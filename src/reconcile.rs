@@ -49,11 +49,13 @@ use crate::metrics::RestartReason;
 pub use crate::metrics::{Method, Outcome};
 
 mod fleet;
+mod hint;
 mod report;
 mod slot;
 mod source;
 mod verdict;
 pub use fleet::SplitChecked;
+pub use hint::{Hint, Tags};
 pub use report::{Done, ReconcileError, Report};
 pub use slot::{Slot, Slots};
 use source::answered_for_head;
@@ -102,6 +104,27 @@ impl Reconciler {
             slots,
             splits: false,
             no_ledger: Default::default(),
+        }
+    }
+
+    /// A reconciler of another route (`config`, between `source` and `target`),
+    /// sharing this one's slots and transfer limits.
+    pub fn for_route(
+        &self,
+        source: S3Side,
+        target: S3Side,
+        config: std::sync::Arc<Config>,
+    ) -> Self {
+        Self {
+            copier: self
+                .copier
+                .for_route(source.clone(), target.clone(), &config),
+            source,
+            target,
+            config,
+            in_progress: KeyLocks::default(),
+            no_ledger: Default::default(),
+            ..self.clone()
         }
     }
 
@@ -161,7 +184,7 @@ impl Reconciler {
     /// The same, in `slot` (taken if it holds none); the slot is given back once the
     /// object's bytes are written, before the last writer's check.
     pub async fn reconcile_in(&self, slot: &mut Slot, key: &str, hint: Hint, tags: Tags) -> Report {
-        let span = tracing::info_span!("reconcile", key);
+        let span = tracing::info_span!("reconcile", route = %self.config.scope.name, key);
         // Boxed: the reconcile is a deep future, and its callers' would be deeper.
         Box::pin(self.run(slot, key, hint, tags).instrument(span)).await
     }
@@ -184,7 +207,7 @@ impl Reconciler {
             duration: started.elapsed(),
             result,
         };
-        report.emit();
+        report.emit(&self.config.scope.name);
         report
     }
 
@@ -504,33 +527,3 @@ type Described = (
     Option<Option<TargetObject>>,
     Option<crate::transfer::OpenGet>,
 );
-
-/// What is known of a key before it is looked at.
-#[derive(Debug, Default)]
-pub enum Hint {
-    /// Nothing: both sides are HEADed, at once.
-    #[default]
-    Nothing,
-    /// A listing has just shown it on the source so (size, and the ETag if the
-    /// listing gave one), and missing from the target. The first attempt sends no
-    /// HEAD to the target, and none to the source either when the object can be read
-    /// by one GET. Should the key have arrived on the target meanwhile, it is copied
-    /// again, which is harmless.
-    Listed(SourceObject),
-    /// An S3 event described it so (size and ETag); the target is unknown. A small
-    /// object stored in one part is then read by one GET (`If-Match` the event's
-    /// ETag) sent at the same time as the target's HEAD, with no source HEAD: one
-    /// round trip less per object. A stale event's GET fails its `If-Match`, and the
-    /// key is reconciled from HEADs.
-    Described(SourceObject),
-}
-
-/// Whether a reconcile compares the tags too (a HEAD does not show them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tags {
-    /// Only the bytes and the description: a tag change alone goes unseen.
-    Skip,
-    /// The tags as well, brought up to the source's in place: for tag events and
-    /// `xpsync sync`.
-    Compare,
-}

@@ -202,6 +202,18 @@ impl Copier {
         }
     }
 
+    /// A copier between other buckets (a route's), sharing this one's limits:
+    /// parts, memory and bandwidth are the worker's, every route together.
+    pub fn for_route(&self, source: S3Side, target: S3Side, config: &Config) -> Self {
+        Self {
+            source,
+            target,
+            checksum: config.target.checksum,
+            target_kms_seen: Arc::new(AtomicBool::new(false)),
+            ..self.clone()
+        }
+    }
+
     /// The timeouts of an upload of `length` bytes: its answer comes only once the
     /// whole body is sent, so its time to first byte grows with its length.
     pub(crate) fn upload_timeouts(&self, length: u64) -> aws_sdk_s3::config::Builder {
@@ -494,20 +506,6 @@ impl Copier {
                 )))
             }
             _ => Ok(etag),
-        }
-    }
-
-    /// Deletes a target object that failed verification, so that it does not
-    /// claim a source version it does not hold. Best effort: failure is logged.
-    async fn discard(&self, target_key: &str) {
-        let request = self
-            .target
-            .client
-            .delete_object()
-            .bucket(&self.target.bucket)
-            .key(target_key);
-        if let Err(e) = self.target.observe("DeleteObject", request.send().await) {
-            tracing::error!(key = target_key, error = %e, "could not delete a target object that failed verification");
         }
     }
 }

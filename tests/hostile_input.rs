@@ -40,7 +40,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_and_name_no_key(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         let body = String::from_utf8_lossy(&bytes);
-        match parse(&body, BUCKET) {
+        match parse(&body, &[BUCKET]) {
             Parsed::Poison(reason) => prop_assert!(!reason.is_empty()),
             // only if the bytes happen to be a valid message
             Parsed::Test
@@ -53,7 +53,7 @@ proptest! {
 
     #[test]
     fn a_notification_reconciles_exactly_the_key_it_names(key in key()) {
-        let parsed = parse(&notification(BUCKET, &s3_encode(&key)), BUCKET);
+        let parsed = parse(&notification(BUCKET, &s3_encode(&key)), &[BUCKET]);
         match parsed {
             Parsed::Keys(keys) => {
                 prop_assert_eq!(keys.len(), 1);
@@ -66,7 +66,7 @@ proptest! {
     #[test]
     fn a_native_message_reconciles_exactly_its_key(key in key()) {
         let body = json!({"xpsync": 1, "bucket": BUCKET, "key": key}).to_string();
-        match parse(&body, BUCKET) {
+        match parse(&body, &[BUCKET]) {
             Parsed::Keys(keys) => prop_assert_eq!(&keys[0].key, &key),
             other => prop_assert!(false, "{:?}", other),
         }
@@ -76,7 +76,7 @@ proptest! {
     fn eventbridge_tries_the_raw_key_first_and_never_another(key in key()) {
         let body = json!({"source": "aws.s3", "detail-type": "Object Created",
                           "detail": {"bucket": {"name": BUCKET}, "object": {"key": key}}}).to_string();
-        match parse(&body, BUCKET) {
+        match parse(&body, &[BUCKET]) {
             Parsed::Keys(keys) => {
                 prop_assert_eq!(&keys[0].key, &key);
                 // A second key only as the form-decoding of the first.
@@ -91,7 +91,7 @@ proptest! {
     #[test]
     fn events_of_other_buckets_are_poison(key in key(), bucket in "[a-z0-9.-]{3,63}") {
         prop_assume!(bucket != BUCKET);
-        match parse(&notification(&bucket, &s3_encode(&key)), BUCKET) {
+        match parse(&notification(&bucket, &s3_encode(&key)), &[BUCKET]) {
             Parsed::Poison(reason) => prop_assert!(reason.contains("not the source bucket")),
             other => prop_assert!(false, "{:?}", other),
         }
@@ -101,7 +101,7 @@ proptest! {
     fn malformed_escapes_are_poison(prefix in "[a-z]{0,8}", bad in "%([g-z].|.?)") {
         let encoded = format!("{prefix}{bad}");
         prop_assume!(!encoded.is_empty());
-        match parse(&notification(BUCKET, &encoded), BUCKET) {
+        match parse(&notification(BUCKET, &encoded), &[BUCKET]) {
             Parsed::Poison(reason) => prop_assert!(reason.contains("malformed escape"), "{}", reason),
             other => prop_assert!(false, "{:?} for {:?}", other, encoded),
         }
@@ -111,7 +111,7 @@ proptest! {
 #[test]
 fn keys_longer_than_s3_allows_are_poison() {
     let key = "k".repeat(2048);
-    match parse(&notification(BUCKET, &key), BUCKET) {
+    match parse(&notification(BUCKET, &key), &[BUCKET]) {
         Parsed::Poison(reason) => assert!(reason.contains("at most 1,024"), "{reason}"),
         other => panic!("{other:?}"),
     }
@@ -126,7 +126,7 @@ fn a_one_megabyte_message_is_read() {
     }]})
     .to_string();
     assert!(body.len() > 1024 * 1024);
-    match parse(&body, BUCKET) {
+    match parse(&body, &[BUCKET]) {
         Parsed::Keys(keys) => assert_eq!(keys[0].key, "big message"),
         other => panic!("{other:?}"),
     }
@@ -136,7 +136,7 @@ fn a_one_megabyte_message_is_read() {
 fn deeply_nested_json_is_poison_not_a_stack_overflow() {
     let depth = 100_000;
     let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-    match parse(&body, BUCKET) {
+    match parse(&body, &[BUCKET]) {
         Parsed::Poison(reason) => assert!(reason.contains("not JSON"), "{reason}"),
         other => panic!("{other:?}"),
     }
@@ -145,5 +145,8 @@ fn deeply_nested_json_is_poison_not_a_stack_overflow() {
         "[".repeat(depth),
         "]".repeat(depth)
     );
-    assert!(matches!(parse(&nested_records, BUCKET), Parsed::Poison(_)));
+    assert!(matches!(
+        parse(&nested_records, &[BUCKET]),
+        Parsed::Poison(_)
+    ));
 }

@@ -19,10 +19,10 @@ pub(super) async fn dlq(config: Config, command: DlqCommand) -> anyhow::Result<E
                 .into(),
         )
     })?;
-    let bucket = config.source.bucket.as_str();
+    let routes = config.routes();
     match command {
         DlqCommand::Peek { max, json } => {
-            let peeked = dlq::peek(&dead_letters, bucket, max).await?;
+            let peeked = dlq::peek(&dead_letters, &routes, max).await?;
             print_peeked(&peeked, json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -30,20 +30,28 @@ pub(super) async fn dlq(config: Config, command: DlqCommand) -> anyhow::Result<E
             max,
             dry_run,
             prefix,
+            route,
         } => {
+            if let Some(name) = &route {
+                config.routes_named(Some(name)).map_err(BadInput)?;
+            }
+            let only = dlq::Only {
+                route: route.as_deref(),
+                prefix: prefix.as_deref(),
+            };
             let mut stdout = std::io::stdout().lock();
             let summary = dlq::replay(
                 &main,
                 &dead_letters,
-                bucket,
+                &routes,
                 max,
-                prefix.as_deref(),
+                only,
                 dry_run,
                 |p, action| {
                     let _ = writeln!(
                         stdout,
                         "{}",
-                        json!({"message_id": p.message_id, "keys": p.keys, "reason": p.reason, "action": action})
+                        json!({"message_id": p.message_id, "keys": p.keys, "route": p.route, "reason": p.reason, "action": action})
                     );
                 },
             )

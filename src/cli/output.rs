@@ -63,7 +63,9 @@ pub(super) async fn verify(
         writeln!(stdout, "{}", json!({ "stale_upload": upload })).context("writing to stdout")?;
     }
     summary.stale_uploads = stale.len() as u64;
-    writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
+    let route = &ops.config.scope.name;
+    writeln!(stdout, "{}", json!({ "summary": summary, "route": route }))
+        .context("writing to stdout")?;
     Ok(exit(summary.clean()))
 }
 
@@ -78,7 +80,9 @@ pub(super) async fn adopt(
         let _ = writeln!(stdout, "{line}");
     })
     .await?;
-    writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
+    let route = &ops.config.scope.name;
+    writeln!(stdout, "{}", json!({ "summary": summary, "route": route }))
+        .context("writing to stdout")?;
     Ok(exit(summary.failed == 0))
 }
 
@@ -127,7 +131,9 @@ pub(super) async fn backfill(
         let _ = writeln!(stdout, "{line}");
     })
     .await?;
-    writeln!(stdout, "{}", json!({ "summary": summary })).context("writing to stdout")?;
+    let route = &config.scope.name;
+    writeln!(stdout, "{}", json!({ "summary": summary, "route": route }))
+        .context("writing to stdout")?;
     if emf {
         writeln!(stdout, "{}", summary.to_emf(&config.source.bucket))
             .context("writing to stdout")?;

@@ -12,26 +12,34 @@ impl Config {
     /// Checks everything serde could not, reporting every problem found.
     pub fn validate(&self, needs: Needs) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if needs != Needs::Queue {
-            check_side(&mut problems, self.source.view());
-            check_side(&mut problems, self.target.view());
+        match self.routes.is_empty() {
+            true => self.check(needs, &mut problems),
+            false => self.check_routes(needs, &mut problems),
         }
-        if needs != Needs::Buckets {
-            if self.queue.url.is_empty() {
-                problems.push("queue.url is required".into());
-            } else {
-                check_url(&mut problems, "queue.url", &self.queue.url);
-            }
-        }
-        self.check_queue(&mut problems);
-        self.check_transfer(&mut problems);
-        self.check_target(&mut problems);
-        self.check_the_rest(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// Every check of one route's configuration.
+    pub(super) fn check(&self, needs: Needs, problems: &mut Vec<String>) {
+        if needs != Needs::Queue {
+            check_side(problems, self.source.view());
+            check_side(problems, self.target.view());
+        }
+        if needs != Needs::Buckets {
+            if self.queue.url.is_empty() {
+                problems.push("queue.url is required".into());
+            } else {
+                check_url(problems, "queue.url", &self.queue.url);
+            }
+        }
+        self.check_queue(problems);
+        self.check_transfer(problems);
+        self.check_target(problems);
+        self.check_the_rest(problems);
     }
 
     /// `[queue]`: URLs, the long poll and the visibility timeout.

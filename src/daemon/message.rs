@@ -39,7 +39,7 @@ impl Daemon {
             receive_count = message.receive_count
         );
         async {
-            match event::parse(&message.body, &self.config.source.bucket) {
+            match event::parse(&message.body, &self.routes.buckets()) {
                 Parsed::Test => {
                     self.deleter.delete(&message);
                     self.finish(MessageResult::Ignored, "an S3 test event; deleted");
@@ -53,24 +53,37 @@ impl Daemon {
                     );
                 }
                 Parsed::Keys(keys) => self.reconcile(&message, &keys, &mut slot).await,
-                Parsed::Range { key, work } => {
+                Parsed::Range { bucket, key, work } => {
                     let span = tracing::info_span!("range", key, first_part = work.first_part);
-                    let step = if self.fleet.has_range_queue() && message.queue_url == self.queue.url {
-                        let why = "it came on the main queue; ranges travel on the range queue";
-                        Some(self.fleet.hand_back(&message.body, why).await)
-                    } else if let Some(_held) = self.fleet.ranges.take(work.part_sizes.len()) {
-                        let copying = self.fleet.copy_range(&key, &work);
-                        self.work_on(&message, copying).instrument(span).await
-                    } else {
-                        let why = "this worker holds all the ranges its parts can copy";
-                        Some(self.fleet.hand_back(&message.body, why).await)
+                    let fleet = self.routes.fleet();
+                    let step = match self.routes.of(&bucket, &key) {
+                        Err(why) => Some(Step::dead_letter(why)),
+                        Ok(_) if fleet.has_range_queue() && message.queue_url == self.queue.url => {
+                            let why = "it came on the main queue; ranges travel on the range queue";
+                            Some(fleet.hand_back(&message.body, why).await)
+                        }
+                        Ok(route) => match fleet.ranges.take(work.part_sizes.len()) {
+                            Some(_held) => {
+                                let copying = route.fleet.copy_range(&key, &work);
+                                self.work_on(&message, copying).instrument(span).await
+                            }
+                            None => {
+                                let why = "this worker holds all the ranges its parts can copy";
+                                Some(fleet.hand_back(&message.body, why).await)
+                            }
+                        },
                     };
                     self.carry_out(&message, step).await;
                 }
-                Parsed::Check { key, work } => {
+                Parsed::Check { bucket, key, work } => {
                     let span = tracing::info_span!("check", key);
-                    let checking = self.fleet.check_split(&key, &work);
-                    let step = self.work_on(&message, checking).instrument(span).await;
+                    let step = match self.routes.of(&bucket, &key) {
+                        Err(why) => Some(Step::dead_letter(why)),
+                        Ok(route) => {
+                            let checking = route.fleet.check_split(&key, &work);
+                            self.work_on(&message, checking).instrument(span).await
+                        }
+                    };
                     self.carry_out(&message, step).await;
                 }
             }
@@ -161,16 +174,23 @@ impl Daemon {
             self.dead_letter(message, &why).await;
             return;
         }
+        let mut routes = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.routes.of(&key.bucket, &key.key) {
+                Ok(route) => routes.push(route),
+                Err(why) => return self.dead_letter(message, &why).await,
+            }
+        }
         let work = async {
             let mut reports = Vec::with_capacity(keys.len());
-            for key in keys {
+            for (key, route) in keys.iter().zip(&routes) {
                 let hint = match &key.created {
                     Some((size, etag)) => {
                         Hint::Described(SourceObject::listed(&key.key, *size, etag.clone()))
                     }
                     None => Hint::Nothing,
                 };
-                let report = self
+                let report = route
                     .reconciler
                     .reconcile_in(slot, &key.key, hint, key.tags)
                     .await;
@@ -187,18 +207,18 @@ impl Daemon {
         }
         let errors: Vec<_> = reports.iter().filter_map(Report::error).collect();
         if errors.is_empty() {
-            for (key, report) in keys.iter().zip(&reports) {
-                observe_latency(key, report, message);
+            for ((key, report), route) in keys.iter().zip(&reports).zip(&routes) {
+                observe_latency(key, report, message, &route.name);
             }
             // Split objects: their ranges and check must be sent before the key's
             // message goes.
-            for (key, report) in keys.iter().zip(&reports) {
+            for ((key, report), route) in keys.iter().zip(&reports).zip(&routes) {
                 if let Ok(crate::reconcile::Done {
                     split: Some(split), ..
                 }) = &report.result
                 {
                     let restarts = key.restart.as_ref().map_or(0, |r| r.count);
-                    if !self.fleet.send_split(&report.key, split, restarts).await {
+                    if !route.fleet.send_split(&report.key, split, restarts).await {
                         let delay = retry_delay(message.receive_count);
                         self.release(message, delay).await;
                         self.finish(
@@ -283,7 +303,7 @@ fn restarted_too_often(key: &KeyEvent) -> Option<String> {
     ))
 }
 
-fn observe_latency(key: &KeyEvent, report: &Report, message: &Received) {
+fn observe_latency(key: &KeyEvent, report: &Report, message: &Received, route: &str) {
     if !matches!(
         report.outcome(),
         Outcome::Copied | Outcome::Deleted | Outcome::MetadataUpdated
@@ -293,7 +313,9 @@ fn observe_latency(key: &KeyEvent, report: &Report, message: &Received) {
     if let Some(at) = key.time.or(message.sent_at) {
         let now = DateTime::from(std::time::SystemTime::now());
         let seconds = now.as_secs_f64() - at.as_secs_f64();
-        metrics::REPLICATION_LATENCY.observe(seconds.max(0.0));
+        metrics::REPLICATION_LATENCY
+            .with_label_values(&[route])
+            .observe(seconds.max(0.0));
     }
 }
 
@@ -318,6 +340,7 @@ mod tests {
     #[test]
     fn a_key_started_over_too_often_is_given_up_saying_why() {
         let event = |count| KeyEvent {
+            bucket: "source".into(),
             key: "big".into(),
             time: None,
             tags: crate::reconcile::Tags::Skip,

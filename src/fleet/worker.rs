@@ -49,6 +49,14 @@ pub struct Step {
 }
 
 impl Step {
+    /// The message is wrong every time: it goes to the dead-letter queue.
+    pub fn dead_letter(why: String) -> Self {
+        Self {
+            verdict: Verdict::DeadLetter(why),
+            signal: None,
+        }
+    }
+
     fn settle(done: bool, what: &str) -> Self {
         let verdict = if done {
             Verdict::Done(what.to_owned())
@@ -91,6 +99,20 @@ impl Worker {
             check_delay: config.transfer.split_check_delay,
             visibility_timeout: config.queue.visibility_timeout,
             ranges: Ranges::new(config.transfer.max_parts),
+        }
+    }
+
+    /// The worker's part in another route's splits: the same queues, and the same
+    /// ranges in hand (the worker's parts copy every route's).
+    pub fn for_route(&self, reconciler: Reconciler, config: &Config) -> Self {
+        Self {
+            reconciler,
+            queue: self.queue.clone(),
+            range_queue: self.range_queue.clone(),
+            bucket: config.source.bucket.clone(),
+            check_delay: self.check_delay,
+            visibility_timeout: self.visibility_timeout,
+            ranges: Arc::clone(&self.ranges),
         }
     }
 

@@ -117,6 +117,13 @@ impl Emf {
     fn line(&self, labels: &Labels, samples: &[Sample], timestamp_ms: u64) -> Value {
         let mut dimensions = vec![Value::from("Stack")];
         dimensions.extend(labels.keys().map(|k| Value::from(k.as_str())));
+        // A route's metrics are also published without the route, as they were
+        // before routes: the whole fleet's, which alarms read.
+        let mut sets = vec![Value::from(dimensions.clone())];
+        if labels.contains_key("route") {
+            dimensions.retain(|d| d != "route");
+            sets.push(Value::from(dimensions));
+        }
         let definitions: Vec<Value> = samples
             .iter()
             .map(|s| json!({"Name": s.name, "Unit": s.unit}))
@@ -128,7 +135,7 @@ impl Emf {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": self.namespace,
-                    "Dimensions": [dimensions],
+                    "Dimensions": sets,
                     "Metrics": definitions,
                 }],
             }),
@@ -240,6 +247,22 @@ mod tests {
         assert_eq!(
             labelled["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             json!([["Stack", "result"]])
+        );
+    }
+
+    #[test]
+    fn a_route_s_metrics_are_also_the_fleet_s() {
+        let registry = Registry::new();
+        let objects =
+            IntCounterVec::new(Opts::new("xpsync_objects_total", "o"), &["result", "route"])
+                .unwrap();
+        registry.register(Box::new(objects.clone())).unwrap();
+        objects.with_label_values(&["copied", "logs"]).inc();
+        let lines = Emf::new("xpsync", "prod").lines(&registry.gather(), 1);
+        assert_eq!(lines[0]["route"], "logs");
+        assert_eq!(
+            lines[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Stack", "result", "route"], ["Stack", "result"]])
         );
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::DateTime;
 use serde::Serialize;
 
+use crate::config::{route_of, Config};
 use crate::event::{self, Parsed};
 use crate::queue::{Outgoing, Queue, Received, SqsError, MAX_BATCH};
 
@@ -28,6 +29,9 @@ pub struct Peeked {
     pub message_id: String,
     /// The keys the message names, if it names any.
     pub keys: Vec<String>,
+    /// The route of its (first) key, if it names one of a route's bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// Why it was dead-lettered.
     pub reason: String,
     /// Receives before it was dead-lettered.
@@ -37,9 +41,9 @@ pub struct Peeked {
 }
 
 /// Reads up to `max` messages of the dead-letter queue and makes them visible again.
-pub async fn peek(dlq: &Queue, bucket: &str, max: usize) -> Result<Vec<Peeked>, SqsError> {
+pub async fn peek(dlq: &Queue, routes: &[Config], max: usize) -> Result<Vec<Peeked>, SqsError> {
     let held = receive_up_to(dlq, max).await?;
-    let peeked = held.iter().map(|m| describe(m, bucket)).collect();
+    let peeked = held.iter().map(|m| describe(m, routes)).collect();
     release(dlq, &held).await;
     Ok(peeked)
 }
@@ -56,14 +60,21 @@ pub struct ReplaySummary {
 /// Batches of only re-received messages after which a replay stops.
 const STALE_BATCHES_TOLERATED: u32 = 5;
 
+/// Which dead letters a replay moves: those of a route, of a prefix, or all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Only<'a> {
+    pub route: Option<&'a str>,
+    pub prefix: Option<&'a str>,
+}
+
 /// Moves up to `max` messages from the dead-letter queue to `main`; only those
-/// naming a key under `prefix`, if given. `report` gets a line per message.
+/// `only` selects. `report` gets a line per message.
 pub async fn replay(
     main: &Queue,
     dlq: &Queue,
-    bucket: &str,
+    routes: &[Config],
     max: usize,
-    prefix: Option<&str>,
+    only: Only<'_>,
     dry_run: bool,
     mut report: impl FnMut(&Peeked, &str),
 ) -> Result<ReplaySummary, SqsError> {
@@ -99,8 +110,13 @@ pub async fn replay(
         handled += fresh.len();
         let mut to_move = Vec::new();
         for message in fresh {
-            let described = describe(&message, bucket);
-            let wanted = prefix.is_none_or(|p| described.keys.iter().any(|k| k.starts_with(p)));
+            let described = describe(&message, routes);
+            let wanted = only
+                .prefix
+                .is_none_or(|p| described.keys.iter().any(|k| k.starts_with(p)))
+                && only
+                    .route
+                    .is_none_or(|r| described.route.as_deref() == Some(r));
             if !wanted {
                 summary.skipped += 1;
                 report(&described, "skipped");
@@ -183,9 +199,10 @@ async fn release(dlq: &Queue, held: &[Received]) {
     }
 }
 
-fn describe(message: &Received, bucket: &str) -> Peeked {
-    let (keys, unreadable) = match event::parse(&message.body, bucket) {
-        Parsed::Keys(keys) => (keys.into_iter().map(|k| k.key).collect(), None),
+fn describe(message: &Received, routes: &[Config]) -> Peeked {
+    let buckets: Vec<&str> = routes.iter().map(|r| r.source.bucket.as_str()).collect();
+    let (keys, unreadable) = match event::parse(&message.body, &buckets) {
+        Parsed::Keys(keys) => (keys.into_iter().map(|k| (k.bucket, k.key)).collect(), None),
         Parsed::Test => (Vec::new(), None),
         Parsed::Poison(why) => (Vec::new(), Some(why)),
         Parsed::Newer(version) => (
@@ -194,8 +211,15 @@ fn describe(message: &Received, bucket: &str) -> Peeked {
                 "a message of format {version}, newer than this release"
             )),
         ),
-        Parsed::Range { key, .. } | Parsed::Check { key, .. } => (vec![key], None),
+        Parsed::Range { bucket, key, .. } | Parsed::Check { bucket, key, .. } => {
+            (vec![(bucket, key)], None)
+        }
     };
+    let route = keys.first().and_then(|(bucket, key)| {
+        let index = route_of(routes, bucket, key).ok()?;
+        Some(routes[index].scope.name.clone())
+    });
+    let keys: Vec<String> = keys.into_iter().map(|(_, key)| key).collect();
     let reason = match (message.attributes.get("xpsync-reason"), unreadable) {
         (Some(reason), _) => reason.clone(),
         (None, Some(why)) => format!("unreadable: {why}"),
@@ -215,6 +239,7 @@ fn describe(message: &Received, bucket: &str) -> Peeked {
     Peeked {
         message_id: message.id.clone(),
         keys,
+        route,
         reason,
         receive_count,
         age_seconds,

@@ -155,7 +155,7 @@ impl Reconciler {
                 ..Done::of(Outcome::Copied)
             }),
         };
-        report.emit();
+        report.emit(&self.config.scope.name);
         Ok(SplitChecked::Completed)
     }
 }

@@ -163,10 +163,11 @@ impl Report {
         }
     }
 
-    /// Logs and counts the report: the one place a key's outcome is told.
-    pub(super) fn emit(&self) {
+    /// Logs and counts the report, of a key of `route`: the one place a key's
+    /// outcome is told.
+    pub(super) fn emit(&self, route: &str) {
         metrics::OBJECTS
-            .with_label_values(&[self.outcome().as_str()])
+            .with_label_values(&[self.outcome().as_str(), route])
             .inc();
         match &self.result {
             Ok(done) => {
@@ -176,7 +177,9 @@ impl Report {
                         .observe(took.as_secs_f64());
                 }
                 if done.outcome == Outcome::Copied {
-                    metrics::BYTES_COPIED.inc_by(done.bytes);
+                    metrics::BYTES_COPIED
+                        .with_label_values(&[route])
+                        .inc_by(done.bytes);
                 }
                 tracing::info!(
                     outcome = done.outcome.as_str(),

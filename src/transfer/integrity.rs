@@ -75,3 +75,19 @@ impl Copier {
         }
     }
 }
+
+impl Copier {
+    /// Deletes a target object that failed verification, so that it does not
+    /// claim a source version it does not hold. Best effort: failure is logged.
+    pub(super) async fn discard(&self, target_key: &str) {
+        let request = self
+            .target
+            .client
+            .delete_object()
+            .bucket(&self.target.bucket)
+            .key(target_key);
+        if let Err(e) = self.target.observe("DeleteObject", request.send().await) {
+            tracing::error!(key = target_key, error = %e, "could not delete a target object that failed verification");
+        }
+    }
+}

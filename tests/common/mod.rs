@@ -72,6 +72,8 @@ pub struct Partitions {
     pub writer: Keys,
     /// The keys of the target's administrator.
     pub admin: Keys,
+    /// The keys of the users of [`Partitions::start_with_target_buckets`].
+    pub writers: Vec<Keys>,
     pub dir: tempfile::TempDir,
 }
 
@@ -83,6 +85,18 @@ impl Partitions {
     /// As [`Partitions::start`], the source's emulator started with moto settings
     /// from `env`.
     pub async fn start_with_source_env(env: &[(&str, &str)]) -> Self {
+        Self::start_full(env, &[]).await
+    }
+
+    /// As [`Partitions::start`], with more target buckets, each with an IAM user of
+    /// its own holding `deploy/iam/target-policy.json` for it alone, set up before
+    /// the target enforces signatures: each `(bucket, user)` in
+    /// [`Partitions::writers`].
+    pub async fn start_with_target_buckets(buckets: &[(&str, &str)]) -> Self {
+        Self::start_full(&[], buckets).await
+    }
+
+    async fn start_full(env: &[(&str, &str)], target_buckets: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (source, target) = std::thread::scope(|s| {
             let source = s.spawn(|| Emulator::start_with(&dir.path().join("source-moto.log"), env));
@@ -115,12 +129,13 @@ impl Partitions {
         )
         .await;
         let writer = iam_user(&iam, "xpsync-target-writer", &target_policy(TARGET_BUCKET)).await;
-        create_bucket(
-            &s3_client(&bootstrap, &target.endpoint),
-            TARGET_BUCKET,
-            TARGET_REGION,
-        )
-        .await;
+        let bootstrap_s3 = s3_client(&bootstrap, &target.endpoint);
+        create_bucket(&bootstrap_s3, TARGET_BUCKET, TARGET_REGION).await;
+        let mut writers = Vec::new();
+        for (bucket, user) in target_buckets {
+            create_bucket(&bootstrap_s3, bucket, TARGET_REGION).await;
+            writers.push(iam_user(&iam, user, &target_policy(bucket)).await);
+        }
         ureq::post(format!("{}/moto-api/reset-auth", target.endpoint))
             .send("0")
             .expect("enforce authentication on the target");
@@ -134,6 +149,7 @@ impl Partitions {
             secrets,
             target_s3,
             writer,
+            writers,
             admin,
             dir,
         };
@@ -143,6 +159,11 @@ impl Partitions {
             .await;
         partitions.write_config("xpsync.toml", "");
         partitions
+    }
+
+    /// Another bucket of the source partition.
+    pub async fn create_source_bucket(&self, bucket: &str) {
+        create_bucket(&self.source_s3, bucket, SOURCE_REGION).await;
     }
 
     /// Creates or replaces a secret in the source partition.

@@ -157,10 +157,34 @@ async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, redrive: Option<&st
 
 /// The source bucket's events to EventBridge, and a rule sending its objects'
 /// events to the queue.
+impl Pipeline {
+    /// Sends the events of another source bucket to the queue too, by a rule of its own.
+    pub async fn wire_bucket(&self, p: &Partitions, bucket: &str) {
+        let conf = sdk_config(
+            &p.source.endpoint,
+            SOURCE_REGION,
+            SOURCE_KEY_ID,
+            SOURCE_SECRET_KEY,
+        );
+        let arn = queue_arn(&self.sqs, &self.queue_url).await;
+        route_bucket_events(p, &conf, bucket, arn).await;
+    }
+}
+
 async fn route_events(p: &Partitions, conf: &aws_config::SdkConfig, queue_arn: String) {
+    route_bucket_events(p, conf, SOURCE_BUCKET, queue_arn).await;
+}
+
+async fn route_bucket_events(
+    p: &Partitions,
+    conf: &aws_config::SdkConfig,
+    bucket: &str,
+    queue_arn: String,
+) {
+    let rule = format!("xpsync-{bucket}-objects");
     p.source_s3
         .put_bucket_notification_configuration()
-        .bucket(SOURCE_BUCKET)
+        .bucket(bucket)
         .notification_configuration(
             NotificationConfiguration::builder()
                 .event_bridge_configuration(EventBridgeConfiguration::builder().build())
@@ -173,18 +197,18 @@ async fn route_events(p: &Partitions, conf: &aws_config::SdkConfig, queue_arn: S
     let pattern = serde_json::json!({
         "source": ["aws.s3"],
         "detail-type": ["Object Created", "Object Deleted"],
-        "detail": {"bucket": {"name": [SOURCE_BUCKET]}},
+        "detail": {"bucket": {"name": [bucket]}},
     });
     events
         .put_rule()
-        .name("xpsync-source-objects")
+        .name(&rule)
         .event_pattern(pattern.to_string())
         .send()
         .await
         .expect("create the rule");
     events
         .put_targets()
-        .rule("xpsync-source-objects")
+        .rule(&rule)
         .targets(
             aws_sdk_eventbridge::types::Target::builder()
                 .id("xpsync-queue")
@@ -284,12 +308,27 @@ impl Daemon {
         }
     }
 
-    /// The value of one sample of `/metrics`, e.g. `xpsync_objects_total{result="copied"}`.
+    /// The sum of the samples of `/metrics` that `sample` names, e.g.
+    /// `xpsync_objects_total{result="copied"}`: every series of that name holding
+    /// those labels, whatever its others (`route`).
     pub fn metric(&self, sample: &str) -> f64 {
         let (_, body) = self.get("/metrics");
-        body.lines()
-            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{body}"))
+        let (name, wanted) = series(sample);
+        let values: Vec<f64> = body
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series_text, value) = line.rsplit_once(' ')?;
+                let (found, labels) = series(series_text);
+                let holds = found == name && wanted.iter().all(|l| labels.contains(l));
+                holds.then(|| value.parse().ok()).flatten()
+            })
+            .collect();
+        assert!(
+            !values.is_empty(),
+            "no sample {sample} in /metrics:\n{body}"
+        );
+        values.iter().sum()
     }
 
     pub fn logs(&self) -> String {
@@ -366,4 +405,16 @@ pub fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> String {
         .and_then(|v| v.string_value())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A series' name and its `label="value"` pairs.
+fn series(text: &str) -> (&str, Vec<&str>) {
+    match text.split_once('{') {
+        Some((name, labels)) => {
+            let labels = labels.trim_end_matches('}');
+            let pairs = labels.split("\",").map(|l| l.trim_end_matches('"'));
+            (name, pairs.filter(|l| !l.is_empty()).collect())
+        }
+        None => (text, Vec::new()),
+    }
 }
