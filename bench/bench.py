@@ -325,7 +325,10 @@ def drain(endpoint, url, expected):
 
 
 DAEMONS = {"xpsync-daemon": 1, "xpsync-daemon-x2": 2, "xpsync-daemon-x4": 4, "xpsync-daemon-eventbridge": 1,
-           "xpsync-split-x1": 1, "xpsync-split-x3": 3}
+           "xpsync-daemon-2-routes": 1, "xpsync-split-x1": 1, "xpsync-split-x3": 3}
+# The two routes of "xpsync-daemon-2-routes": each takes half of a dataset's keys (S:
+# small/00000 to 00999 and 01000 to 01999; M: mixed/0000 to 0099 and 0100 to 0199).
+ROUTE_PREFIXES = {"S": ("small/00", "small/01"), "M": ("mixed/00", "mixed/01")}
 QUEUED = set(DAEMONS) | {"queue-drain"}
 SPLIT = {"xpsync-split-x1", "xpsync-split-x3"}
 # G's server-bound limit: rawcopy with the parts of one worker, and of three.
@@ -343,19 +346,22 @@ def runs_on(tool, dataset, link):
     return dataset in ("S", "M") or tool not in QUEUED
 
 
-def xpsync_config(path, src, dst, bucket, dataset, queue_url=None, sqs_endpoint=None, split_range_size=None):
+def xpsync_config(path, src, dst, bucket, dataset, queue_url=None, sqs_endpoint=None, split_range_size=None,
+                  routes=False):
+    """`routes`: the bucket pair as two routes, each half the keys (ROUTE_PREFIXES)."""
     split = dataset == "G"
+    pair = "" if routes else f'bucket = "{bucket}"'
     with open(path, "w") as f:
         f.write(f"""[source]
 region = "us-east-1"
-bucket = "{bucket}"
+{pair}
 endpoint_url = "{src}"
 [source.credentials]
 access_key_id = "{KEY_ID}"
 secret_access_key = "{SECRET}"
 [target]
 region = "us-east-1"
-bucket = "{bucket}"
+{pair}
 endpoint_url = "{dst}"
 [target.credentials]
 access_key_id = "{KEY_ID}"
@@ -369,6 +375,12 @@ tags = false
 [log]
 level = "warn"
 format = "text"
+""")
+        for n, prefix in enumerate(ROUTE_PREFIXES[dataset] if routes else ()):
+            f.write(f"""[[route]]
+name = "half-{n + 1}"
+source = {{ bucket = "{bucket}", prefix = "{prefix}" }}
+target = {{ bucket = "{bucket}" }}
 """)
         if queue_url:
             f.write(f"""[queue]
@@ -396,7 +408,8 @@ def tool_commands(tool, paths, src, dst, bucket, dataset, workdir, queue_url=Non
         commands = []
         for n in range(DAEMONS[tool]):
             config = os.path.join(workdir, f"{tool}-{dataset}-{n}.toml")
-            xpsync_config(config, src, dst, bucket, dataset, queue_url, sqs_endpoint, split_range_size)
+            xpsync_config(config, src, dst, bucket, dataset, queue_url, sqs_endpoint, split_range_size,
+                          routes=tool.endswith("routes"))
             commands.append([paths["xpsync"], "run", "--config", config])
         return commands, env
     if tool == "rclone":
@@ -570,8 +583,8 @@ def report(results):
 def scaling(results):
     """The daemon's rate against backfill's, and the fleet's against one worker's."""
     lines = ["\n### The daemon and the fleet (ratios of medians)\n",
-             "| link | dataset | one daemon ÷ backfill (rate) | 2 daemons ÷ 1 | 4 daemons ÷ 1 | EventBridge ÷ S3 events | split: 3 workers ÷ 1 | raw: 12 parts ÷ 4 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| link | dataset | one daemon ÷ backfill (rate) | 2 daemons ÷ 1 | 4 daemons ÷ 1 | EventBridge ÷ S3 events | 2 routes ÷ 1 (rate) | split: 3 workers ÷ 1 | raw: 12 parts ÷ 4 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for link in dict.fromkeys(r["link"] for r in results):
         for name in dict.fromkeys(r["dataset"] for r in results):
             walls = {}
@@ -585,6 +598,7 @@ def scaling(results):
             cells = [speedup("xpsync", "xpsync-daemon"), speedup("xpsync-daemon", "xpsync-daemon-x2"),
                      speedup("xpsync-daemon", "xpsync-daemon-x4"),
                      speedup("xpsync-daemon", "xpsync-daemon-eventbridge"),
+                     speedup("xpsync-daemon", "xpsync-daemon-2-routes"),
                      speedup("xpsync-split-x1", "xpsync-split-x3"), speedup("raw-4-parts", "raw-12-parts")]
             if any(c != "-" for c in cells):
                 lines.append(f"| {link[:8]} | {name} | " + " | ".join(cells) + " |")

@@ -3,6 +3,9 @@
 //! queue, and a few objects replicated to the target and verified. No AWS account.
 //!
 //! Run it with `scripts/demo`; Ctrl-C stops it. `--once` stops it after the check.
+//! `--routes` serves two bucket pairs from the one queue and daemon: `logs` (the
+//! buckets above, under `cn/` on the target) and `media` (buckets of its own, whose
+//! target IAM user may write its bucket alone).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -10,15 +13,29 @@ mod common;
 use std::time::Duration;
 
 use common::pipeline::{eventually, Daemon, Pipeline};
+use common::routes::{routes_env, two_routes, MEDIA_SOURCE, MEDIA_TARGET};
+use common::s3::{etag_of, put};
 use common::{bytes_of, Partitions, Run, MIB, SOURCE_BUCKET, TARGET_BUCKET};
 
 #[tokio::main]
 async fn main() {
     let once = std::env::args().any(|a| a == "--once");
+    let routes = std::env::args().any(|a| a == "--routes");
 
     println!("Starting two emulated AWS partitions (moto, on loopback)...");
-    let p = Partitions::start().await;
+    let p = match routes {
+        true => two_routes().await.0,
+        false => Partitions::start().await,
+    };
     let pipeline = Pipeline::wire(&p).await;
+    let env = match routes {
+        true => {
+            pipeline.wire_bucket(&p, MEDIA_SOURCE).await;
+            routes_env(&p)
+        }
+        false => Vec::new(),
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     println!(
         "  source partition {} (cn-northwest-1): bucket {SOURCE_BUCKET}",
         p.source.endpoint
@@ -31,8 +48,13 @@ async fn main() {
         p.target.endpoint
     );
     println!("    accepts only an IAM user holding deploy/iam/target-policy.json\n");
+    if routes {
+        println!("Two routes through the one queue (XPSYNC_ROUTE):");
+        println!("  logs:  {SOURCE_BUCKET} → {TARGET_BUCKET}, under cn/");
+        println!("  media: {MEDIA_SOURCE} → {MEDIA_TARGET}, with a target IAM user of its own\n");
+    }
 
-    let mut daemon = Daemon::start(&p, "xpsync", &[]).await;
+    let mut daemon = Daemon::start(&p, "xpsync", &env).await;
     println!("xpsync run is up (log: {})", daemon.log.display());
     println!("  metrics: {}/metrics", daemon.base_url);
     println!(
@@ -58,21 +80,33 @@ async fn main() {
         "文档/季度 报告+final.pdf",
         "videos/launch.mp4",
     ];
+    let prefix = if routes { "cn/" } else { "" };
     for key in keys {
+        let target_key = format!("{prefix}{key}");
         eventually(Duration::from_secs(120), key, || async {
-            p.target_etag(key).await == Some(p.source_etag(key).await)
+            etag_of(&p.target_s3, TARGET_BUCKET, &target_key).await
+                == Some(p.source_etag(key).await)
         })
         .await;
         println!("  replicated: {key} (ETag {})", p.source_etag(key).await);
     }
+    if routes {
+        let key = "clips/intro.mp4";
+        put(&p.source_s3, MEDIA_SOURCE, key, bytes_of(64 * 1024, 9)).await;
+        eventually(Duration::from_secs(120), key, || async {
+            etag_of(&p.target_s3, MEDIA_TARGET, key).await.is_some()
+        })
+        .await;
+        println!("  replicated: {MEDIA_SOURCE}/{key} → {MEDIA_TARGET}/{key} (route media)");
+    }
 
     println!("\n$ xpsync verify");
-    let verify = Run::of(&mut p.xpsync(&["verify"])).await;
+    let verify = Run::of(p.xpsync(&["verify"]).envs(env.iter().copied())).await;
     print!("{}", verify.stdout);
     println!("\nFrom {}/metrics:", daemon.base_url);
     let (_, metrics) = daemon.get("/metrics");
     for line in metrics.lines().filter(|l| {
-        l.starts_with("xpsync_objects_total{result=\"copied\"}")
+        l.starts_with("xpsync_objects_total{result=\"copied\"")
             || l.starts_with("xpsync_bytes_copied_total")
             || l.starts_with("xpsync_messages_total{result=\"deleted\"}")
             || l.starts_with("xpsync_ready")

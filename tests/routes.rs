@@ -6,39 +6,9 @@
 mod common;
 
 use common::pipeline::{eventually, Daemon, Pipeline};
+use common::routes::{routes_env, two_routes, MEDIA_SOURCE, MEDIA_TARGET};
 use common::s3::{bytes, put, s3_client, sdk_config};
-use common::{
-    bytes_of, secret_json, Partitions, Run, MINUTE, SOURCE_BUCKET, TARGET_BUCKET, TARGET_REGION,
-};
-
-const MEDIA_SOURCE: &str = "xpsync-media";
-const MEDIA_TARGET: &str = "xpsync-target-media";
-const MEDIA_SECRET: &str = "xpsync-media-target-keys";
-
-/// The two routes: `logs` (the harness's buckets, under `cn/` on the target, with
-/// the harness's secret) and `media` (its own buckets and its own secret), as the
-/// template passes them: inline TOML in `XPSYNC_ROUTE`, the one-pair buckets unset.
-fn routes_env(p: &Partitions) -> Vec<(&'static str, String)> {
-    let routes = format!(
-        r#"[{{name = "logs", source = {{bucket = "{SOURCE_BUCKET}"}}, target = {{bucket = "{TARGET_BUCKET}", key_prefix = "cn/"}}}}, {{name = "media", source = {{bucket = "{MEDIA_SOURCE}"}}, target = {{bucket = "{MEDIA_TARGET}", credentials = {{secret_id = "{MEDIA_SECRET}", secret_endpoint_url = "{}"}}}}}}]"#,
-        p.source.endpoint
-    );
-    vec![
-        ("XPSYNC_SOURCE__BUCKET", String::new()),
-        ("XPSYNC_TARGET__BUCKET", String::new()),
-        ("XPSYNC_ROUTE", routes),
-    ]
-}
-
-/// Both partitions with the media route's buckets, user and secret.
-async fn two_routes() -> (Partitions, common::Keys) {
-    let p = Partitions::start_with_target_buckets(&[(MEDIA_TARGET, "xpsync-media-writer")]).await;
-    p.create_source_bucket(MEDIA_SOURCE).await;
-    let media_writer = p.writers[0].clone();
-    p.put_secret(MEDIA_SECRET, &secret_json(&media_writer))
-        .await;
-    (p, media_writer)
-}
+use common::{bytes_of, Partitions, Run, MINUTE, SOURCE_BUCKET, TARGET_BUCKET, TARGET_REGION};
 
 fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()

@@ -19,6 +19,7 @@ pub mod faults;
 pub mod kms;
 pub mod pipeline;
 pub mod proxy;
+pub mod routes;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
