@@ -7,7 +7,12 @@ _sum and _count series), a process metric of the prometheus crate's process
 collector, `up`, or a series the rules record. Label names in selectors must be the
 metric's own (or job, instance, stack, and le for buckets), and every label value matched
 with = must appear as a string literal in src/, so that `queue="dlq"` for
-`queue="dead_letter"` is caught, not silently never firing.
+`queue="dead_letter"` is caught, not silently never firing. The route label's values
+are route names from the configuration ("default" for one pair), not literals of src/.
+
+Labels the deployment relies on before src/metrics.rs registers them (PENDING_LABELS:
+issue 24's route label) are accepted, and noted on stdout, until it does; from then on
+they are checked like any other.
 
 With --promtool, the dashboard's queries (Grafana variables filled in) are also
 parsed by `promtool check rules`. With --scraped FILE (the text of a running
@@ -49,6 +54,15 @@ SCRAPE_METRICS = {"up"}
 # Labels every scraped series carries: the scrape's, and the CloudFormation stack the
 # worker belongs to (added by the metrics collector, deploy/prometheus/adot-collector.yaml).
 TARGET_LABELS = {"job", "instance", "stack"}
+# Labels whose values come from the configuration, not from src/: a route's name.
+CONFIGURED_LABELS = {"route"}
+# Issue 24 (routes): the labels these metrics gain, {metric: labels}; a histogram by
+# its name. Accepted while src/metrics.rs does not register them yet (and noted).
+PENDING_LABELS = {
+    "xpsync_objects_total": {"route"},
+    "xpsync_bytes_copied_total": {"route"},
+    "xpsync_replication_latency_seconds": {"route"},
+}
 
 PROMQL_KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right",
@@ -61,6 +75,7 @@ GRAFANA_VARS = {
     "$__range": "1h",
     "$stack": "xpsync",
     "$instance": ".*",
+    "$route": ".*",
 }
 
 
@@ -86,6 +101,34 @@ def registered_metrics():
     if not metrics:
         sys.exit(f"{METRICS_RS}: no metric definitions found; has the file changed shape?")
     return metrics
+
+
+def series_of(name, metrics):
+    """The series names of a metric: a histogram's _bucket, _sum and _count."""
+    if name in metrics:
+        return [name]
+    return [s for s in (name + "_bucket", name + "_sum", name + "_count") if s in metrics]
+
+
+def pending_labels(metrics):
+    """{series: labels} of PENDING_LABELS src/metrics.rs does not register yet."""
+    pending = {}
+    for name, labels in PENDING_LABELS.items():
+        for series in series_of(name, metrics):
+            missing = labels - metrics[series]
+            if missing:
+                pending[series] = missing
+    return pending
+
+
+def expected_metrics():
+    """registered_metrics(), with the labels of PENDING_LABELS added: what deploy/ may
+    rely on. The second value: {series: labels} added (not in src/metrics.rs yet)."""
+    metrics = registered_metrics()
+    pending = pending_labels(metrics)
+    for series, labels in pending.items():
+        metrics[series] = metrics[series] | labels
+    return metrics, pending
 
 
 def source_literals():
@@ -194,7 +237,11 @@ def main():
     parser.add_argument("--scraped", help="a scrape of a running xpsync's /metrics to find every used metric in")
     args = parser.parse_args()
 
-    metrics = registered_metrics()
+    metrics, pending = expected_metrics()
+    for name in PENDING_LABELS:
+        if not series_of(name, metrics):
+            print(f"PENDING_LABELS names {name}, which src/metrics.rs does not register", file=sys.stderr)
+            return 1
     known = dict(metrics)
     for name in PROCESS_METRICS | SCRAPE_METRICS:
         known[name] = set()
@@ -228,7 +275,7 @@ def main():
                 if allowed is not None and label not in allowed:
                     problems.append(f"{where}: {name} has no label {label!r} "
                                     f"(it has {', '.join(sorted(allowed))})")
-                if (op == "=" and label not in TARGET_LABELS | {"le"} and value
+                if (op == "=" and label not in TARGET_LABELS | CONFIGURED_LABELS | {"le"} and value
                         and value not in literals):
                     problems.append(f"{where}: {label}=\"{value}\": no such value in src/")
 
@@ -260,6 +307,10 @@ def main():
         return 1
     print(f"metric names: {len(queries)} queries use {len(used)} metrics, all of them exported "
           f"({len(metrics)} registered in src/metrics.rs)")
+    if pending:
+        print("metric names: note: labels used by deploy/ that src/metrics.rs does not register yet "
+              "(issue 24, accepted until it does): "
+              + ", ".join(f"{s} {{{', '.join(sorted(l))}}}" for s, l in sorted(pending.items())))
     return 0
 
 

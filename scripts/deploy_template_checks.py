@@ -79,6 +79,29 @@ What cfn-lint cannot know:
   role may do on it whatever it may on the event queue, sendMessage included; the
   stack outputs its URL.
 
+- Routes (issue 24, several bucket pairs on one fleet): the parameters Routes (inline
+  TOML, at most 4096 characters), SourceBuckets and RouteSecretNames (empty by
+  default, their patterns per element); TargetBucketName required by a Rule without
+  Routes only. In the one-pair shapes (the defaults, an existing secret, the route
+  parameters given but Routes empty) and with sample routes over three buckets
+  (again with an existing secret), each with ReplicateArchived skip and restore: the
+  workers', sweep's and one-off tasks' containers get XPSYNC_ROUTE only with Routes
+  and XPSYNC_SOURCE__BUCKET / XPSYNC_TARGET__BUCKET only without; the event rule
+  matches exactly the source buckets; the bucket notification custom resource is
+  given exactly them (and its code turns each on); TaskRole, OperatorPolicy, the
+  sweep's role and the notification function's role grant their S3 actions on
+  exactly those buckets or their objects, nothing wider, and the secret readers
+  exactly the stack's secret and RouteSecretNames'. The custom resource RouteSources
+  is created only with Routes, its inline code fits CloudFormation's 4096 characters,
+  and run here it answers the sample with the expected names and ARNs and refuses a
+  route's unlisted bucket, a listed bucket no route reads, an unlisted secret, keys
+  in Routes, a route's replicate asking more than the stack's switches, what is not
+  TOML, and more buckets than its 4096-byte answer holds. One drift alarm per sweep,
+  the one pair's or RouteSweepDriftAlarm (the first ten buckets, summed), evaluated
+  on sample days. The CloudWatch dashboard is JSON in both shapes, with objects and bytes by route;
+  Grafana has a multi-select route variable every per-object query filters on, and
+  the rules on the routed metrics keep the route label and name it in their summaries.
+
 Usage: scripts/deploy_template_checks.py   (from anywhere; needs PyYAML)
 Exit 1 with one line per problem.
 """
@@ -146,11 +169,16 @@ EXPECTED_RESOURCES = [
     "WorkersNotReadyAlarm", "Dashboard",
     # archived sources
     "RestoresFailingAlarm",
+    # issue 24: routes
+    "RouteSourcesFunctionRole", "RouteSourcesFunction", "RouteSourcesFunctionLogGroup", "RouteSources",
+    "RouteSweepDriftAlarm",
 ]
 SWEEP_RESOURCES = [
     "SweepTaskRole", "SweepTaskDefinition", "SweepSchedulerRole", "SweepScheduleGroup",
-    "ConsistencySweepSchedule", "SweepDriftAlarm", "SweepNotStartedAlarm", "SweepFailedRule",
+    "ConsistencySweepSchedule", "SweepNotStartedAlarm", "SweepFailedRule",
 ]
+# The drift alarms: the one pair's, and the routes' (one of them exists with a sweep).
+DRIFT_ALARMS = {"SweepDriftAlarm": "SweepsOnePair", "RouteSweepDriftAlarm": "SweepsRoutes"}
 
 # The switches of [replicate] the stack exposes, with their defaults.
 REPLICATE_SWITCHES = {"ReplicateDeletes": "false", "ReplicateTags": "true"}
@@ -349,23 +377,66 @@ def config_keys():
 
 
 XPSYNC_TASK_DEFINITIONS = ("TaskDefinition", "SweepTaskDefinition", "OneOffTaskDefinition")
+# XPSYNC_ROUTE is no key of a table but the whole [[route]] array, as inline TOML.
+ROUTE_VARIABLE = "XPSYNC_ROUTE"
 
 
-def check_container_variables(problems, resources):
+def environment(template, name, values=None, refs=False):
+    """A task definition's container variables as CloudFormation would give them with
+    these parameter values (the defaults when None): its !If resolved, the entries a
+    condition leaves out (!Ref AWS::NoValue) dropped; with refs, !Ref of parameters
+    replaced by their values too, otherwise kept as written."""
+    values = default_values(template) if values is None else values
+    container = template["Resources"][name]["Properties"]["ContainerDefinitions"][0]
+    chosen = (resolve if refs else resolve_ifs)(container.get("Environment", []), values, template["Conditions"])
+    return [v for v in chosen if v != NO_VALUE]
+
+
+def resolve_ifs(node, values, conditions):
+    """resolve(), but only its !If: every other function kept as written."""
+    if isinstance(node, Tagged) and node.tag == "If":
+        name, when_true, when_false = node.value
+        return resolve_ifs(when_true if evaluate(conditions[name], values, conditions) else when_false,
+                           values, conditions)
+    if isinstance(node, list):
+        return [resolve_ifs(x, values, conditions) for x in node]
+    if isinstance(node, dict):
+        return {k: resolve_ifs(x, values, conditions) for k, x in node.items()}
+    return node
+
+
+def config_documents_routes():
+    """Whether config/xpsync.example.toml documents the [[route]] array."""
+    return any(re.match(r"^\[\[route\]\]", line.strip().lstrip("#").strip())
+               for line in EXAMPLE_CONFIG.read_text().splitlines())
+
+
+def check_container_variables(problems, template, notes):
+    resources = template["Resources"]
     known = config_keys()
     count = 0
     for name in XPSYNC_TASK_DEFINITIONS:
-        container = resources[name]["Properties"]["ContainerDefinitions"][0]
-        for variable in container.get("Environment", []):
+        # Both shapes: one pair (the defaults) and Routes.
+        seen = {}
+        for values in (default_values(template), {**default_values(template), "Routes": SAMPLE_ROUTES}):
+            for variable in environment(template, name, values):
+                seen.setdefault(variable["Name"], variable)
+                secret = resolve_ifs(SECRET_ID, values, template["Conditions"])
+                if variable["Name"] == "XPSYNC_TARGET__CREDENTIALS__SECRET_ID" and variable["Value"] != secret:
+                    problems.append(f"{name}: the secret id must be {SECRET_ID!r}")
+        for variable in seen.values():
             count += 1
             if not variable["Name"].startswith("XPSYNC_"):
+                continue
+            if variable["Name"] == ROUTE_VARIABLE:
+                if not config_documents_routes():
+                    notes.add(f"{ROUTE_VARIABLE} is given to the tasks with Routes, but "
+                              f"{EXAMPLE_CONFIG.relative_to(ROOT)} does not document [[route]] yet")
                 continue
             path = ".".join(p.lower() for p in variable["Name"][len("XPSYNC_"):].split("__"))
             if path not in known:
                 problems.append(f"{name} variable {variable['Name']}: {path} is not a key of "
                                 f"{EXAMPLE_CONFIG.relative_to(ROOT)}")
-            if variable["Name"] == "XPSYNC_TARGET__CREDENTIALS__SECRET_ID" and variable["Value"] != SECRET_ID:
-                problems.append(f"{name}: the secret id must be {SECRET_ID!r}")
             if variable["Name"] == "XPSYNC_TRANSFER__MEMORY_LIMIT" and variable["Value"] != Tagged(
                     "FindInMap", ["MemoryLimit", Tagged("Ref", "Memory"), "Limit"]):
                 problems.append(f"{name}: transfer.memory_limit must come from the MemoryLimit mapping")
@@ -389,7 +460,8 @@ def check_parameters(problems, template):
             problems.append(f"parameter {name}: in {grouped.count(name)} ParameterGroups, "
                             f"{'defined' if name in parameters else 'not defined'}")
     required = sorted(n for n, p in parameters.items() if "Default" not in p)
-    expected = sorted(set(XPSYNC_REQUIRED) | {"SourceBucketName", "TargetBucketName"})
+    # TargetBucketName has a default (empty) since Routes: a Rule requires it without.
+    expected = sorted(set(XPSYNC_REQUIRED) | {"SourceBucketName"})
     if required != expected:
         problems.append(f"parameters without a default: {required}; expected {expected}")
 
@@ -662,10 +734,20 @@ def check_secret(problems, resources):
         problems.append("TargetCredentialsSecret: named below the stack's name, never the Lambda stack's")
 
 
-def check_sweep(problems, resources):
+def check_sweep(problems, template):
+    resources, conditions = template["Resources"], template["Conditions"]
     for name in SWEEP_RESOURCES:
         if resources[name].get("Condition") != "SweepEnabled":
             problems.append(f"{name}: only with a SweepSchedule (Condition SweepEnabled)")
+    # Exactly one drift alarm with a sweep, none without: the one pair's, or the routes'.
+    for schedule, routes in (("rate(1 day)", ""), ("rate(1 day)", SAMPLE_ROUTES), ("", ""), ("", SAMPLE_ROUTES)):
+        values = {**default_values(template), "SweepSchedule": schedule, "Routes": routes}
+        made = sorted(n for n, c in DRIFT_ALARMS.items()
+                      if resources[n].get("Condition") == c and evaluate(conditions[c], values, conditions))
+        expected = [] if not schedule else ["RouteSweepDriftAlarm" if routes else "SweepDriftAlarm"]
+        if made != expected:
+            problems.append(f"SweepSchedule={schedule!r}, Routes {'set' if routes else 'empty'}: drift alarms "
+                            f"{made}; expected {expected} (Conditions {DRIFT_ALARMS})")
     definition = resources["SweepTaskDefinition"]["Properties"]
     container = definition["ContainerDefinitions"][0]
     expected = ["backfill", "--mode", "enqueue", "--min-age", Tagged("Sub", "${SweepMinAgeMinutes}m"), "--emf"]
@@ -675,7 +757,8 @@ def check_sweep(problems, resources):
         problems.append("SweepTaskDefinition: the workers' image")
     if definition.get("TaskRoleArn") != Tagged("GetAtt", "SweepTaskRole.Arn"):
         problems.append("SweepTaskDefinition: its own task role, SweepTaskRole")
-    sweep_role = statements(resources["SweepTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"],
+    sweep_role = statements(resolve(resources["SweepTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"],
+                                    default_values(template), conditions),
                             lambda r: placeholder(r, problems, "SweepTaskRole"))
     granted = {a for _, actions, _, _ in sweep_role.values() for a in actions}
     if granted != {"s3:ListBucket", "sqs:SendMessage", "secretsmanager:GetSecretValue"}:
@@ -772,14 +855,13 @@ def check_replicate_switches(problems, template):
         if not isinstance(types, list) or sorted(types) != sorted(expected) or len(set(types)) != len(types):
             problems.append(f"{where}: SourceBucketEventRule routes {types!r}; expected {sorted(expected)}")
         for definition in ("TaskDefinition", "SweepTaskDefinition", "OneOffTaskDefinition"):
-            container = resources[definition]["Properties"]["ContainerDefinitions"][0]
-            environment = {}
-            for variable in container.get("Environment", []):
-                environment.setdefault(variable["Name"], []).append(variable["Value"])
+            variables = {}
+            for variable in environment(template, definition, values):
+                variables.setdefault(variable["Name"], []).append(variable["Value"])
             wanted = [("XPSYNC_REPLICATE__DELETES", "ReplicateDeletes"), ("XPSYNC_REPLICATE__TAGS", "ReplicateTags")]
             wanted += [(ARCHIVED_PARAMETERS[p][2], p) for p in ARCHIVED_VARIABLES[definition]]
             for variable, parameter in wanted:
-                given = [str(resolve(v, values, conditions)) for v in environment.get(variable, [])]
+                given = [str(resolve(v, values, conditions)) for v in variables.get(variable, [])]
                 if given != [values[parameter]]:
                     problems.append(f"{where}: {definition} sets {variable} to {given!r}; "
                                     f"expected once, {parameter}'s value {values[parameter]!r}")
@@ -1010,6 +1092,8 @@ def check_runbooks(problems, resources):
             texts += [t.get("InputTransformer", {}).get("InputTemplate") for t in resource["Properties"]["Targets"]]
         for text in texts:
             text = text.value if isinstance(text, Tagged) and text.tag == "Sub" else None
+            if isinstance(text, list):  # !Sub [text, {variables}]
+                text = text[0]
             found = re.findall(r"\$\{RunbookBaseUrl\}" + re.escape(RUNBOOK_DOC) + r"#([a-z0-9_-]+)", text or "")
             if len(found) != 1 or found[0] not in anchors:
                 problems.append(f"{name}: its description must end with Runbook: ${{RunbookBaseUrl}}{RUNBOOK_DOC}#"
@@ -1095,8 +1179,9 @@ def check_kms(problems, template):
 
 def cloudwatch_metrics():
     """{name: labels} of what the workers' embedded metrics may carry: the Prometheus
-    names, a histogram as its _sum and _count."""
-    return {n: l for n, l in deploy_metric_names.registered_metrics().items() if not n.endswith("_bucket")}
+    names, a histogram as its _sum and _count; with the labels deploy/ relies on that
+    src/metrics.rs does not register yet (deploy_metric_names.PENDING_LABELS)."""
+    return {n: l for n, l in deploy_metric_names.expected_metrics()[0].items() if not n.endswith("_bucket")}
 
 
 def check_cloudwatch_metric(problems, where, name, dimensions, known, literals):
@@ -1132,17 +1217,15 @@ def check_emf(problems, template):
     spec = parameters.get("CloudWatchMetrics", {})
     if [str(v) for v in spec.get("AllowedValues", [])] != ["true", "false"] or spec.get("Default") != "true":
         problems.append('parameter CloudWatchMetrics: "true" or "false", on by default')
-    environment = {v["Name"]: v["Value"] for v in
-                   resources["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Environment"]}
+    variables = {v["Name"]: v["Value"] for v in environment(template, "TaskDefinition")}
     expected = {"XPSYNC_CLOUDWATCH__EMF": Tagged("Ref", "CloudWatchMetrics"),
                 "XPSYNC_CLOUDWATCH__STACK": Tagged("Ref", "AWS::StackName"),
                 "XPSYNC_CLOUDWATCH__NAMESPACE": "xpsync", "XPSYNC_CLOUDWATCH__INTERVAL": "60s"}
     for variable, value in expected.items():
-        if environment.get(variable) != value:
-            problems.append(f"TaskDefinition: {variable} must be {value!r}; is {environment.get(variable)!r}")
+        if variables.get(variable) != value:
+            problems.append(f"TaskDefinition: {variable} must be {value!r}; is {variables.get(variable)!r}")
     for name in ("SweepTaskDefinition", "OneOffTaskDefinition"):
-        container = resources[name]["Properties"]["ContainerDefinitions"][0]
-        if any(v["Name"].startswith("XPSYNC_CLOUDWATCH__") for v in container["Environment"]):
+        if any(v["Name"].startswith("XPSYNC_CLOUDWATCH__") for v in environment(template, name)):
             problems.append(f"{name}: the embedded metrics are the daemon's (`run`) only")
     known, literals = cloudwatch_metrics(), deploy_metric_names.source_literals()
     count = 0
@@ -1350,8 +1433,9 @@ def check_collector(problems, template):
     return len(COLLECTOR_RESOURCES)
 
 
-def check_oneoff(problems, resources):
+def check_oneoff(problems, template):
     """One-off commands: the workers' settings, OneOffTaskRole, no port, no health check."""
+    resources = template["Resources"]
     oneoff = resources["OneOffTaskDefinition"]["Properties"]
     container = oneoff["ContainerDefinitions"][0]
     worker = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
@@ -1361,10 +1445,13 @@ def check_oneoff(problems, resources):
         problems.append("OneOffTaskDefinition: no health check and no port (only `run` listens)")
     if container.get("Command") in (None, ["run"]):
         problems.append("OneOffTaskDefinition: a default command other than the daemon's `run`")
-    mine = [v for v in container["Environment"]]
-    theirs = [v for v in worker["Environment"] if not v["Name"].startswith("XPSYNC_CLOUDWATCH__")]
-    if mine != theirs:
-        problems.append("OneOffTaskDefinition: the workers' environment (without the embedded metrics)")
+    for values in (None, {**default_values(template), "Routes": SAMPLE_ROUTES}):
+        mine = environment(template, "OneOffTaskDefinition", values)
+        theirs = [v for v in environment(template, "TaskDefinition", values)
+                  if not v["Name"].startswith("XPSYNC_CLOUDWATCH__")]
+        if mine != theirs:
+            problems.append("OneOffTaskDefinition: the workers' environment (without the embedded metrics)"
+                            + (" with Routes" if values else ""))
 
 
 # What the range queue shares with the event queue.
@@ -1411,8 +1498,7 @@ def check_range_queue(problems, template):
     # The workers and the one-off tasks (which have the workers' settings) name it; the
     # sweep, which never splits, does not.
     for name in XPSYNC_TASK_DEFINITIONS:
-        container = resources[name]["Properties"]["ContainerDefinitions"][0]
-        given = [v["Value"] for v in container.get("Environment", []) if v["Name"] == "XPSYNC_QUEUE__RANGE_URL"]
+        given = [v["Value"] for v in environment(template, name) if v["Name"] == "XPSYNC_QUEUE__RANGE_URL"]
         expected = [] if name == "SweepTaskDefinition" else [Tagged("Ref", "RangeQueue")]
         if given != expected:
             problems.append(f"{name}: XPSYNC_QUEUE__RANGE_URL {given!r}; expected {expected!r}")
@@ -1440,16 +1526,54 @@ def check_range_queue(problems, template):
     return len(problems) == before
 
 
+def dashboard_bodies(problems, template):
+    """The dashboard's JSON text as CloudFormation would substitute its variables, one
+    pair and with Routes: [(what, text)]; the ${...} of parameters and resources are
+    left for the caller. RouteSources' attributes are its own code's answer to the
+    sample routes, so their escaping inside the JSON is tried too."""
+    body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]
+    if isinstance(body, Tagged) and body.tag == "Sub" and isinstance(body.value, str):
+        return [("", body.value)]
+    if not (isinstance(body, Tagged) and body.tag == "Sub" and isinstance(body.value, list)
+            and len(body.value) == 2 and isinstance(body.value[0], str) and isinstance(body.value[1], dict)):
+        problems.append("Dashboard: DashboardBody !Sub of one JSON text, or !Sub [JSON text, {variables}]")
+        return []
+    text, variables = body.value
+    bodies = []
+    for what, values in (("one pair", one_pair_values(template)), ("with Routes", routes_values(template))):
+        attributes = route_sources(problems, template, values)[0] if values["Routes"] else {}
+        rendered = text
+        for name, node in variables.items():
+            chosen = resolve(node, values, template["Conditions"])
+            if isinstance(chosen, Tagged) and chosen.tag == "Sub" and isinstance(chosen.value, str):
+                fragment = chosen.value
+            elif isinstance(chosen, Tagged) and chosen.tag == "Sub" and isinstance(chosen.value, list):
+                fragment = chosen.value[0]
+                for inner, value in chosen.value[1].items():
+                    fragment = fragment.replace("${" + inner + "}", str(concrete(value, values, attributes)))
+            else:
+                problems.append(f"Dashboard: variable {name} {what} is {chosen!r}; a !Sub text")
+                continue
+            rendered = rendered.replace("${" + name + "}", fragment)
+        bodies.append((f" ({what})", rendered))
+    return bodies
+
+
+# The SEARCH of the sweep's widget with Routes: its metrics, by Bucket, of the routes'
+# source buckets only (not every xpsync stack's of the account).
+SWEEP_SEARCH = re.compile(r"SEARCH\('\{xpsync/sweep,Bucket\} MetricName=\"(DifferingKeys|ArchivedKeys)\" "
+                          r"\(([^)]*)\)', 'Maximum', 86400\)")
+
+
 def check_dashboard(problems, template):
-    """The CloudWatch dashboard: valid JSON once substituted, the Grafana dashboard's
-    rows in order, xpsync's metrics by their Prometheus names with Stack, and only
+    """The CloudWatch dashboard: valid JSON once substituted (one pair and with
+    Routes), the Grafana dashboard's rows in order, xpsync's metrics by their
+    Prometheus names with Stack (and route, where the workers add it), and only
     references the template can substitute."""
     resources, parameters = template["Resources"], template["Parameters"]
-    body = resources["Dashboard"]["Properties"]["DashboardBody"]
-    if not (isinstance(body, Tagged) and body.tag == "Sub" and isinstance(body.value, str)):
-        problems.append("Dashboard: DashboardBody !Sub of one JSON text")
-        return 0
     names = set(resources) | set(parameters)
+    known, literals = cloudwatch_metrics(), deploy_metric_names.source_literals()
+    used, by_route = set(), set()
 
     def substitute(m):
         ref = m.group(1)
@@ -1457,44 +1581,59 @@ def check_dashboard(problems, template):
             return "3600" if ref in parameters and parameters[ref]["Type"] == "Number" else f"@{ref}@"
         problems.append(f"Dashboard: ${{{ref}}} is neither a parameter nor a resource")
         return "x"
-    try:
-        data = json.loads(re.sub(r"\$\{([^}!]+)\}", substitute, body.value))
-    except json.JSONDecodeError as error:
-        problems.append(f"Dashboard: its body is not JSON once substituted ({error})")
-        return 0
-    grafana = [p["title"] for p in json.loads(GRAFANA.read_text())["panels"] if p.get("type") == "row"]
-    rows = [w["properties"]["markdown"].lstrip("# ").strip() for w in data["widgets"] if w["type"] == "text"]
-    if rows != grafana:
-        problems.append(f"Dashboard: rows {rows}; the Grafana dashboard's are {grafana}")
-    known, literals = cloudwatch_metrics(), deploy_metric_names.source_literals()
-    used = set()
-    for widget in data["widgets"]:
-        if widget["type"] != "metric":
+    for what, text in dashboard_bodies(problems, template):
+        try:
+            data = json.loads(re.sub(r"\$\{([^}!]+)\}", substitute, text))
+        except json.JSONDecodeError as error:
+            problems.append(f"Dashboard{what}: its body is not JSON once substituted ({error})")
             continue
-        where = f"Dashboard {widget['properties'].get('title')!r}"
-        for line in widget["properties"]["metrics"]:
-            if isinstance(line[0], dict):
-                expression = line[0].get("expression", "")
-                for schema, metric, stack in re.findall(
-                        r"SEARCH\('\{xpsync,([^}]*)\} MetricName=\"([^\"]+)\" Stack=\"([^\"]+)\"'", expression):
-                    dims = {d: None for d in schema.split(",")}
-                    dims["Stack"] = "${AWS::StackName}" if stack == "@AWS::StackName@" else stack
-                    check_cloudwatch_metric(problems, where, metric, dims, known, literals)
-                    if set(dims) != {"Stack"} | known.get(metric, set()):
-                        problems.append(f"{where}: SEARCH of {metric} must name all its dimensions "
-                                        f"(Stack and {sorted(known.get(metric, set()))})")
-                    used.add(metric)
-                if "SEARCH(" in expression and "{xpsync," not in expression:
-                    problems.append(f"{where}: a SEARCH outside namespace xpsync")
+        grafana = [p["title"] for p in json.loads(GRAFANA.read_text())["panels"] if p.get("type") == "row"]
+        rows = [w["properties"]["markdown"].lstrip("# ").strip() for w in data["widgets"] if w["type"] == "text"]
+        if rows != grafana:
+            problems.append(f"Dashboard{what}: rows {rows}; the Grafana dashboard's are {grafana}")
+        for widget in data["widgets"]:
+            if widget["type"] != "metric":
                 continue
-            parts = [p for p in line if not isinstance(p, dict)]
-            if parts[0] != "xpsync":
-                continue
-            dims = dict(zip(parts[2::2], parts[3::2]))
-            if dims.get("Stack") == "@AWS::StackName@":
-                dims["Stack"] = "${AWS::StackName}"
-            check_cloudwatch_metric(problems, where, parts[1], dims, known, literals)
-            used.add(parts[1])
+            where = f"Dashboard{what} {widget['properties'].get('title')!r}"
+            for line in widget["properties"]["metrics"]:
+                if isinstance(line[0], dict):
+                    expression = line[0].get("expression", "")
+                    for schema, metric, stack in re.findall(
+                            r"SEARCH\('\{xpsync,([^}]*)\} MetricName=\"([^\"]+)\" Stack=\"([^\"]+)\"'", expression):
+                        dims = {d: None for d in schema.split(",")}
+                        dims["Stack"] = "${AWS::StackName}" if stack == "@AWS::StackName@" else stack
+                        check_cloudwatch_metric(problems, where, metric, dims, known, literals)
+                        labels = known.get(metric, set())
+                        # The workers publish a metric with a route label twice: with it,
+                        # and without it (the fleet's, which the alarms read).
+                        allowed = [{"Stack"} | labels] + ([{"Stack"} | (labels - {"route"})] if "route" in labels else [])
+                        if set(dims) not in allowed:
+                            problems.append(f"{where}: SEARCH of {metric} must name all its dimensions "
+                                            f"(Stack and {sorted(labels)}, or all but route)")
+                        if "route" in dims:
+                            by_route.add(metric)
+                        used.add(metric)
+                    for metric, terms in SWEEP_SEARCH.findall(expression):
+                        searched = re.findall(r'Bucket=\\?"([^"\\]+)\\?"', terms)
+                        expected = ["source-bucket"] + SAMPLE_SOURCE_BUCKETS
+                        if searched != expected or terms != " OR ".join(f'Bucket="{b}"' for b in expected):
+                            problems.append(f"{where}: the sweep's SEARCH of {metric} is of {terms!r}; expected "
+                                            f"the routes' source buckets {expected}")
+                    if "SEARCH(" in expression and "{xpsync," not in expression and not SWEEP_SEARCH.search(expression):
+                        problems.append(f"{where}: a SEARCH outside namespace xpsync (and the sweep's)")
+                    continue
+                parts = [p for p in line if not isinstance(p, dict)]
+                if parts[0] != "xpsync":
+                    continue
+                dims = dict(zip(parts[2::2], parts[3::2]))
+                if dims.get("Stack") == "@AWS::StackName@":
+                    dims["Stack"] = "${AWS::StackName}"
+                check_cloudwatch_metric(problems, where, parts[1], dims, known, literals)
+                used.add(parts[1])
+    # The routes' own lines: objects by route and result, bytes by route.
+    for metric in ("xpsync_objects_total", "xpsync_bytes_copied_total"):
+        if metric not in by_route:
+            problems.append(f"Dashboard: no SEARCH of {metric} by route")
     return len(used)
 
 
@@ -1512,6 +1651,462 @@ def check_stack_label(problems):
                 problems.append(f"rules.yml {rule.get('record') or rule.get('alert')}: aggregate by stack")
 
 
+# ---------------------------------------------------------------------------
+# Issue 24: routes, several bucket pairs on one fleet
+# ---------------------------------------------------------------------------
+
+# Routes as an operator would give them: three routes over three source buckets, the
+# first SourceBucketName's (default_values' "source-bucket"), one route with a target
+# user of its own (its secret in RouteSecretNames).
+SAMPLE_ROUTES = (
+    "[{name='logs',source={bucket='source-bucket',prefix='app/'},target={bucket='global-logs',key_prefix='cn/'}},"
+    "{name='media',source={bucket='cn-media'},target={bucket='global-media',"
+    "credentials={secret_id='xpsync/media-target'}}},"
+    "{name='archive',source={bucket='cn-archive'},target={bucket='global-archive',storage_class='DEEP_ARCHIVE'}}]")
+SAMPLE_SOURCE_BUCKETS = ["cn-media", "cn-archive"]
+SAMPLE_ROUTE_SECRETS = ["xpsync/media-target"]
+SAMPLE_PSEUDO = {"AWS::Partition": "aws-cn", "AWS::Region": "cn-northwest-1", "AWS::AccountId": "123456789012",
+                 "AWS::StackName": "xpsync"}
+# What !Ref of a resource returns, for the few the routes' checks meet.
+SAMPLE_PHYSICAL = {
+    "TargetCredentialsSecret":
+        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:xpsync/target-credentials-AbCdEf",
+}
+# The source buckets RouteSweepDriftAlarm watches, at most.
+DRIFT_SLOTS = 10
+# Where a route's source bucket is granted or named: (resource, inline policy index or
+# None, the S3 actions it needs on the buckets, on their objects).
+SOURCE_GRANTS = [
+    ("TaskRole", 0, {"s3:ListBucket"}, {"s3:GetObject", "s3:GetObjectTagging", "s3:RestoreObject"}),
+    ("OperatorPolicy", None, {"s3:ListBucket"}, {"s3:GetObject", "s3:GetObjectTagging", "s3:RestoreObject"}),
+    ("SweepTaskRole", 0, {"s3:ListBucket"}, set()),
+    ("BucketNotificationFunctionRole", 0, {"s3:GetBucketNotification", "s3:PutBucketNotification"}, set()),
+]
+SECRET_READERS = [("TaskRole", 0), ("OperatorPolicy", None), ("SweepTaskRole", 0)]
+
+
+def routes_values(template, **changes):
+    """Parameter values with the sample routes (and the pseudo parameters)."""
+    return {**default_values(template), **SAMPLE_PSEUDO, "Routes": SAMPLE_ROUTES,
+            "SourceBuckets": list(SAMPLE_SOURCE_BUCKETS), "RouteSecretNames": list(SAMPLE_ROUTE_SECRETS), **changes}
+
+
+def one_pair_values(template, **changes):
+    return {**default_values(template), **SAMPLE_PSEUDO, **changes}
+
+
+def concrete(node, values, attributes):
+    """A resolved property with what CloudFormation would put in the place of the
+    functions resolve() leaves: !Sub, !Ref of resources, !GetAtt RouteSources.*
+    (the custom resource's answer, `attributes`), !Split, !Join, !Select."""
+    def text(template):
+        def one(m):
+            name = m.group(1)
+            return str(values[name]) if name in values else text(SAMPLE_PHYSICAL.get(name, f"<{name}>"))
+        return re.sub(r"\$\{([^}!]+)\}", one, template)
+    if isinstance(node, Tagged):
+        if node.tag == "Sub" and isinstance(node.value, str):
+            return text(node.value)
+        if node.tag == "Ref":
+            if node == NO_VALUE:
+                return node
+            if node.value in values:
+                return values[node.value]
+            return text(SAMPLE_PHYSICAL.get(node.value, f"<{node.value}>"))
+        if node.tag == "GetAtt" and node.value.startswith("RouteSources."):
+            return attributes[node.value.split(".", 1)[1]]
+        if node.tag == "Split":
+            delimiter, value = node.value
+            return concrete(value, values, attributes).split(delimiter)
+        if node.tag == "Join":
+            delimiter, items = node.value
+            return delimiter.join(concrete(items, values, attributes))
+        if node.tag == "Select":
+            index, items = node.value
+            return concrete(items, values, attributes)[int(index)]
+        return node
+    if isinstance(node, list):
+        return [concrete(x, values, attributes) for x in node]
+    if isinstance(node, dict):  # a property !Ref AWS::NoValue leaves out is gone
+        return {k: concrete(x, values, attributes) for k, x in node.items() if x != NO_VALUE}
+    return node
+
+
+def inline_code(template, name):
+    """The ZipFile code of a Lambda function of the template, as a module; boto3 (which
+    the bucket notification's code imports, and this script may lack) is a stand-in."""
+    import types
+    code = template["Resources"][name]["Properties"]["Code"]["ZipFile"]
+    module = types.ModuleType(name)
+    saved = sys.modules.get("boto3")
+    sys.modules["boto3"] = types.ModuleType("boto3")
+    try:
+        exec(compile(code, f"<{name}>", "exec"), module.__dict__)
+    finally:
+        if saved is None:
+            del sys.modules["boto3"]
+        else:
+            sys.modules["boto3"] = saved
+    return module, code
+
+
+def answered(module, event):
+    """Calls a custom resource handler; returns the body it PUTs to CloudFormation."""
+    sent = []
+
+    class Context:
+        log_stream_name = "stream"
+
+    def urlopen(request, timeout=None):
+        sent.append(json.loads(request.data))
+    import contextlib
+    import io
+    original = module.urllib.request.urlopen
+    module.urllib.request.urlopen = urlopen
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the handler's log line
+            module.handler({"StackId": "stack", "RequestId": "request", "LogicalResourceId": "resource",
+                            "ResponseURL": "https://cloudformation.invalid/", **event}, Context())
+    finally:
+        module.urllib.request.urlopen = original
+    return sent[0] if sent else {}
+
+
+def route_sources(problems, template, values):
+    """RouteSources' attributes for these parameter values, from its own code; None
+    when it refuses them (its reason in the second value)."""
+    module, _ = inline_code(template, "RouteSourcesFunction")
+    props = concrete(resolve(template["Resources"]["RouteSources"]["Properties"], values, template["Conditions"]),
+                     values, {})
+    body = answered(module, {"RequestType": "Create", "ResourceProperties": props})
+    if body.get("Status") == "SUCCESS":
+        return body.get("Data", {}), body.get("Reason", "")
+    return None, body.get("Reason", "")
+
+
+def policy_grants(template, values, attributes, name, index):
+    """{action: sorted resources} of a policy with these parameter values, every
+    function resolved as CloudFormation would."""
+    document = concrete(resolve(policy_document(template["Resources"], name, index), values,
+                                template["Conditions"]), values, attributes)
+    actions = {}
+    for statement in document["Statement"]:
+        if statement == NO_VALUE:
+            continue
+        for action in as_list(statement["Action"]):
+            actions.setdefault(action, set()).update(
+                r if isinstance(r, str) else repr(r) for r in as_list(statement["Resource"]))
+    return {a: sorted(r) for a, r in actions.items()}
+
+
+def check_routes_parameters(problems, template):
+    parameters = template["Parameters"]
+    spec = parameters.get("Routes", {})
+    if (spec.get("Type"), spec.get("Default"), str(spec.get("MaxLength"))) != ("String", "", "4096"):
+        problems.append("parameter Routes: a String, empty by default, at most 4096 characters (a parameter's limit)")
+    for value, fits in (("", True), (SAMPLE_ROUTES, True), ("[\n{name='a',source={bucket='b'},target={bucket='c'}}\n]", True),
+                        ("{name='a'}", False), ("name='a'", False), (" [", False)):
+        if bool(re.fullmatch(spec.get("AllowedPattern", ""), value)) != fits:
+            problems.append(f"parameter Routes: its pattern {'rejects' if fits else 'accepts'} {value!r}")
+    for name, good, bad in (("SourceBuckets", ["", "cn-media", "logs.example.cn"],
+                             ["arn:aws-cn:s3:::cn-media", "Bad_Bucket", "s3://cn-media"]),
+                            ("RouteSecretNames", ["", "xpsync/media-target"],
+                             ["arn:aws-cn:secretsmanager:cn-northwest-1:123456789012:secret:x", "a b"])):
+        spec = parameters.get(name, {})
+        if spec.get("Type") != "CommaDelimitedList" or spec.get("Default") != "":
+            problems.append(f"parameter {name}: a CommaDelimitedList, empty by default")
+        for value in good + bad:
+            if bool(re.fullmatch(spec.get("AllowedPattern", ""), value)) != (value in good):
+                problems.append(f"parameter {name}: its pattern {'rejects' if value in good else 'accepts'} "
+                                f"{value!r} (each element)")
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    if not any({"Routes", "SourceBuckets", "RouteSecretNames"} <= set(g["Parameters"]) for g in groups):
+        problems.append("parameters Routes, SourceBuckets and RouteSecretNames: in one ParameterGroup")
+    if template["Conditions"].get("HasRoutes") != Tagged("Not", [Tagged("Equals", [Tagged("Ref", "Routes"), ""])]):
+        problems.append("condition HasRoutes: Routes is not empty")
+    for name in ("RouteSourcesFunctionRole", "RouteSourcesFunction", "RouteSourcesFunctionLogGroup", "RouteSources"):
+        if template["Resources"][name].get("Condition") != "HasRoutes":
+            problems.append(f"{name}: only with Routes (Condition HasRoutes): the one pair is as it was")
+    # The Rules: TargetBucketName is required without Routes only.
+    for routes, target, holds in (("", "target-bucket", True), ("", "", False), (SAMPLE_ROUTES, "", True)):
+        values = {**default_values(template), "AWS::Region": default_values(template)["SourceRegion"],
+                  "TargetAccessKeyId": "AKIAIOSFODNN7EXAMPLE",
+                  "TargetSecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                  "Routes": routes, "TargetBucketName": target}
+        for name, list_type in ((n, p["Type"]) for n, p in parameters.items()):
+            if (list_type.startswith("List<") or list_type == "CommaDelimitedList") and isinstance(values[name], str):
+                values[name] = values[name].split(",")
+        failed = []
+        for rule_name, rule in template.get("Rules", {}).items():
+            try:
+                if "RuleCondition" in rule and not evaluate(rule["RuleCondition"], values):
+                    continue
+                failed += [rule_name for a in rule["Assertions"] if not evaluate(a["Assert"], values)]
+            except Unknown:
+                pass
+        if (not failed) != holds:
+            problems.append(f"Rules with Routes {'set' if routes else 'empty'} and TargetBucketName={target!r}: "
+                            f"{'fail: ' + ', '.join(failed) if failed else 'pass'}; they must "
+                            f"{'pass' if holds else 'fail'}")
+
+
+def check_route_sources_code(problems, template):
+    """RouteSources' own code: what it answers, what it refuses."""
+    module, code = inline_code(template, "RouteSourcesFunction")
+    if len(code) > 4096:
+        problems.append(f"RouteSourcesFunction: {len(code)} characters of inline code; CloudFormation takes 4096")
+    buckets = ["source-bucket"] + SAMPLE_SOURCE_BUCKETS
+    data, reason = route_sources(problems, template, routes_values(template))
+    if data is None:
+        problems.append(f"RouteSources refuses the sample routes: {reason}")
+        return 0
+    s3 = f"arn:{SAMPLE_PSEUDO['AWS::Partition']}:s3:::"
+    secrets = [concrete(Tagged("Ref", "TargetCredentialsSecret"), SAMPLE_PSEUDO, {}),
+               "arn:aws-cn:secretsmanager:cn-northwest-1:123456789012:secret:xpsync/media-target-??????"]
+    expected = {"BucketNames": ",".join(buckets), "BucketArns": ",".join(s3 + b for b in buckets),
+                "SecretArns": ",".join(secrets)}
+    if data != expected:
+        problems.append(f"RouteSources answers {data}; expected {expected}")
+    # Twelve buckets, one given twice: each once, in order; the drift alarm takes the
+    # first ten, and the reason says so.
+    many = [f"cn-bucket-{i:02}" for i in range(12)]
+    values = routes_values(template, Routes=routes_of(many), SourceBucketName=many[0],
+                           SourceBuckets=many[1:] + [many[0], ""], RouteSecretNames=[""])
+    data, reason = route_sources(problems, template, values)
+    if data is None or data["BucketNames"] != ",".join(many) or str(DRIFT_SLOTS) not in reason:
+        problems.append(f"RouteSources with 12 buckets (one given twice): {data} ({reason}); expected each once, "
+                        f"and a reason that says the drift alarm watches {DRIFT_SLOTS}")
+    # More than CloudFormation takes back from a custom resource (4096 bytes): refused,
+    # saying so, rather than failing obscurely.
+    huge = [f"cn-{i:02}-" + "x" * 57 for i in range(30)]
+    data, reason = route_sources(problems, template, routes_values(
+        template, Routes=routes_of(huge), SourceBucketName=huge[0], SourceBuckets=huge[1:], RouteSecretNames=[""]))
+    if data is not None or "too many" not in reason:
+        problems.append(f"RouteSources with 30 buckets of 63 characters: {reason!r}; it must refuse them, "
+                        "saying they are too many (a custom resource answers at most 4096 bytes)")
+    refused = [
+        ("a route's bucket listed nowhere", {"SourceBuckets": ["cn-media"]}, "cn-archive"),
+        ("a listed bucket no route reads", {"SourceBuckets": SAMPLE_SOURCE_BUCKETS + ["cn-stale"]}, "cn-stale"),
+        ("SourceBucketName read by no route", {"SourceBucketName": "old-bucket"}, "old-bucket"),
+        ("a route's secret not in RouteSecretNames", {"RouteSecretNames": [""]}, "xpsync/media-target"),
+        ("keys written into Routes", {"Routes": SAMPLE_ROUTES.replace(
+            "credentials={secret_id='xpsync/media-target'}",
+            "credentials={access_key_id='AKIAEXAMPLE',secret_access_key='x'}")}, "media"),
+        ("Routes that are not TOML", {"Routes": "[{name='logs',source={bucket='source-bucket'}"}, "TOML"),
+        ("Routes that are no array of tables", {"Routes": "['logs']"}, "inline tables"),
+        ("a route without a source bucket", {"Routes": SAMPLE_ROUTES.replace("source={bucket='cn-archive'}",
+                                                                              "source={prefix='x/'}")}, "archive"),
+        # A route's own replicate table asking for what the stack does not route or grant.
+        ("a route replicating deletes, ReplicateDeletes=false", {"Routes": with_replicate("{deletes=true}")},
+         "replicate.deletes"),
+        ("a route asking for restores, ReplicateArchived=skip", {"Routes": with_replicate("{archived='restore'}")},
+         "replicate.archived"),
+        ("a route's replicate (tags by default), ReplicateTags=false",
+         {"Routes": with_replicate("{metadata=false}"), "ReplicateTags": "false"}, "replicate.tags"),
+    ]
+    accepted = [
+        ("a route replicating deletes, ReplicateDeletes=true",
+         {"Routes": with_replicate("{deletes=true}"), "ReplicateDeletes": "true"}),
+        ("a route asking for restores, ReplicateArchived=restore",
+         {"Routes": with_replicate("{archived='restore'}"), "ReplicateArchived": "restore"}),
+        ("a route without tags, ReplicateTags=false",
+         {"Routes": with_replicate("{tags=false}"), "ReplicateTags": "false"}),
+        ("routes without a replicate table of their own, ReplicateTags=false", {"ReplicateTags": "false"}),
+    ]
+    for what, changes in accepted:
+        data, reason = route_sources(problems, template, routes_values(template, **changes))
+        if data is None:
+            problems.append(f"RouteSources with {what}: refused ({reason}); it must accept it")
+    for what, changes, named in refused:
+        data, reason = route_sources(problems, template, routes_values(template, **changes))
+        if data is not None or named not in reason:
+            problems.append(f"RouteSources with {what}: {'accepted' if data is not None else reason!r}; "
+                            f"it must fail the deployment, naming {named!r}")
+    body = answered(module, {"RequestType": "Delete", "ResourceProperties": {"Routes": "not toml"}})
+    if body.get("Status") != "SUCCESS":
+        problems.append("RouteSources: a Delete must succeed whatever the properties (a failed create is deleted)")
+    return len(refused) + len(accepted) + 2
+
+
+def routes_of(buckets):
+    """Routes, one a bucket."""
+    return "[" + ",".join(f"{{name='r{i}',source={{bucket='{b}'}},target={{bucket='t{i}'}}}}"
+                          for i, b in enumerate(buckets)) + "]"
+
+
+def with_replicate(table):
+    """SAMPLE_ROUTES, its route media with a replicate table of its own."""
+    return SAMPLE_ROUTES.replace("target={bucket='global-media',", f"replicate={table},target={{bucket='global-media',")
+
+
+def check_routes(problems, template):
+    """Routes: the tasks get XPSYNC_ROUTE and no bucket pair; the event rule, the
+    bucket notifications and every role's S3 grants cover exactly the listed source
+    buckets (SourceBucketName and SourceBuckets), the secrets readers also
+    RouteSecretNames'; without Routes all of it is the one pair's, as before."""
+    before = len(problems)
+    resources, conditions = template["Resources"], template["Conditions"]
+    check_routes_parameters(problems, template)
+    scenarios = check_route_sources_code(problems, template)
+    if len(problems) > before:
+        return 0
+    stack_secret = concrete(Tagged("Ref", "TargetCredentialsSecret"), SAMPLE_PSEUDO, {})
+    existing = "arn:aws-cn:secretsmanager:cn-northwest-1:123456789012:secret:shared/xpsync-??????"
+    shapes = [
+        # (what, values, source buckets, secrets)
+        ("one pair", one_pair_values(template), ["source-bucket"], [stack_secret]),
+        ("one pair, an existing secret", one_pair_values(template, ExistingSecretName="shared/xpsync"),
+         ["source-bucket"], [existing]),
+        ("one pair, SourceBuckets and RouteSecretNames given (ignored)", one_pair_values(
+            template, SourceBuckets=["cn-media"], RouteSecretNames=["xpsync/media-target"]),
+         ["source-bucket"], [stack_secret]),
+        ("Routes", routes_values(template), ["source-bucket"] + SAMPLE_SOURCE_BUCKETS,
+         [stack_secret, "arn:aws-cn:secretsmanager:cn-northwest-1:123456789012:secret:xpsync/media-target-??????"]),
+        ("Routes, an existing secret", routes_values(template, ExistingSecretName="shared/xpsync"),
+         ["source-bucket"] + SAMPLE_SOURCE_BUCKETS,
+         [existing, "arn:aws-cn:secretsmanager:cn-northwest-1:123456789012:secret:xpsync/media-target-??????"]),
+    ]
+    for what, values, buckets, secrets in shapes:
+        for archived in ("skip", "restore"):
+            values = {**values, "ReplicateArchived": archived}
+            routed = evaluate(conditions["HasRoutes"], values, conditions)
+            attributes = route_sources(problems, template, values)[0] if routed else {}
+            where = f"{what}, ReplicateArchived={archived}"
+            # The tasks: XPSYNC_ROUTE with Routes, the bucket pair without.
+            for name in XPSYNC_TASK_DEFINITIONS:
+                variables = {}
+                for v in environment(template, name, values, refs=True):
+                    variables.setdefault(v["Name"], []).append(v["Value"])
+                wanted = {"XPSYNC_ROUTE": [SAMPLE_ROUTES] if routed else [],
+                          "XPSYNC_SOURCE__BUCKET": [] if routed else [values["SourceBucketName"]],
+                          "XPSYNC_TARGET__BUCKET": [] if routed else [values["TargetBucketName"]]}
+                for variable, value in wanted.items():
+                    if variables.get(variable, []) != value:
+                        problems.append(f"{where}: {name} sets {variable} to {variables.get(variable, [])!r}; "
+                                        f"expected {value!r}")
+            # The event rule: the source buckets' events, and no other bucket's.
+            pattern = concrete(resolve(resources["SourceBucketEventRule"]["Properties"]["EventPattern"], values,
+                                       conditions), values, attributes)
+            names = pattern.get("detail", {}).get("bucket", {}).get("name")
+            if names != buckets:
+                problems.append(f"{where}: SourceBucketEventRule matches the buckets {names!r}; expected {buckets!r}")
+            # Turning their EventBridge notifications on.
+            props = concrete(resolve(resources["SourceBucketEventBridge"]["Properties"], values, conditions),
+                             values, attributes)
+            given = props.get("BucketNames") or [props.get("BucketName")]
+            if given != buckets or (routed and "BucketName" in props) or (not routed and "BucketNames" in props):
+                problems.append(f"{where}: SourceBucketEventBridge is given {props}; expected "
+                                f"{'BucketNames' if routed else 'BucketName'} {buckets!r}")
+            # Every role's S3 grants: exactly these buckets, and their objects.
+            bucket_arns = [f"arn:aws-cn:s3:::{b}" for b in buckets]
+            object_arns = [f"{a}/*" for a in bucket_arns]
+            for name, index, on_buckets, on_objects in SOURCE_GRANTS:
+                grants = policy_grants(template, values, attributes, name, index)
+                for action, targets in grants.items():
+                    if not action.startswith("s3:"):
+                        continue
+                    if action == "s3:RestoreObject" and archived == "skip":
+                        problems.append(f"{where}: {name} grants s3:RestoreObject")
+                    want = (sorted(bucket_arns) if action in on_buckets else
+                            sorted(object_arns) if action in on_objects else None)
+                    if targets != want:
+                        problems.append(f"{where}: {name} grants {action} on {targets}; expected "
+                                        f"{want if want is not None else 'nothing'} (the listed source buckets, "
+                                        "nothing wider)")
+                for action in on_buckets | on_objects - ({"s3:RestoreObject"} if archived == "skip" else set()):
+                    if action not in grants:
+                        problems.append(f"{where}: {name} does not grant {action}")
+            for name, index in SECRET_READERS:
+                read = policy_grants(template, values, attributes, name, index).get("secretsmanager:GetSecretValue")
+                if read != sorted(secrets):
+                    problems.append(f"{where}: {name} reads the secrets {read}; expected {sorted(secrets)}")
+    # The routes' drift alarm: DifferingKeys of the first ten source buckets ("-", no
+    # bucket, where there are fewer), a day each, their sum above 0 twice in a row.
+    alarm = resources["RouteSweepDriftAlarm"]["Properties"]
+    for buckets in (["source-bucket"] + SAMPLE_SOURCE_BUCKETS, [f"cn-bucket-{i:02}" for i in range(12)]):
+        values = routes_values(template, Routes=routes_of(buckets), SourceBucketName=buckets[0],
+                               SourceBuckets=buckets[1:], RouteSecretNames=[""])
+        attributes = route_sources(problems, template, values)[0] or {}
+        slots = {e["Id"]: concrete(e["MetricStat"]["Metric"], values, attributes)
+                 for e in alarm.get("Metrics", []) if "MetricStat" in e}
+        wanted = {f"b{i}": {"Namespace": "xpsync/sweep", "MetricName": "DifferingKeys",
+                            "Dimensions": [{"Name": "Bucket", "Value": (buckets + ["-"] * DRIFT_SLOTS)[i]}]}
+                  for i in range(DRIFT_SLOTS)}
+        if slots != wanted:
+            problems.append(f"RouteSweepDriftAlarm with {len(buckets)} source buckets watches {slots}; "
+                            f"expected {wanted}")
+    if any(e["MetricStat"].get("Period") != 86400 for e in alarm["Metrics"] if "MetricStat" in e) \
+            or (alarm.get("EvaluationPeriods"), alarm.get("DatapointsToAlarm"), alarm.get("Threshold")) != (2, 2, 0):
+        problems.append("RouteSweepDriftAlarm: DifferingKeys a day each, above 0 twice in a row")
+    for what, data, expected in (("drift in the third bucket alone", {"b2": 5}, True),
+                                 ("drift in the first", {"b0": 1, "b1": 0, "b2": 0}, True),
+                                 ("three buckets without drift", {"b0": 0, "b1": 0, "b2": 0}, False),
+                                 ("no sweep reported", {}, False)):
+        value = alarm_value(problems, resources, "RouteSweepDriftAlarm", data)
+        if fires(resources, "RouteSweepDriftAlarm", value) != expected:
+            problems.append(f"RouteSweepDriftAlarm with {what}: {value!r}; it must {'' if expected else 'not '}fire")
+    # The bucket notifications' code: every bucket of BucketNames, or the one BucketName.
+    module, _ = inline_code(template, "BucketNotificationFunction")
+    for props, buckets in (({"BucketName": "source-bucket"}, ["source-bucket"]),
+                           ({"BucketNames": ["source-bucket"] + SAMPLE_SOURCE_BUCKETS},
+                            ["source-bucket"] + SAMPLE_SOURCE_BUCKETS)):
+        enabled = []
+        module.enable = lambda bucket: enabled.append(bucket) or "turned on"
+        body = answered(module, {"RequestType": "Create", "ResourceProperties": props})
+        if enabled != buckets or body.get("Status") != "SUCCESS":
+            problems.append(f"BucketNotificationFunction given {props}: turned on {enabled} "
+                            f"({body.get('Status')}); expected {buckets}")
+    return len(shapes) * 2 + scenarios if len(problems) == before else 0
+
+
+# The metrics with a route label (issue 24), and the recorded series built on them.
+ROUTE_METRICS = ("xpsync_objects_total", "xpsync_bytes_copied_total", "xpsync_replication_latency_seconds")
+
+
+def check_route_label(problems):
+    """Grafana picks routes (a multi-select route variable, All included) and filters
+    the per-object panels on it; the rules on the routed metrics keep the route label
+    through every aggregation and match, so their alerts fire per route."""
+    grafana = json.loads(GRAFANA.read_text())
+    variables = {v["name"]: v for v in grafana["templating"]["list"]}
+    route = variables.get("route", {})
+    query = route.get("query", {})
+    query = query.get("query") if isinstance(query, dict) else query
+    if not (route.get("type") == "query" and route.get("multi") is True and route.get("includeAll") is True
+            and re.fullmatch(r"label_values\(xpsync_objects_total(\{[^}]*\})?, route\)", query or "")):
+        problems.append(f"{GRAFANA.relative_to(ROOT)}: a route variable, label_values(xpsync_objects_total, route), "
+                        "multi-select with All")
+    panels = 0
+    for panel in grafana["panels"]:
+        for target in panel.get("targets", []):
+            expr = target.get("expr") or ""
+            if any(m in expr for m in ROUTE_METRICS):
+                panels += 1
+                for selector in re.findall(r"(?:%s)[a-z_]*\{([^}]*)\}" % "|".join(ROUTE_METRICS), expr):
+                    if 'route=~"$route"' not in selector:
+                        problems.append(f"{GRAFANA.relative_to(ROOT)} panel {panel.get('title')!r}: "
+                                        f"{expr} must filter route=~\"$route\"")
+    recorded = set()
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            expr, name = rule["expr"], rule.get("record") or rule.get("alert")
+            routed = any(m in expr for m in ROUTE_METRICS) or any(r in expr for r in recorded)
+            if not routed:
+                continue
+            if "record" in rule:
+                recorded.add(rule["record"])
+            for clause in re.findall(r"\b(?:by|on) \(([^)]*)\)", expr):
+                if "route" not in [c.strip() for c in clause.split(",")]:
+                    problems.append(f"rules.yml {name}: keep the route label ({clause!r} drops it)")
+    for alert in ("XpsyncFailureRatioHigh", "XpsyncReplicationLatencyHigh", "XpsyncLatencyBudgetBurnFast",
+                  "XpsyncLatencyBudgetBurnSlow"):
+        rule = next((r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
+                     if r.get("alert") == alert), {})
+        if "$labels.route" not in rule.get("annotations", {}).get("summary", ""):
+            problems.append(f"rules.yml {alert}: its summary names the route ($labels.route)")
+    return panels
+
+
 def main():
     problems = []
     text = TEMPLATE.read_text()
@@ -1527,14 +2122,15 @@ def main():
     if problems:
         return report(problems)
 
+    notes = set()
     check_parameters(problems, template)
     check_lambda_parameter_file(problems, template)
-    variables = check_container_variables(problems, resources)
+    variables = check_container_variables(problems, template, notes)
     check_memory(problems, template)
     policies = check_roles(problems, template)
     alarms = check_alarms(problems, resources)
     check_secret(problems, resources)
-    check_sweep(problems, resources)
+    check_sweep(problems, template)
     combinations = check_replicate_switches(problems, template)
     scenarios = check_scaling(problems, template)
     links = check_runbooks(problems, resources)
@@ -1544,10 +2140,12 @@ def main():
     alarm_scenarios = check_emf_alarms(problems, resources)
     check_worker_alarms(problems, template)
     check_collector(problems, template)
-    check_oneoff(problems, resources)
+    check_oneoff(problems, template)
     check_range_queue(problems, template)
     dashboard_metrics = check_dashboard(problems, template)
+    route_shapes = check_routes(problems, template)
     check_stack_label(problems)
+    route_panels = check_route_label(problems)
     if problems:
         return report(problems)
     print(f"template: ARNs through AWS::Partition; the seed's and the Lambda stack's parameters kept, "
@@ -1566,7 +2164,17 @@ def main():
           f"metrics are xpsync's, by Stack; the fleet alarms fire as they should ({alarm_scenarios} "
           f"scenarios); the stopped-task rule, memory and no-events alarms, the metrics collector "
           f"(ECS discovery, stack label, its configuration equal to deploy/prometheus/adot-collector.yaml) "
-          f"and the one-off task definition are wired")
+          f"and the one-off task definition are wired; Routes: XPSYNC_ROUTE instead of the bucket pair, the "
+          f"event rule, the buckets' notifications and every role's S3 and secret grants are exactly the listed "
+          f"buckets and secrets, RouteSources refuses what it must, in {route_shapes} shapes and cases, the "
+          f"one pair's unchanged; Grafana's {route_panels} per-object queries filter the route variable, "
+          f"and the rules on them keep the route label")
+    pending = deploy_metric_names.pending_labels(deploy_metric_names.registered_metrics())
+    if pending:
+        notes.add("the route label of " + ", ".join(sorted(pending)) + " is not in src/metrics.rs yet "
+                  "(issue 24); the dashboard's SEARCH by route is accepted until it is")
+    for note in sorted(notes):
+        print(f"template: note: {note}")
     return 0
 
 
