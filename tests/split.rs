@@ -285,6 +285,14 @@ async fn duplicate_events_of_a_split_object_end_in_one_upload_and_one_copy() {
         "B's split and the third gave way to A's:\n{}",
         logs()
     );
+    // The third event, a duplicate on its first receive, added no check chain of
+    // its own: A's split drives the upload alone (#20 item 8).
+    assert!(
+        logs().contains("joined another splitter's upload of this version: its splitter sends the ranges and the check"),
+        "{}",
+        logs()
+    );
+    assert!(!logs().contains("only a check is sent"), "{}", logs());
     // B copies the range it began before A's upload was tagged, one more at most.
     let copied = metric("xpsync_ranges_total{result=\"copied\"}");
     assert!(
@@ -385,8 +393,9 @@ async fn a_split_whose_messages_cannot_be_sent_leaves_no_upload_and_comes_back()
 }
 
 /// The worst moment for a splitter to die: its upload created and tagged, its
-/// ranges not sent. A duplicate event's splitter joins that upload and sends only a
-/// check, as does the key's own message when it comes back: nobody sends the
+/// ranges not sent. A duplicate event's splitter joins that upload and sends
+/// nothing (the first splitter's check chain is the upload's one); the key's own
+/// message, when it comes back, joins it and sends a check: nobody sends the
 /// ranges, so the checks, finding no part arrive, send them. Nothing is lost.
 #[tokio::test]
 async fn a_splitter_killed_between_tagging_its_upload_and_sending_its_ranges_loses_nothing() {

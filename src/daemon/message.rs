@@ -218,7 +218,12 @@ impl Daemon {
                 }) = &report.result
                 {
                     let restarts = key.restart.as_ref().map_or(0, |r| r.count);
-                    if !route.fleet.send_split(&report.key, split, restarts).await {
+                    let returned = message.receive_count > 1;
+                    let fleet = &route.fleet;
+                    if !fleet
+                        .send_split(&report.key, split, restarts, returned)
+                        .await
+                    {
                         let delay = retry_delay(message.receive_count);
                         self.release(message, delay).await;
                         self.finish(

@@ -116,18 +116,32 @@ impl Worker {
         }
     }
 
-    /// Sends a split's ranges and its first, delayed check; only the check if the
-    /// upload is another splitter's, joined (that splitter sends the ranges: sending
-    /// them again would copy the object twice; were that splitter gone before it sent
-    /// them, the check finds no progress and sends the missing ranges). True if all
-    /// were sent.
+    /// Sends a split's ranges and its first, delayed check. If the upload is
+    /// another splitter's, joined, that splitter sends the ranges (sending them again
+    /// would copy the object twice) and the check: one check chain per upload. Only
+    /// a key message that came back (`returned`: received before) sends a check
+    /// then, for its splitter may have died before sending anything; the check finds
+    /// no progress and sends the missing ranges. A duplicate event, on its first
+    /// receive, sends nothing: were the first splitter gone, its own message comes
+    /// back. True if all were sent.
     /// `restarts`: times the key was started over before (its message says).
-    pub async fn send_split(&self, key: &str, split: &Split, restarts: u32) -> bool {
+    pub async fn send_split(
+        &self,
+        key: &str,
+        split: &Split,
+        restarts: u32,
+        returned: bool,
+    ) -> bool {
         SplitResult::Split.count();
         let check = &CheckWork {
             restarts,
             ..split.check.clone()
         };
+        if split.joined && !returned {
+            SplitResult::Merged.count();
+            tracing::info!(upload_id = %check.upload_id, "joined another splitter's upload of this version: its splitter sends the ranges and the check");
+            return true;
+        }
         if split.joined {
             let sent = self.send_check(key, check).await;
             if sent {
