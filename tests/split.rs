@@ -167,21 +167,25 @@ async fn a_worker_holds_only_the_ranges_it_copies_and_the_last_range_completes_t
     let p = Partitions::start().await;
     let pipeline = Pipeline::wire(&p).await;
     let slow = SlowProxy::start(&p.source.endpoint, 4 * MIB as u64).await;
-    // One part at a time, ten messages a receive: a batch of ranges holds more
-    // than a worker copies at once. The delayed check comes after ten minutes:
-    // only the range that fills the upload can complete it within the test.
+    // Two parts at a time, ranges of two parts: a worker that has seen no range
+    // yet takes them for one part each, so its first receive brings more than it
+    // copies at once (and the one more it holds ready), which it hands back. The
+    // delayed check comes after ten minutes: only the range that fills the upload
+    // can complete it within the test.
     let mut env = worker_env(&slow.endpoint);
     env.retain(|(name, _)| {
         ![
             "XPSYNC_TRANSFER__SPLIT_CHECK_DELAY",
             "XPSYNC_TRANSFER__MAX_OBJECTS",
+            "XPSYNC_TRANSFER__SPLIT_RANGE_SIZE",
         ]
         .contains(name)
     });
     env.extend([
         ("XPSYNC_TRANSFER__SPLIT_CHECK_DELAY", "10m".to_owned()),
         ("XPSYNC_TRANSFER__MAX_OBJECTS", "10".into()),
-        ("XPSYNC_TRANSFER__MAX_PARTS", "1".into()),
+        ("XPSYNC_TRANSFER__MAX_PARTS", "2".into()),
+        ("XPSYNC_TRANSFER__SPLIT_RANGE_SIZE", "10MiB".into()),
     ]);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let daemons = [
@@ -199,7 +203,8 @@ async fn a_worker_holds_only_the_ranges_it_copies_and_the_last_range_completes_t
         daemons[0].logs(),
         daemons[1].logs()
     );
-    assert!(metric("xpsync_ranges_total{result=\"copied\"}") >= 12.0);
+    // Twelve parts in ranges of two.
+    assert!(metric("xpsync_ranges_total{result=\"copied\"}") >= 6.0);
     for daemon in &daemons {
         assert!(
             daemon.metric("xpsync_ranges_total{result=\"copied\"}") > 0.0,

@@ -3,7 +3,8 @@
 //! A range waits for part slots in the worker that received it, its message hidden
 //! from every other worker. So a worker holds no more ranges than its
 //! `transfer.max_parts` copies at once (`max_parts` ÷ parts per range, at least
-//! one): while it holds that many it receives no range (and, without a range
+//! one), and one more, which lists its upload meanwhile and starts as part slots
+//! free: while it holds that many it receives no range (and, without a range
 //! queue, nothing at all: see [`crate::daemon`]), and a range received beyond
 //! them (a batch of ten can bring several) is sent again for another worker and its
 //! own message deleted, rather than released, which would count a receive against
@@ -48,18 +49,20 @@ impl Ranges {
         })
     }
 
+    /// The ranges this worker's parts copy at once, and one more: that one lists its
+    /// upload and its parts while the others copy, and its parts take the part
+    /// slots as theirs free, so a worker never waits between ranges.
     fn capacity(&self) -> usize {
         let per = self.parts_per_range.load(Ordering::SeqCst).max(1);
-        self.max_parts.div_ceil(per)
+        self.max_parts.div_ceil(per) + 1
     }
 
-    /// How many messages the next receive may take: a whole batch while no range is
-    /// in hand, else the ranges still to fit.
+    /// How many messages the next receive may take: the ranges still to fit, by the
+    /// size of the last range received (ranges are sized alike; before any, one
+    /// part each), at most a batch.
     pub fn room(&self) -> usize {
-        match self.in_hand.load(Ordering::SeqCst) {
-            0 => MAX_BATCH,
-            held => self.capacity().saturating_sub(held),
-        }
+        let held = self.in_hand.load(Ordering::SeqCst);
+        self.capacity().saturating_sub(held).min(MAX_BATCH)
     }
 
     /// Waits until a range is let go, or `most` has passed.
@@ -86,23 +89,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_worker_holds_the_ranges_its_parts_copy_at_once() {
+    fn a_worker_holds_the_ranges_its_parts_copy_at_once_and_one_more() {
         let ranges = Ranges::new(4);
-        assert_eq!(ranges.room(), MAX_BATCH, "nothing held: a whole batch");
+        assert_eq!(ranges.room(), 5, "nothing known yet: ranges of one part");
         let first = ranges
             .take(16)
             .expect("one range of 16 parts fits 4 part slots");
-        assert!(ranges.take(16).is_none(), "a second does not");
+        let next = ranges.take(16).expect("and one more, ready to start");
+        assert!(ranges.take(16).is_none(), "a third does not");
         assert_eq!(ranges.room(), 0);
         drop(first);
-        assert_eq!(ranges.room(), MAX_BATCH);
+        assert_eq!(ranges.room(), 1, "the size of the ranges is known now");
+        drop(next);
+        assert_eq!(ranges.room(), 2);
 
         let ranges = Ranges::new(64);
-        let held: Vec<_> = (0..4).map(|_| ranges.take(16).expect("fits")).collect();
+        assert_eq!(ranges.room(), MAX_BATCH, "at most a batch");
+        let held: Vec<_> = (0..5).map(|_| ranges.take(16).expect("fits")).collect();
         assert!(ranges.take(16).is_none());
         drop(held);
         let one = ranges.take(16).unwrap();
-        assert_eq!(ranges.room(), 3);
+        assert_eq!(ranges.room(), 4);
         drop(one);
     }
 }
