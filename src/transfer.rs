@@ -204,10 +204,16 @@ impl Copier {
 
     /// A copier between other buckets (a route's), sharing this one's limits:
     /// parts, memory and bandwidth are the worker's, every route together.
+    /// A route with a weight has a cap of its own, its share of the worker's.
     pub fn for_route(&self, source: S3Side, target: S3Side, config: &Config) -> Self {
+        let bandwidth = match config.scope.own_bandwidth {
+            true => Bandwidth::new(config.transfer.max_bandwidth.map(|b| b.as_u64())),
+            false => self.bandwidth.clone(),
+        };
         Self {
             source,
             target,
+            bandwidth,
             checksum: config.target.checksum,
             target_kms_seen: Arc::new(AtomicBool::new(false)),
             ..self.clone()

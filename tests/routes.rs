@@ -8,7 +8,7 @@ mod common;
 use common::pipeline::{eventually, Daemon, Pipeline};
 use common::routes::{routes_env, two_routes, MEDIA_SOURCE, MEDIA_TARGET};
 use common::s3::{bytes, put, s3_client, sdk_config};
-use common::{bytes_of, Partitions, Run, MINUTE, SOURCE_BUCKET, TARGET_BUCKET, TARGET_REGION};
+use common::{bytes_of, Partitions, Run, MIB, MINUTE, SOURCE_BUCKET, TARGET_BUCKET, TARGET_REGION};
 
 fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
@@ -206,4 +206,52 @@ async fn backfill_covers_every_route_and_verify_takes_one() {
     .await;
     assert!(run.success(), "{run}");
     assert!(target_object(&p, MEDIA_TARGET, "c.mp4").await.is_some());
+}
+
+/// Weights share `transfer.max_bandwidth` between routes (#24): under a 2 MiB/s
+/// cap, `logs` weighing 3 and `media` weighing 1 read at 1.5 and 0.5 MiB/s.
+#[tokio::test]
+async fn weights_share_the_bandwidth_cap_between_routes() {
+    let (p, _) = two_routes().await;
+    let mut env = routes_env(&p);
+    for (_, value) in env.iter_mut().filter(|(name, _)| *name == "XPSYNC_ROUTE") {
+        *value = value
+            .replace(r#"name = "logs""#, r#"name = "logs", weight = 3"#)
+            .replace(r#"name = "media""#, r#"name = "media", weight = 1"#);
+    }
+    env.push(("XPSYNC_TRANSFER__MAX_BANDWIDTH", "2MiB".into()));
+    put(
+        &p.source_s3,
+        SOURCE_BUCKET,
+        "w/logs.bin",
+        bytes_of(9 * MIB, 7),
+    )
+    .await;
+    put(
+        &p.source_s3,
+        MEDIA_SOURCE,
+        "w/media.bin",
+        bytes_of(3 * MIB, 8),
+    )
+    .await;
+
+    // Each takes some 6 s at its share, 1.5 s or 4.5 s at the whole cap.
+    for (route, key, mib, share) in [
+        ("logs", "w/logs.bin", 9.0, 1.5),
+        ("media", "w/media.bin", 3.0, 0.5),
+    ] {
+        let started = std::time::Instant::now();
+        let run = Run::of(
+            p.xpsync(&["sync", "--route", route, key])
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+        )
+        .await;
+        let took = started.elapsed().as_secs_f64();
+        assert!(run.success(), "{run}");
+        let rate = mib / took;
+        assert!(
+            (0.85 * share..=1.1 * share).contains(&rate),
+            "route {route}: {rate:.2} MiB/s in {took:.1} s, its share {share} MiB/s"
+        );
+    }
 }

@@ -13,6 +13,7 @@
 //! that bucket's routes, which filters it out (`filtered`); a bucket no route names
 //! is never guessed at: [`route_of`] says why, and the message is poison.
 
+use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use super::{Config, CredentialsConfig, Needs, ReplicateConfig};
@@ -28,6 +29,11 @@ pub struct RouteConfig {
     /// What is replicated; omitted: the top-level `[replicate]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicate: Option<ReplicateConfig>,
+    /// Its share of `transfer.max_bandwidth`: a route gets the cap × its weight ÷
+    /// every route's weights (a route without one weighs 1). Unset on every
+    /// route: the routes share the cap first come, first served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// A route's source: a bucket of the source partition, and which of its keys.
@@ -65,6 +71,9 @@ pub struct RouteScope {
     pub prefix: String,
     /// ...but not under these: the longer prefixes of other routes of its bucket.
     pub others: Vec<String>,
+    /// Its `transfer.max_bandwidth` is its share of the worker's, its own (routes
+    /// with weights), not the cap every route shares.
+    pub own_bandwidth: bool,
 }
 
 impl Default for RouteScope {
@@ -73,6 +82,7 @@ impl Default for RouteScope {
             name: "default".into(),
             prefix: String::new(),
             others: Vec::new(),
+            own_bandwidth: false,
         }
     }
 }
@@ -112,11 +122,19 @@ impl Config {
             .filter(|p| p.len() > prefix.len() && p.starts_with(prefix.as_str()))
             .cloned()
             .collect();
+        let weighted = self.routes.iter().any(|r| r.weight.is_some());
         config.scope = RouteScope {
             name: route.name.clone(),
             prefix: prefix.clone(),
             others,
+            own_bandwidth: weighted,
         };
+        if weighted {
+            let weight = |r: &RouteConfig| u64::from(r.weight.unwrap_or(1));
+            let all: u64 = self.routes.iter().map(weight).sum();
+            let cap = &mut config.transfer.max_bandwidth;
+            *cap = cap.map(|b| ByteSize::b(b.as_u64() * weight(route) / all.max(1)));
+        }
         config.source.bucket = route.source.bucket.clone();
         let (t, r) = (&mut config.target, &route.target);
         t.bucket = r.bucket.clone();
@@ -199,6 +217,14 @@ impl Config {
             for other in &self.routes[..i] {
                 check_pair(problems, other, route);
             }
+            if route.weight == Some(0) || route.weight.is_some_and(|w| w > 1000) {
+                problems.push(format!("route {name:?}: weight must be 1 to 1000"));
+            }
+        }
+        if self.routes.iter().any(|r| r.weight.is_some()) && self.transfer.max_bandwidth.is_none() {
+            problems.push(
+                "a route has a weight, its share of transfer.max_bandwidth, but transfer.max_bandwidth is unset".into(),
+            );
         }
         for route in self.routes() {
             let mut own = Vec::new();
@@ -344,6 +370,40 @@ mod tests {
         assert_eq!(route_of(&routes, "src", "any"), Ok(0));
         assert!(route_of(&routes, "other", "any").is_err());
         assert_eq!(config.one_route(None).unwrap().source.bucket, "src");
+    }
+
+    #[test]
+    fn weights_share_the_bandwidth_cap() {
+        let mut config = two();
+        config.transfer.max_bandwidth = Some(ByteSize::mib(5));
+        let shared = config.routes();
+        assert!(
+            shared.iter().all(|r| !r.scope.own_bandwidth),
+            "no weight: one cap"
+        );
+        assert_eq!(shared[2].transfer.max_bandwidth, Some(ByteSize::mib(5)));
+        config.routes[0].weight = Some(3);
+        let weighted = config.routes();
+        let caps: Vec<_> = weighted.iter().map(|r| r.transfer.max_bandwidth).collect();
+        // 3 + 1 + 1: the others weigh 1.
+        assert_eq!(
+            caps,
+            [
+                Some(ByteSize::mib(3)),
+                Some(ByteSize::mib(1)),
+                Some(ByteSize::mib(1))
+            ]
+        );
+        assert!(weighted.iter().all(|r| r.scope.own_bandwidth));
+        config.validate(Needs::Buckets).expect("valid");
+        config.routes[1].weight = Some(0);
+        config.transfer.max_bandwidth = None;
+        let found = config.validate(Needs::Buckets).unwrap_err().to_string();
+        assert!(
+            found.contains("route \"logs-audit\": weight must be 1 to 1000"),
+            "{found}"
+        );
+        assert!(found.contains("transfer.max_bandwidth is unset"), "{found}");
     }
 
     #[test]
