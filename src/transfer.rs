@@ -65,6 +65,7 @@ use crate::retry;
 pub use crate::metrics::Method;
 pub use bandwidth::Bandwidth;
 pub use budget::MemoryBudget;
+pub(crate) use integrity::md5_of;
 pub use plan::PartPlan;
 
 /// What is written along with the bytes.
@@ -514,13 +515,6 @@ impl Copier {
             _ => Ok(etag),
         }
     }
-}
-
-/// Base64 of the MD5 of `bytes` (for Content-MD5) and the ETag it makes.
-pub(crate) fn md5_of(bytes: &[u8]) -> (String, ETag) {
-    let etag = ETag::of_bytes(bytes);
-    let content_md5 = etag.content_md5().expect("an MD5 ETag");
-    (content_md5, etag)
 }
 
 /// Sets the [`WriteOptions`] on a PutObject or CreateMultipartUpload request: the

@@ -91,3 +91,10 @@ impl Copier {
         }
     }
 }
+
+/// Base64 of the MD5 of `bytes` (for Content-MD5) and the ETag it makes.
+pub(crate) fn md5_of(bytes: &[u8]) -> (String, crate::etag::ETag) {
+    let etag = crate::etag::ETag::of_bytes(bytes);
+    let content_md5 = etag.content_md5().expect("an MD5 ETag");
+    (content_md5, etag)
+}
