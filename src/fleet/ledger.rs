@@ -263,7 +263,6 @@ impl<'a> Ledger<'a> {
         target_key: &str,
         work: &RangeWork,
         opaque: bool,
-        turn: &tokio::sync::Mutex<()>,
     ) -> Result<RangeOutcome, TransferError> {
         let version = work.etag.clone();
         let opaque = opaque || work.target_kms;
@@ -305,19 +304,8 @@ impl<'a> Ledger<'a> {
                 !there
             })
             .collect();
-        // The range before this one in this worker issues all its parts first
-        // ([`crate::fleet::Ranges::turn`]); this one lets the next go once it has
-        // issued its last.
-        let mut turn = match parts.is_empty() {
-            true => None,
-            false => Some(turn.lock().await),
-        };
-        let last = parts.len();
-        let copied = futures::stream::iter(parts.into_iter().enumerate())
-            .map(|(i, (number, range))| {
-                if i + 1 == last {
-                    turn.take();
-                }
+        let copied = futures::stream::iter(parts)
+            .map(|(number, range)| {
                 let part = Part {
                     upload_id: &work.upload_id,
                     number,

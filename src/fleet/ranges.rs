@@ -21,12 +21,6 @@ use crate::queue::MAX_BATCH;
 
 #[derive(Debug)]
 pub struct Ranges {
-    /// Held by a range while it issues its parts: the range held ready starts its
-    /// parts once the one before has issued its last, so it fills the slots that
-    /// range's tail frees rather than sharing them with it (two ranges copied side
-    /// by side would both finish late, and the last ranges of a split would gather
-    /// in one worker while the others idle).
-    pub turn: tokio::sync::Mutex<()>,
     max_parts: usize,
     in_hand: AtomicUsize,
     /// Parts in the last range received: ranges are sized alike.
@@ -48,7 +42,6 @@ impl Drop for RangeSlot {
 impl Ranges {
     pub fn new(max_parts: usize) -> Arc<Self> {
         Arc::new(Self {
-            turn: tokio::sync::Mutex::new(()),
             max_parts: max_parts.max(1),
             in_hand: AtomicUsize::new(0),
             parts_per_range: AtomicUsize::new(1),

@@ -245,10 +245,7 @@ impl Worker {
     /// Copies the parts of a range, and has the upload checked at once if it was
     /// the last one missing.
     pub async fn copy_range(&self, key: &str, work: &RangeWork) -> Step {
-        let outcome = self
-            .reconciler
-            .copy_range(key, work, &self.ranges.turn)
-            .await;
+        let outcome = self.reconciler.copy_range(key, work).await;
         let parts = format!("parts {} to {}", work.first_part, work.last_part);
         let signal = match &outcome {
             Ok(RangeOutcome::Copied { .. }) => Some(Ok(true)),

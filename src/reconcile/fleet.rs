@@ -37,18 +37,16 @@ impl Reconciler {
     }
 
     /// Copies the parts of a range of a split of `key` into its upload.
-    /// `turn`: held while its parts are issued ([`crate::fleet::Ranges::turn`]).
     pub async fn copy_range(
         &self,
         key: &str,
         work: &RangeWork,
-        turn: &tokio::sync::Mutex<()>,
     ) -> Result<RangeOutcome, TransferError> {
         let target_key = self.target_key(key);
         let opaque = self.config.target.sse.etags_opaque();
         let copied = self
             .ledger()
-            .copy_range(key, &target_key, work, opaque, turn)
+            .copy_range(key, &target_key, work, opaque)
             .await;
         match copied {
             // A refused read while the key's HEAD passes is the object's verdict,
