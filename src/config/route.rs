@@ -230,9 +230,13 @@ impl Config {
             let mut own = Vec::new();
             route.check(needs, &mut own);
             for problem in own {
-                let of_route = ["source.", "target.", "replicate."]
-                    .iter()
-                    .any(|table| problem.starts_with(table));
+                // A weighted route's cap is its share: its problem is the route's.
+                let own_cap =
+                    route.scope.own_bandwidth && problem.starts_with("transfer.max_bandwidth");
+                let of_route = own_cap
+                    || ["source.", "target.", "replicate."]
+                        .iter()
+                        .any(|table| problem.starts_with(table));
                 if of_route {
                     problems.push(format!("route {:?}: {problem}", route.scope.name));
                 } else if !problems.contains(&problem) {
@@ -404,6 +408,14 @@ mod tests {
             "{found}"
         );
         assert!(found.contains("transfer.max_bandwidth is unset"), "{found}");
+        // A share below the least cap names its route.
+        config.routes[1].weight = Some(1000);
+        config.transfer.max_bandwidth = Some(ByteSize::mib(1));
+        let found = config.validate(Needs::Buckets).unwrap_err().to_string();
+        assert!(
+            found.contains("route \"logs\": transfer.max_bandwidth is"),
+            "{found}"
+        );
     }
 
     #[test]

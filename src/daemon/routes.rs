@@ -30,6 +30,8 @@ pub(super) struct Routes {
     list: Vec<Route>,
     /// Each route's configuration, for [`route_of`].
     configs: Vec<Config>,
+    /// The routes' source buckets, each once.
+    buckets: Vec<String>,
 }
 
 impl Routes {
@@ -64,18 +66,22 @@ impl Routes {
                 fleet,
             });
         }
-        Ok(Self { list, configs })
+        let mut buckets: Vec<String> = Vec::new();
+        for config in &configs {
+            if !buckets.contains(&config.source.bucket) {
+                buckets.push(config.source.bucket.clone());
+            }
+        }
+        Ok(Self {
+            list,
+            configs,
+            buckets,
+        })
     }
 
     /// The source buckets messages may name.
     pub fn buckets(&self) -> Vec<&str> {
-        let mut buckets: Vec<&str> = Vec::new();
-        for config in &self.configs {
-            if !buckets.contains(&config.source.bucket.as_str()) {
-                buckets.push(&config.source.bucket);
-            }
-        }
-        buckets
+        self.buckets.iter().map(String::as_str).collect()
     }
 
     /// The route of a key of `bucket`; why none, if no route reads `bucket`
