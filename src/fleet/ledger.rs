@@ -25,7 +25,8 @@
 
 use std::collections::BTreeMap;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -60,8 +61,13 @@ pub enum RangeOutcome {
 pub enum CheckOutcome {
     /// Complete and verified.
     Completed(Copied),
-    /// Parts still missing (1-based numbers), with how many are present.
-    Missing { present: u32, missing: Vec<u32> },
+    /// Parts still missing (1-based numbers), with how many are present and when
+    /// the marker part was last written (a range still at work writes it again).
+    Missing {
+        present: u32,
+        missing: Vec<u32>,
+        stamp: Option<i64>,
+    },
     /// The upload is gone.
     Gone,
     /// The upload holds what this version's layout cannot: it is to be given up.
@@ -181,6 +187,7 @@ impl<'a> Ledger<'a> {
             preserved: plan.preserved,
             target_kms: opaque,
             parts_present: None,
+            stamp: None,
             stalled: 0,
             resends: 0,
             restarts: 0,
@@ -216,25 +223,7 @@ impl<'a> Ledger<'a> {
         etag: &ETag,
         opaque: bool,
     ) -> Result<Tagged, TransferError> {
-        let (body, content_md5) = marker(etag);
-        let length = body.len() as u64;
-        let target = self.copier.target();
-        let request = target
-            .client
-            .upload_part()
-            .bucket(&target.bucket)
-            .key(target_key)
-            .upload_id(mine)
-            .part_number(MARKER_PART as i32)
-            .content_md5(content_md5)
-            .set_checksum_algorithm(self.copier.part_checksum())
-            .body(body.into())
-            .customize()
-            .config_override(
-                self.copier
-                    .part_upload_config(length, self.copier.part_checksum().is_some()),
-            );
-        target.observe("UploadPart", request.send().await)?;
+        self.write_marker(target_key, mine, etag).await?;
         match self.marker_part(target_key, mine).await {
             Ok(Some(listed)) if listed.etag.is_some() => {}
             Ok(_) => {
@@ -255,14 +244,71 @@ impl<'a> Ledger<'a> {
         Ok(Tagged::Ledger { earlier })
     }
 
+    /// Writes upload `upload`'s marker part for version `etag`: to tag it, and
+    /// again, the same bytes, as the sign of a range still at work ([`Self::stamp`]).
+    async fn write_marker(
+        &self,
+        target_key: &str,
+        upload: &str,
+        etag: &ETag,
+    ) -> Result<(), crate::error::S3Error> {
+        let (body, content_md5) = marker(etag);
+        let length = body.len() as u64;
+        let target = self.copier.target();
+        let checksum = self.copier.part_checksum();
+        let request = target
+            .client
+            .upload_part()
+            .bucket(&target.bucket)
+            .key(target_key)
+            .upload_id(upload)
+            .part_number(MARKER_PART as i32)
+            .content_md5(content_md5)
+            .set_checksum_algorithm(checksum.clone())
+            .body(body.into())
+            .customize()
+            .config_override(self.copier.part_upload_config(length, checksum.is_some()));
+        target.observe("UploadPart", request.send().await)?;
+        Ok(())
+    }
+
+    /// While a range's parts copy, every `every` in which none of them finished
+    /// (a part slower than that, over a slow link), writes the upload's marker part
+    /// again: its time in ListParts tells the split's check that a worker is still
+    /// at it, so a slow range is never taken for a lost one and sent again
+    /// ([`CheckOutcome::Missing`]'s `stamp`). One small request per `every`, and
+    /// only while no part arrives. Never returns.
+    async fn stamp(
+        &self,
+        target_key: &str,
+        work: &RangeWork,
+        finished: &AtomicU64,
+        every: Duration,
+    ) -> std::convert::Infallible {
+        let mut seen = 0;
+        loop {
+            tokio::time::sleep(every).await;
+            let now = finished.load(Ordering::SeqCst);
+            if now == seen {
+                let written = self.write_marker(target_key, &work.upload_id, &work.etag);
+                if let Err(e) = written.await {
+                    tracing::warn!(upload_id = %work.upload_id, error = %e, "could not mark the range as still at work");
+                }
+            }
+            seen = now;
+        }
+    }
+
     /// Copies the parts of `work` into its upload. `opaque`: the target is
-    /// asked for SSE-KMS (its part ETags are opaque).
+    /// asked for SSE-KMS (its part ETags are opaque). `stamp_every`: how often a
+    /// range none of whose parts finish marks its upload as still at work
+    /// ([`Self::stamp`]).
     pub async fn copy_range(
         &self,
         key: &str,
         target_key: &str,
         work: &RangeWork,
-        opaque: bool,
+        (opaque, stamp_every): (bool, Duration),
     ) -> Result<RangeOutcome, TransferError> {
         let version = work.etag.clone();
         let opaque = opaque || work.target_kms;
@@ -304,6 +350,7 @@ impl<'a> Ledger<'a> {
                 !there
             })
             .collect();
+        let finished = AtomicU64::new(0);
         let copied = futures::stream::iter(parts)
             .map(|(number, range)| {
                 let part = Part {
@@ -316,8 +363,14 @@ impl<'a> Ledger<'a> {
                 copy_part(self.copier, &source, target_key, part, stream)
             })
             .buffer_unordered(self.copier.settings().max_parts)
-            .try_fold(0u64, |bytes, done| async move { Ok(bytes + done.sent) })
-            .await;
+            .inspect_ok(|_| {
+                finished.fetch_add(1, Ordering::SeqCst);
+            })
+            .try_fold(0u64, |bytes, done| async move { Ok(bytes + done.sent) });
+        let copied = tokio::select! {
+            copied = copied => copied,
+            never = self.stamp(target_key, work, &finished, stamp_every) => match never {},
+        };
         match copied {
             Ok(bytes) => Ok(RangeOutcome::Copied { bytes }),
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => Ok(RangeOutcome::SourceChanged),
@@ -384,9 +437,15 @@ impl<'a> Ledger<'a> {
             .map(|n| n as u32)
             .collect();
         if !missing.is_empty() {
+            let stamp = match self.marker_part(target_key, &work.upload_id).await {
+                Ok(marker) => marker.and_then(|marker| marker.stamp),
+                Err(e) if e.kind == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
+                Err(e) => return Err(e.into()),
+            };
             return Ok(CheckOutcome::Missing {
                 present: parts.len() as u32,
                 missing,
+                stamp,
             });
         }
         let etags: BTreeMap<usize, Uploaded> =

@@ -12,12 +12,13 @@
 //!
 //! Beyond DESIGN §10's members, a range carries its parts' sizes and first byte and
 //! a check the whole layout, so that no worker has to rediscover the layout the
-//! splitter chose; `parts_present`, `stalled` and `resends` are how many parts the
-//! previous check found, for how many checks none arrived, and how often missing
-//! ranges were sent again: missing ranges are sent again only once no part has
-//! arrived for longer than a message's visibility timeout (a killed worker's range
-//! comes back by itself after that), and a split that makes no progress after a few
-//! resends is given up and its check dead-lettered, saying why.
+//! splitter chose; `parts_present`, `stamp`, `stalled` and `resends` are how many
+//! parts the previous check found, when the upload's marker part was last written
+//! (a range still at work writes it again), for how many checks neither changed,
+//! and how often missing ranges were sent again: missing ranges are sent again only
+//! once neither has changed for several visibility timeouts (a killed worker's range
+//! comes back by itself after one), and a split that makes no progress after a few
+//! resends is started over, counted, and in the end dead-lettered, saying why.
 //!
 //! Members a worker does not know are ignored, so a newer release may add some
 //! without older workers refusing its messages during a rolling deploy.
@@ -89,6 +90,7 @@ impl RangeWork {
             preserved: self.preserved,
             target_kms: self.target_kms,
             parts_present: None,
+            stamp: None,
             stalled: 0,
             resends: 0,
             restarts: self.restarts,
@@ -114,7 +116,11 @@ pub struct CheckWork {
     /// Parts the previous check found; none at the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts_present: Option<u32>,
-    /// Checks in a row that found no new part.
+    /// When the previous check found the upload's marker part last written
+    /// (milliseconds since the epoch): a range still at work writes it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<i64>,
+    /// Checks in a row that found no new part and no new stamp.
     #[serde(default)]
     pub stalled: u32,
     /// Times the missing ranges were sent again.
@@ -264,6 +270,7 @@ mod tests {
             preserved: false,
             target_kms: false,
             parts_present: None,
+            stamp: None,
             stalled: 0,
             resends: 0,
             restarts: 0,

@@ -18,6 +18,8 @@ pub(super) struct Listed {
     size: u64,
     pub etag: Option<ETag>,
     checksum: Option<Value>,
+    /// When it was last written (milliseconds since the epoch, as S3 lists it).
+    pub stamp: Option<i64>,
 }
 
 impl Ledger<'_> {
@@ -113,6 +115,7 @@ impl Ledger<'_> {
                 size: part.size().unwrap_or(0).max(0) as u64,
                 etag: ETag::parse(part.e_tag()),
                 checksum: checksum_values!(part).first(),
+                stamp: part.last_modified().and_then(|t| t.to_millis().ok()),
             }))
     }
 

@@ -354,9 +354,11 @@ impl Worker {
                 self.send_key(key, work.restarts, why).await
             }
             Ok(SplitChecked::SourceChanged(why)) => self.restart(key, upload, why, false).await,
-            Ok(SplitChecked::Missing { present, missing }) => {
-                self.missing(key, work, present, &missing).await
-            }
+            Ok(SplitChecked::Missing {
+                present,
+                missing,
+                stamp,
+            }) => self.missing(key, work, (present, stamp), &missing).await,
             Ok(SplitChecked::Gone) => self.gone(key, work).await,
             Ok(SplitChecked::Mismatch(why)) => self.restart(key, upload, &why, false).await,
             Err(e) => {
@@ -402,16 +404,28 @@ impl Worker {
 
     /// Parts are missing: look again later. A range whose worker died comes back by
     /// itself after a visibility timeout, and a slow worker keeps its range hidden
-    /// while it works: so the missing ranges are sent again only once no part has
-    /// arrived for [`STALLED_TIMEOUTS`] visibility timeouts (its messages lost, or
-    /// dead-lettered), and a range sent again sends only the parts still missing.
-    /// Any new part resets both counts: an upload that progresses is never given
-    /// up. After [`MAX_RESENDS`] waves without progress, the split is given up and
-    /// the key starts over (counted). True once the next step is sent.
-    async fn missing(&self, key: &str, work: &CheckWork, present: u32, missing: &[u32]) -> bool {
-        let progressed = work.parts_present.is_none_or(|before| present > before);
+    /// while it works and writes the upload's marker part again whenever none of
+    /// its parts finished for a visibility timeout (`stamp`, the marker's time):
+    /// so the missing ranges are sent again only once for [`STALLED_TIMEOUTS`]
+    /// visibility timeouts no part has arrived and no worker has said it is at work
+    /// (its messages lost, or dead-lettered), and a range sent again sends only the
+    /// parts still missing. A new part or a new stamp resets both counts: an
+    /// upload that progresses is never given up. After [`MAX_RESENDS`] waves
+    /// without either, the split is given up and the key starts over (counted).
+    /// True once the next step is sent.
+    async fn missing(
+        &self,
+        key: &str,
+        work: &CheckWork,
+        (present, stamp): (u32, Option<i64>),
+        missing: &[u32],
+    ) -> bool {
+        let arrived = work.parts_present.is_none_or(|before| present > before);
+        let at_work = stamp.is_some() && stamp != work.stamp;
+        let progressed = arrived || at_work;
         let mut next = CheckWork {
             parts_present: Some(present),
+            stamp,
             stalled: if progressed { 0 } else { work.stalled + 1 },
             resends: if progressed { 0 } else { work.resends },
             ..work.clone()

@@ -100,7 +100,7 @@ pub enum Action<'a> {
 
 /// One finished unit of work.
 enum Finished {
-    Reconciled(Report),
+    Reconciled(Box<Report>),
     Sent {
         count: u64,
         failed: Vec<(String, String)>,
@@ -196,7 +196,10 @@ fn start<'a>(
                 _ => Hint::Nothing,
             };
             let work = async move { reconciler.reconcile(&c.key, hint, Tags::Skip).await };
-            Some(work.map(Finished::Reconciled).boxed())
+            Some(
+                work.map(|report| Finished::Reconciled(Box::new(report)))
+                    .boxed(),
+            )
         }
         Action::Enqueue(queue) => {
             batch.push(c.key);

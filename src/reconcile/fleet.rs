@@ -22,8 +22,13 @@ pub enum SplitChecked {
     SourceChanged(&'static str),
     /// Completed, but the source changed meanwhile: the key is to be reconciled again.
     ChangedAfterWrite,
-    /// Parts still missing (1-based numbers), with how many are present.
-    Missing { present: u32, missing: Vec<u32> },
+    /// Parts still missing (1-based numbers), with how many are present and the
+    /// marker part's time ([`CheckOutcome::Missing`]).
+    Missing {
+        present: u32,
+        missing: Vec<u32>,
+        stamp: Option<i64>,
+    },
     /// The upload is gone.
     Gone,
     /// The upload holds what this version's layout cannot: to be given up.
@@ -44,9 +49,12 @@ impl Reconciler {
     ) -> Result<RangeOutcome, TransferError> {
         let target_key = self.target_key(key);
         let opaque = self.config.target.sse.etags_opaque();
+        // A range still at work says so at least once per visibility timeout, well
+        // within the checks' patience (several timeouts).
+        let stamp_every = self.config.queue.visibility_timeout;
         let copied = self
             .ledger()
-            .copy_range(key, &target_key, work, opaque)
+            .copy_range(key, &target_key, work, (opaque, stamp_every))
             .await;
         match copied {
             // A refused read while the key's HEAD passes is the object's verdict,
@@ -134,8 +142,16 @@ impl Reconciler {
             .await?;
         let copied = match checked {
             CheckOutcome::Completed(copied) => copied,
-            CheckOutcome::Missing { present, missing } => {
-                return Ok(SplitChecked::Missing { present, missing })
+            CheckOutcome::Missing {
+                present,
+                missing,
+                stamp,
+            } => {
+                return Ok(SplitChecked::Missing {
+                    present,
+                    missing,
+                    stamp,
+                })
             }
             CheckOutcome::Gone => return Ok(SplitChecked::Gone),
             CheckOutcome::Mismatch(why) => return Ok(SplitChecked::Mismatch(why)),

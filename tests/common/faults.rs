@@ -135,6 +135,12 @@ impl FaultProxy {
         self.rules.uploads.load(Ordering::SeqCst)
     }
 
+    /// Of [`Self::uploads`], those of a split's marker part (part 10,000): its tag,
+    /// and the stamps of a range still at work.
+    pub fn markers(&self) -> u64 {
+        self.rules.markers.load(Ordering::SeqCst)
+    }
+
     /// While set, HEADs are answered 400 (with no body to name a code, as HEADs).
     pub fn set_refuse_heads(&self, refuse: bool) {
         self.rules.refuse_heads.store(refuse, Ordering::SeqCst);
@@ -193,6 +199,7 @@ struct FaultRules {
     /// content type and body, and how many times it has been.
     repeated: Mutex<Option<(HeaderValue, Bytes, u32)>>,
     uploads: AtomicU64,
+    markers: AtomicU64,
     /// Object GETs and PUTs (the faults' clock).
     objects: AtomicU64,
     /// Object GETs alone.
@@ -289,6 +296,10 @@ impl Rules for FaultRules {
             && !request.headers().contains_key("x-amz-copy-source")
         {
             self.uploads.fetch_add(1, Ordering::SeqCst);
+            let query = request.uri().query().unwrap_or("");
+            if query.split('&').any(|pair| pair == "partNumber=10000") {
+                self.markers.fetch_add(1, Ordering::SeqCst);
+            }
         }
         if let Some(answer) = self.queue(&seen, &request).await {
             return Decision::Answer(answer);
@@ -345,6 +356,7 @@ impl FaultRules {
             refuse_queue_sends: AtomicBool::new(false),
             repeated: Mutex::new(None),
             uploads: AtomicU64::new(0),
+            markers: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             object_gets: AtomicU64::new(0),
             get: AtomicU64::new(0),
