@@ -23,6 +23,10 @@ use crate::error::ErrorKind;
 pub use crate::error::SqsError;
 use crate::metrics::{self, Stage};
 
+/// The message attribute `xpsync dlq replay` counts a message's replays in: a
+/// replayed message is a fresh one, received once, that was worked on before.
+pub const REPLAY_COUNT: &str = "xpsync-replay-count";
+
 /// SQS's largest batch.
 pub const MAX_BATCH: usize = 10;
 

@@ -74,6 +74,38 @@ async fn held_splitter(
     a
 }
 
+/// Worker A, reading the source at `source`, splits the key and is killed with
+/// SIGKILL once its upload is tagged, while its first send to the queue (its
+/// ranges) is held. Then `between` runs, and worker B starts (reading the source
+/// at `source` too) a second later, so that S3's initiation times, listed to the
+/// second, put A's upload first.
+async fn splitter_killed_then_b(
+    p: &Partitions,
+    pipeline: &Pipeline,
+    source: &str,
+    between: impl std::future::Future<Output = ()>,
+) -> Daemon {
+    let queue = FaultProxy::start(
+        &p.source.endpoint,
+        Faults {
+            hold_queue_send: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let mut env_a = worker_env(source);
+    env_a.push(("XPSYNC_QUEUE__ENDPOINT_URL", queue.endpoint.clone()));
+    let env_a: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = held_splitter(p, pipeline, &queue, &env_a).await;
+    a.kill();
+    assert_eq!(p.target_uploads().await.len(), 1, "A's upload, tagged");
+    between.await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let env = worker_env(source);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Daemon::start(p, "worker-b", &env).await
+}
+
 /// Waits until the queue holds nothing; then no upload is left on the target and
 /// nothing was dead-lettered.
 async fn nothing_left(p: &Partitions, pipeline: &Pipeline) {
@@ -409,29 +441,8 @@ async fn a_splitter_killed_between_tagging_its_upload_and_sending_its_ranges_los
     let source_etag = p.source_etag(KEY).await;
     let pipeline = Pipeline::wire(&p).await;
     let slow = SlowProxy::start(&p.source.endpoint, 4 * MIB as u64).await;
-    // Worker A's first send to the queue (its ranges) is held, and A killed there.
-    let queue = FaultProxy::start(
-        &p.source.endpoint,
-        Faults {
-            hold_queue_send: true,
-            ..Faults::default()
-        },
-    )
-    .await;
-    let env = worker_env(&slow.endpoint);
-    let mut env_a = env.clone();
-    env_a.push(("XPSYNC_QUEUE__ENDPOINT_URL", queue.endpoint.clone()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let env_a: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let b = splitter_killed_then_b(&p, &pipeline, &slow.endpoint, async {}).await;
     let event = key_event();
-    let a = held_splitter(&p, &pipeline, &queue, &env_a).await;
-    a.kill();
-    assert_eq!(p.target_uploads().await.len(), 1, "A's upload, tagged");
-
-    // S3 lists initiation times to the second, ties going by upload id: B's upload
-    // must come a second later for A's to be the first.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let b = Daemon::start(&p, "worker-b", &env).await;
     pipeline.send(&event).await;
     completes(&p, &source_etag, 150).await;
     assert!(
@@ -442,6 +453,63 @@ async fn a_splitter_killed_between_tagging_its_upload_and_sending_its_ranges_los
     assert!(
         b.metric("xpsync_splits_total{result=\"resent\"}") >= 1.0,
         "the checks sent no range:\n{}",
+        b.logs()
+    );
+    nothing_left(&p, &pipeline).await;
+    p.assert_copied_intact(KEY, &body, Etag::Same).await;
+}
+
+/// The same moment, but the key's message never comes back: it was dead-lettered
+/// (here: the queue purged, the message put in the DLQ) and an operator replays it.
+/// The replayed message is a fresh one, received once, as a duplicate event is; it
+/// joins A's upload and, being a replay, sends a check: the checks send the ranges
+/// and the object completes. Had it sent nothing, as a duplicate event does, no
+/// message would ever name A's upload.
+#[tokio::test]
+async fn a_replayed_key_message_drives_the_upload_its_splitter_left_behind() {
+    use aws_sdk_sqs::types::MessageAttributeValue;
+    let p = Partitions::start().await;
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 4], 68).await;
+    let source_etag = p.source_etag(KEY).await;
+    let pipeline = Pipeline::wire(&p).await;
+    // A's last long polls (1 s) still stand at the queue through the proxy: let
+    // them end, or one takes the replayed message and it comes to B received twice.
+    let dead_lettered_and_replayed = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        pipeline.purge().await;
+        let reason = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value("given up")
+            .build()
+            .unwrap();
+        pipeline
+            .sqs
+            .send_message()
+            .queue_url(&pipeline.dead_letter_url)
+            .message_body(key_event())
+            .message_attributes("xpsync-reason", reason)
+            .send()
+            .await
+            .unwrap();
+        let replay = Run::of(&mut p.xpsync(&["dlq", "replay"])).await;
+        assert!(replay.success(), "{replay}");
+    };
+    let b = splitter_killed_then_b(
+        &p,
+        &pipeline,
+        &p.source.endpoint,
+        dead_lettered_and_replayed,
+    )
+    .await;
+    completes(&p, &source_etag, 150).await;
+    assert!(
+        b.logs().contains("receive_count=1}:reconcile"),
+        "the replayed message was received before B:\n{}",
+        b.logs()
+    );
+    assert!(
+        b.metric("xpsync_splits_total{result=\"merged\"}") >= 1.0,
+        "B did not join A's upload:\n{}",
         b.logs()
     );
     nothing_left(&p, &pipeline).await;

@@ -218,7 +218,11 @@ impl Daemon {
                 }) = &report.result
                 {
                     let restarts = key.restart.as_ref().map_or(0, |r| r.count);
-                    let returned = message.receive_count > 1;
+                    // Received before, or dead-lettered and replayed (a fresh
+                    // message, received once): its splitter may have died before
+                    // sending anything, so a join sends a check.
+                    let returned = message.receive_count > 1
+                        || message.attributes.contains_key(crate::queue::REPLAY_COUNT);
                     let fleet = &route.fleet;
                     if !fleet
                         .send_split(&report.key, split, restarts, returned)

@@ -119,8 +119,9 @@ impl Worker {
     /// Sends a split's ranges and its first, delayed check. If the upload is
     /// another splitter's, joined, that splitter sends the ranges (sending them again
     /// would copy the object twice) and the check: one check chain per upload. Only
-    /// a key message that came back (`returned`: received before) sends a check
-    /// then, for its splitter may have died before sending anything; the check finds
+    /// a key message that came back (`returned`: received before, or dead-lettered
+    /// and replayed) sends a check then, for its splitter may have died before
+    /// sending anything; the check finds
     /// no progress and sends the missing ranges. A duplicate event, on its first
     /// receive, sends nothing: were the first splitter gone, its own message comes
     /// back. True if all were sent.

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config::{route_of, Config};
 use crate::event::{self, Parsed};
-use crate::queue::{Outgoing, Queue, Received, SqsError, MAX_BATCH};
+use crate::queue::{Outgoing, Queue, Received, SqsError, MAX_BATCH, REPLAY_COUNT};
 
 /// How long messages stay hidden while an operator command holds them.
 const HOLD: Duration = Duration::from_secs(300);
@@ -251,15 +251,15 @@ fn replayed(message: &Received) -> Outgoing {
     let mut attributes: Vec<(String, String)> = message
         .attributes
         .iter()
-        .filter(|(name, _)| !matches!(name.as_str(), "xpsync-replay-count" | "xpsync-replayed-at"))
+        .filter(|(name, _)| !matches!(name.as_str(), REPLAY_COUNT | "xpsync-replayed-at"))
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     let replays: u32 = message
         .attributes
-        .get("xpsync-replay-count")
+        .get(REPLAY_COUNT)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    attributes.push(("xpsync-replay-count".into(), (replays + 1).to_string()));
+    attributes.push((REPLAY_COUNT.into(), (replays + 1).to_string()));
     attributes.push((
         "xpsync-replayed-at".into(),
         DateTime::from(std::time::SystemTime::now()).to_string(),
