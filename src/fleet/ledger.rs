@@ -298,8 +298,13 @@ impl<'a> Ledger<'a> {
             if now == seen {
                 let upload = &work.upload_id;
                 let written = self.write_marker(target_key, upload, &work.etag, MARKER_PART);
-                if let Err(e) = written.await {
-                    tracing::warn!(upload_id = %work.upload_id, error = %e, "could not mark the range as still at work");
+                match written.await {
+                    // Completed or given up meanwhile: the range finds it so.
+                    Err(e) if e.kind == ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(upload_id = %work.upload_id, error = %e, "could not mark the range as still at work");
+                    }
+                    Ok(()) => {}
                 }
             }
             seen = now;
