@@ -39,7 +39,7 @@ use crate::metrics::PartResult;
 use crate::object::SourceObject;
 use crate::transfer::multipart::{self, Completion};
 use crate::transfer::part::{copy_part, Part, Uploaded};
-use crate::transfer::plan::{is_marker, PartPlan, MARKER_PART, MARKER_PARTS};
+use crate::transfer::plan::{PartPlan, MARKER_PART};
 use crate::transfer::{Copied, Copier, Method, TransferError, WriteOptions};
 
 /// What copying a range came to.
@@ -111,9 +111,9 @@ impl<'a> Ledger<'a> {
     ///
     /// The upload is created first, so its answer tells whether the target encrypts
     /// with KMS before the parts are planned (parts to be buffered must fit the
-    /// memory budget). It is tagged with the version it copies: two marker parts,
-    /// [`MARKER_PARTS`], never completed, whose content is the source's ETag and whose
-    /// size derives from it ([`marker`]). Only uploads carrying this version's markers
+    /// memory budget). It is tagged with the version it copies: a marker part,
+    /// [`MARKER_PART`], never completed, whose content is the source's ETag and whose
+    /// size derives from it ([`marker`]). Only uploads carrying this version's marker
     /// are joined, the first initiated winning: an upload begun for another version
     /// (of the same size and layout) is never mixed into this one.
     /// A split upload's checksum: `target.checksum`, composite, as its ranges send.
@@ -213,9 +213,9 @@ impl<'a> Ledger<'a> {
         Ok(plan)
     }
 
-    /// Tags upload `mine` with version `etag` (its marker parts), makes sure the
-    /// target lists them back with their ETags (the ledger a split needs), and finds
-    /// the first upload of this version before it ([`Self::first_marked`]).
+    /// Tags upload `mine` with version `etag` (its marker part), makes sure the
+    /// target lists it back with its ETag (the ledger a split needs), and finds the
+    /// first upload of this version before it ([`Self::first_marked`]).
     async fn tag(
         &self,
         target_key: &str,
@@ -223,13 +223,9 @@ impl<'a> Ledger<'a> {
         etag: &ETag,
         opaque: bool,
     ) -> Result<Tagged, TransferError> {
-        for number in MARKER_PARTS {
-            self.write_marker(target_key, mine, etag, number).await?;
-        }
-        match self.marker_parts(target_key, mine).await {
-            Ok(listed)
-                if listed.len() == MARKER_PARTS.len()
-                    && listed.values().all(|part| part.etag.is_some()) => {}
+        self.write_marker(target_key, mine, etag).await?;
+        match self.marker_part(target_key, mine).await {
+            Ok(Some(listed)) if listed.etag.is_some() => {}
             Ok(_) => {
                 return Ok(Tagged::NoLedger(
                     "the target lists an upload's parts without their ETags".into(),
@@ -248,17 +244,15 @@ impl<'a> Ledger<'a> {
         Ok(Tagged::Ledger { earlier })
     }
 
-    /// Writes upload `upload`'s marker part `number` for version `etag`: to tag it,
-    /// and part [`MARKER_PART`] again, the same bytes, as the sign of a range still
-    /// at work ([`Self::stamp`]).
+    /// Writes upload `upload`'s marker part for version `etag`: to tag it, and
+    /// again, the same bytes, as the sign of a range still at work ([`Self::stamp`]).
     async fn write_marker(
         &self,
         target_key: &str,
         upload: &str,
         etag: &ETag,
-        number: usize,
     ) -> Result<(), crate::error::S3Error> {
-        let (body, content_md5) = marker(etag, number);
+        let (body, content_md5) = marker(etag);
         let length = body.len() as u64;
         let target = self.copier.target();
         let checksum = self.copier.part_checksum();
@@ -268,7 +262,7 @@ impl<'a> Ledger<'a> {
             .bucket(&target.bucket)
             .key(target_key)
             .upload_id(upload)
-            .part_number(number as i32)
+            .part_number(MARKER_PART as i32)
             .content_md5(content_md5)
             .set_checksum_algorithm(checksum.clone())
             .body(body.into())
@@ -283,24 +277,24 @@ impl<'a> Ledger<'a> {
     /// again: its time in ListParts tells the split's check that a worker is still
     /// at it, so a slow range is never taken for a lost one and sent again
     /// ([`CheckOutcome::Missing`]'s `stamp`). One small request per `every`, and
-    /// only while no part arrives. Never returns.
+    /// only while no part arrives. Returns only once the upload is gone.
     async fn stamp(
         &self,
         target_key: &str,
         work: &RangeWork,
         finished: &AtomicU64,
         every: Duration,
-    ) -> std::convert::Infallible {
+    ) {
         let mut seen = 0;
         loop {
             tokio::time::sleep(every).await;
             let now = finished.load(Ordering::SeqCst);
             if now == seen {
-                let upload = &work.upload_id;
-                let written = self.write_marker(target_key, upload, &work.etag, MARKER_PART);
+                let written = self.write_marker(target_key, &work.upload_id, &work.etag);
                 match written.await {
-                    // Completed or given up meanwhile: the range finds it so.
-                    Err(e) if e.kind == ErrorKind::NotFound => {}
+                    // Completed or given up meanwhile: the parts still in flight
+                    // are for nothing, and the range ends.
+                    Err(e) if e.kind == ErrorKind::NotFound => return,
                     Err(e) => {
                         tracing::warn!(upload_id = %work.upload_id, error = %e, "could not mark the range as still at work");
                     }
@@ -381,7 +375,9 @@ impl<'a> Ledger<'a> {
             .try_fold(0u64, |bytes, done| async move { Ok(bytes + done.sent) });
         let copied = tokio::select! {
             copied = copied => copied,
-            never = self.stamp(target_key, work, &finished, stamp_every) => match never {},
+            () = self.stamp(target_key, work, &finished, stamp_every) => {
+                return Ok(RangeOutcome::UploadGone);
+            }
         };
         match copied {
             Ok(bytes) => Ok(RangeOutcome::Copied { bytes }),
@@ -432,8 +428,7 @@ impl<'a> Ledger<'a> {
             Err(e) => return Err(e),
         };
         let mut parts = parts;
-        let planned = work.part_sizes.len();
-        parts.retain(|number, _| !is_marker(*number, planned));
+        parts.remove(&MARKER_PART);
         for (number, (size, _)) in &parts {
             match work.part_sizes.get(number - 1) {
                 Some(planned) if planned == size => {}
@@ -450,8 +445,8 @@ impl<'a> Ledger<'a> {
             .map(|n| n as u32)
             .collect();
         if !missing.is_empty() {
-            let stamp = match self.marker_parts(target_key, &work.upload_id).await {
-                Ok(markers) => markers.get(&MARKER_PART).and_then(|marker| marker.stamp),
+            let stamp = match self.marker_part(target_key, &work.upload_id).await {
+                Ok(marker) => marker.and_then(|marker| marker.stamp),
                 Err(e) if e.kind == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
                 Err(e) => return Err(e.into()),
             };

@@ -9,19 +9,9 @@ use std::ops::Range;
 
 use crate::config::{MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
 
-/// The part numbers that tag a fleet split's upload with the version it copies
-/// ([`crate::fleet::ledger`]); never completed, and no part of a split's plan,
-/// which keeps them free (at most 9,998 parts). Part 10,000 is also the one a range
-/// still at work writes again.
-pub const MARKER_PARTS: [usize; 2] = [9_999, MARKER_PART];
+/// The part number that tags a fleet split's upload with the version it copies
+/// ([`crate::fleet::ledger`]); never completed, and no part of any plan's object.
 pub const MARKER_PART: usize = 10_000;
-
-/// Whether part `number` of an upload whose plan has `planned` parts is a version
-/// marker: one of [`MARKER_PARTS`], beyond the plan (an upload of an earlier
-/// release carries part 10,000 alone, and its plan may use part 9,999).
-pub fn is_marker(number: usize, planned: usize) -> bool {
-    number > planned && MARKER_PARTS.contains(&number)
-}
 
 const MIB: u64 = 1024 * 1024;
 
@@ -49,7 +39,7 @@ impl PartPlan {
     }
 
     /// As [`PartPlan::uniform`], in at most `max_parts` parts (a fleet split keeps
-    /// parts [`MARKER_PARTS`] for its version tag).
+    /// part [`MARKER_PART`] for its version tag).
     pub fn uniform_within(size: u64, min_part_size: u64, max_parts: u64) -> Result<Self, String> {
         let part_size = part_size_within(size, min_part_size, max_parts)?;
         let count = size.div_ceil(part_size).max(1);

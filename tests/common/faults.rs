@@ -135,8 +135,8 @@ impl FaultProxy {
         self.rules.uploads.load(Ordering::SeqCst)
     }
 
-    /// Of [`Self::uploads`], those of a split's marker parts (9,999 and 10,000):
-    /// its tag, and the stamps of a range still at work.
+    /// Of [`Self::uploads`], those of a split's marker part (part 10,000): its tag,
+    /// and the stamps of a range still at work.
     pub fn markers(&self) -> u64 {
         self.rules.markers.load(Ordering::SeqCst)
     }
@@ -297,8 +297,7 @@ impl Rules for FaultRules {
         {
             self.uploads.fetch_add(1, Ordering::SeqCst);
             let query = request.uri().query().unwrap_or("");
-            let marker = |pair: &str| matches!(pair, "partNumber=9999" | "partNumber=10000");
-            if query.split('&').any(marker) {
+            if query.split('&').any(|pair| pair == "partNumber=10000") {
                 self.markers.fetch_add(1, Ordering::SeqCst);
             }
         }
