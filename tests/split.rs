@@ -813,6 +813,48 @@ async fn an_object_of_ten_thousand_parts_is_split_and_completes() {
     );
 }
 
+/// A later release may tag a split's upload with a second marker, part 9,999,
+/// beyond the plan. This one's check must take it for no part of the object (it
+/// would otherwise find a part the layout does not hold, give the upload up and
+/// start the key over): here a part 9,999 is put into the upload mid-split.
+#[tokio::test]
+async fn a_second_marker_beyond_the_plan_is_no_part_of_the_object() {
+    use aws_sdk_s3::types::ChecksumAlgorithm;
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 6], 69).await;
+    let source_etag = p.source_etag(KEY).await;
+    let slow = SlowProxy::start(&p.source.endpoint, 2 * MIB as u64).await;
+    let daemons = workers(&p, &slow.endpoint, &["worker-a"]).await;
+    pipeline.send(&key_event()).await;
+    eventually(MINUTE, "the split's upload exists", || async {
+        !p.target_uploads().await.is_empty()
+    })
+    .await;
+    let (key, upload_id) = p.target_uploads().await.remove(0);
+    p.target_s3
+        .upload_part()
+        .bucket(common::TARGET_BUCKET)
+        .key(key)
+        .upload_id(upload_id)
+        .part_number(9_999)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .body(vec![b' '; 1024].into())
+        .send()
+        .await
+        .expect("a second marker");
+
+    completes(&p, &source_etag, 120).await;
+    nothing_left(&p, &pipeline).await;
+    p.assert_copied_intact(KEY, &body, Etag::Same).await;
+    assert_eq!(
+        daemons[0].metric("xpsync_splits_total{result=\"restarted\"}"),
+        0.0,
+        "the split was given up:\n{}",
+        daemons[0].logs()
+    );
+}
+
 /// Slow is not lost (DESIGN §10): parts that each take longer than the checks wait
 /// for a lost range (three visibility timeouts) over a throttled link are neither
 /// sent again nor given up while their worker copies them, for the worker writes

@@ -39,7 +39,7 @@ use crate::metrics::PartResult;
 use crate::object::SourceObject;
 use crate::transfer::multipart::{self, Completion};
 use crate::transfer::part::{copy_part, Part, Uploaded};
-use crate::transfer::plan::{PartPlan, MARKER_PART};
+use crate::transfer::plan::{is_marker, PartPlan, MARKER_PART};
 use crate::transfer::{Copied, Copier, Method, TransferError, WriteOptions};
 
 /// What copying a range came to.
@@ -224,8 +224,8 @@ impl<'a> Ledger<'a> {
         opaque: bool,
     ) -> Result<Tagged, TransferError> {
         self.write_marker(target_key, mine, etag).await?;
-        match self.marker_part(target_key, mine).await {
-            Ok(Some(listed)) if listed.etag.is_some() => {}
+        match self.marker_parts(target_key, mine).await {
+            Ok(listed) if listed.get(&MARKER_PART).is_some_and(|m| m.etag.is_some()) => {}
             Ok(_) => {
                 return Ok(Tagged::NoLedger(
                     "the target lists an upload's parts without their ETags".into(),
@@ -252,7 +252,7 @@ impl<'a> Ledger<'a> {
         upload: &str,
         etag: &ETag,
     ) -> Result<(), crate::error::S3Error> {
-        let (body, content_md5) = marker(etag);
+        let (body, content_md5) = marker(etag, MARKER_PART);
         let length = body.len() as u64;
         let target = self.copier.target();
         let checksum = self.copier.part_checksum();
@@ -428,7 +428,8 @@ impl<'a> Ledger<'a> {
             Err(e) => return Err(e),
         };
         let mut parts = parts;
-        parts.remove(&MARKER_PART);
+        let planned = work.part_sizes.len();
+        parts.retain(|number, _| !is_marker(*number, planned));
         for (number, (size, _)) in &parts {
             match work.part_sizes.get(number - 1) {
                 Some(planned) if planned == size => {}
@@ -445,8 +446,8 @@ impl<'a> Ledger<'a> {
             .map(|n| n as u32)
             .collect();
         if !missing.is_empty() {
-            let stamp = match self.marker_part(target_key, &work.upload_id).await {
-                Ok(marker) => marker.and_then(|marker| marker.stamp),
+            let stamp = match self.marker_parts(target_key, &work.upload_id).await {
+                Ok(markers) => markers.get(&MARKER_PART).and_then(|marker| marker.stamp),
                 Err(e) if e.kind == ErrorKind::NotFound => return Ok(CheckOutcome::Gone),
                 Err(e) => return Err(e.into()),
             };

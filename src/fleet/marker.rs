@@ -1,15 +1,23 @@
 //! A split's version tag: the marker part ([`MARKER_PART`]) that tells which source
-//! version an upload copies, and the room a split's plan leaves for it.
+//! version an upload copies (a second, part 9,999, is read where an upload has
+//! it: [`crate::transfer::plan::MARKER_PARTS`]), and the room a split's plan
+//! leaves for it.
 
 use crate::etag::ETag;
 use crate::transfer::md5_of;
 use crate::transfer::plan::{PartPlan, MARKER_PART};
 
-/// The marker part of version `etag`: its body and Content-MD5. Its size derives
-/// from the ETag too, so that the marker is told apart by its size where the
-/// target's ETags are opaque (SSE-KMS).
-pub(super) fn marker(etag: &ETag) -> (Vec<u8>, String) {
-    let tag = format!("xpsync-source-etag:{etag}");
+/// Marker part `number` of version `etag`
+/// ([`crate::transfer::plan::MARKER_PARTS`]): its body and Content-MD5. Its size
+/// derives from the ETag too, so that where the target's ETags are opaque
+/// (SSE-KMS) a marker still tells versions apart by 16 bits of size and 32 of its
+/// listed CRC32C.
+pub(super) fn marker(etag: &ETag, number: usize) -> (Vec<u8>, String) {
+    let tag = if number == MARKER_PART {
+        format!("xpsync-source-etag:{etag}")
+    } else {
+        format!("xpsync-source-etag-{number}:{etag}")
+    };
     let digest = ETag::of_bytes(tag.as_bytes());
     let spread = u16::from_str_radix(&digest.as_str()[..4], 16).unwrap_or(0) as usize;
     let mut body = tag.into_bytes();
@@ -57,8 +65,14 @@ mod tests {
 
     #[test]
     fn markers_tell_versions_apart_by_content_and_by_size() {
-        let (a, _) = marker(&ETag::new("9e107d9d372bb6826bd81d3542a419d6-3"));
-        let (b, _) = marker(&ETag::new("e4d909c290d0fb1ca068ffaddf22cbd0-3"));
+        let (a, _) = marker(
+            &ETag::new("9e107d9d372bb6826bd81d3542a419d6-3"),
+            MARKER_PART,
+        );
+        let (b, _) = marker(
+            &ETag::new("e4d909c290d0fb1ca068ffaddf22cbd0-3"),
+            MARKER_PART,
+        );
         assert!(a.starts_with(b"xpsync-source-etag:9e107d9d372bb6826bd81d3542a419d6-3"));
         assert_ne!(a, b);
         assert_ne!(

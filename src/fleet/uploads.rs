@@ -2,6 +2,8 @@
 //! ([`super::marker`]): which upload of a version came first, and the duplicates to
 //! abort once one is completed.
 
+use std::collections::BTreeMap;
+
 use super::ledger::Ledger;
 use super::marker::marker;
 use crate::checksum::{self, Value};
@@ -10,7 +12,7 @@ use crate::error::{ErrorKind, S3Error};
 use crate::etag::ETag;
 use crate::object::SourceObject;
 use crate::transfer::multipart;
-use crate::transfer::plan::MARKER_PART;
+use crate::transfer::plan::{MARKER_PART, MARKER_PARTS};
 use crate::transfer::TransferError;
 
 /// A marker part as ListParts shows it.
@@ -20,6 +22,31 @@ pub(super) struct Listed {
     checksum: Option<Value>,
     /// When it was last written (milliseconds since the epoch, as S3 lists it).
     pub stamp: Option<i64>,
+}
+
+impl Listed {
+    /// Whether this is marker part `number` of version `etag`: its size, and its
+    /// ETag where the target's ETags are MD5s, else its checksum where the upload
+    /// keeps one (under KMS: 16 bits of size and 32 of CRC32C).
+    fn is_of(&self, etag: &ETag, number: usize, opaque: bool) -> bool {
+        let (body, _) = marker(etag, number);
+        let same_checksum = self
+            .checksum
+            .as_ref()
+            .is_none_or(|c| checksum::of(&c.algorithm, &body).as_ref() == Some(&c.value));
+        let same_bytes = opaque || self.etag == Some(ETag::of_bytes(&body));
+        self.size == body.len() as u64 && same_bytes && same_checksum
+    }
+}
+
+/// Whether the marker parts `listed` of an upload are of version `etag`: part
+/// 10,000 must be, and part 9,999 too where the upload carries it (as a later
+/// release's uploads may: [`MARKER_PARTS`]).
+fn carries(listed: &BTreeMap<usize, Listed>, etag: &ETag, opaque: bool) -> bool {
+    listed.contains_key(&MARKER_PART)
+        && listed
+            .iter()
+            .all(|(number, part)| part.is_of(etag, *number, opaque))
 }
 
 impl Ledger<'_> {
@@ -63,10 +90,8 @@ impl Ledger<'_> {
         Ok(None)
     }
 
-    /// Whether `upload` carries the marker of version `etag`: its size, and its ETag
-    /// where the target's ETags are MD5s, else its checksum where the upload keeps
-    /// one (under KMS: 16 bits of size and 32 of CRC32C, where the size alone was 16).
-    /// A marker that still matches another version's is harmless: a completion that
+    /// Whether `upload` carries the markers of version `etag` ([`Listed::is_of`]).
+    /// Markers that still match another version's are harmless: a completion that
     /// records another version is discarded, never relabelled.
     pub(super) async fn carries_marker(
         &self,
@@ -75,28 +100,19 @@ impl Ledger<'_> {
         etag: &ETag,
         opaque: bool,
     ) -> Result<bool, TransferError> {
-        let listed = match self.marker_part(target_key, upload).await {
-            Ok(listed) => listed,
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        let (body, _) = marker(etag);
-        Ok(listed.is_some_and(|marker| {
-            let same_checksum = marker
-                .checksum
-                .as_ref()
-                .is_none_or(|c| checksum::of(&c.algorithm, &body).as_ref() == Some(&c.value));
-            let same_bytes = opaque || marker.etag == Some(ETag::of_bytes(&body));
-            marker.size == body.len() as u64 && same_bytes && same_checksum
-        }))
+        match self.marker_parts(target_key, upload).await {
+            Ok(listed) => Ok(carries(&listed, etag, opaque)),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// The marker part of `upload` as the target lists it.
-    pub(super) async fn marker_part(
+    /// The marker parts of `upload` ([`MARKER_PARTS`]) as the target lists them.
+    pub(super) async fn marker_parts(
         &self,
         target_key: &str,
         upload: &str,
-    ) -> Result<Option<Listed>, S3Error> {
+    ) -> Result<BTreeMap<usize, Listed>, S3Error> {
         let target = self.copier.target();
         let request = target
             .client
@@ -104,19 +120,23 @@ impl Ledger<'_> {
             .bucket(&target.bucket)
             .key(target_key)
             .upload_id(upload)
-            .part_number_marker((MARKER_PART - 1).to_string())
-            .max_parts(1);
+            .part_number_marker((MARKER_PARTS[0] - 1).to_string())
+            .max_parts(MARKER_PARTS.len() as i32);
         let parts = target.observe("ListParts", request.send().await)?;
         Ok(parts
             .parts()
             .iter()
-            .find(|part| part.part_number() == Some(MARKER_PART as i32))
-            .map(|part| Listed {
-                size: part.size().unwrap_or(0).max(0) as u64,
-                etag: ETag::parse(part.e_tag()),
-                checksum: checksum_values!(part).first(),
-                stamp: part.last_modified().and_then(|t| t.to_millis().ok()),
-            }))
+            .filter_map(|part| {
+                let number = part.part_number()? as usize;
+                let listed = Listed {
+                    size: part.size().unwrap_or(0).max(0) as u64,
+                    etag: ETag::parse(part.e_tag()),
+                    checksum: checksum_values!(part).first(),
+                    stamp: part.last_modified().and_then(|t| t.to_millis().ok()),
+                };
+                MARKER_PARTS.contains(&number).then_some((number, listed))
+            })
+            .collect())
     }
 
     /// After a split completed: aborts any other upload of its version still there
@@ -141,5 +161,50 @@ impl Ledger<'_> {
                 multipart::abort(self.copier, target_key, &id).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::types::ChecksumAlgorithm;
+
+    /// Marker part `number` of `etag` as a KMS target lists it: its size and CRC32C,
+    /// its ETag opaque.
+    fn listed_under_kms(etag: &ETag, number: usize) -> Listed {
+        let (body, _) = marker(etag, number);
+        let algorithm = ChecksumAlgorithm::Crc32C;
+        Listed {
+            size: body.len() as u64,
+            etag: Some(ETag::new("opaque")),
+            checksum: checksum::of(&algorithm, &body).map(|value| Value { algorithm, value }),
+            stamp: None,
+        }
+    }
+
+    #[test]
+    fn an_upload_carries_a_version_by_part_10000_and_by_part_9999_where_it_has_one() {
+        let v1 = ETag::new("9e107d9d372bb6826bd81d3542a419d6-3");
+        let v2 = ETag::new("e4d909c290d0fb1ca068ffaddf22cbd0-3");
+        let listing = |parts: &[(usize, &ETag)]| -> BTreeMap<usize, Listed> {
+            parts
+                .iter()
+                .map(|(n, etag)| (*n, listed_under_kms(etag, *n)))
+                .collect()
+        };
+        // What this release writes: part 10,000 alone.
+        let one = listing(&[(MARKER_PART, &v1)]);
+        assert!(carries(&one, &v1, true));
+        assert!(!carries(&one, &v2, true));
+        // Both, as a later release may write them.
+        let both = listing(&[(MARKER_PARTS[0], &v1), (MARKER_PART, &v1)]);
+        assert!(carries(&both, &v1, true));
+        // Part 10,000 of this version beside part 9,999 of another: not this one.
+        let mixed = listing(&[(MARKER_PARTS[0], &v2), (MARKER_PART, &v1)]);
+        assert!(!carries(&mixed, &v1, true));
+        // Part 9,999 alone is no tag.
+        assert!(!carries(&listing(&[(MARKER_PARTS[0], &v1)]), &v1, true));
+        // Where ETags are MD5s, the listed ETag must be the marker's.
+        assert!(!carries(&one, &v1, false), "an opaque ETag is no MD5");
     }
 }

@@ -25,7 +25,7 @@ use futures::{StreamExt, TryStreamExt};
 pub(crate) use super::complete::{complete_verified, Completion, Finished};
 pub(crate) use super::listing::{list_parts, list_uploads, parts_present, sizes_in, Listed};
 use super::part::{copy_part, Part, PartDone, Uploaded};
-use super::plan::MARKER_PART;
+use super::plan::is_marker;
 use super::{with_write_options, Copied, Copier, Method, PartPlan, TransferError, WriteOptions};
 use crate::checksum::UploadChecksum;
 use crate::error::ErrorKind;
@@ -323,11 +323,11 @@ async fn find_resumable(
             continue;
         }
         let parts = list_parts(copier, target_key, &upload_id).await?;
-        // A fleet split's upload carries a version marker part beyond the plan: it
-        // is no part of the object, and such an upload is resumed like any other.
+        // A fleet split's upload carries version marker parts beyond the plan: they
+        // are no part of the object, and such an upload is resumed like any other.
         let fits = parts
             .iter()
-            .filter(|(number, _)| **number != MARKER_PART)
+            .filter(|(number, _)| !is_marker(**number, plan.len()))
             .all(|(number, (size, _))| plan.part_size(*number) == Some(*size));
         if fits && best.as_ref().is_none_or(|(_, b)| parts.len() > b.len()) {
             if let Some((replaced, _)) = best.take() {

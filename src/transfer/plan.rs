@@ -11,7 +11,22 @@ use crate::config::{MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
 
 /// The part number that tags a fleet split's upload with the version it copies
 /// ([`crate::fleet::ledger`]); never completed, and no part of any plan's object.
+/// It is also the part a range still at work writes again.
 pub const MARKER_PART: usize = 10_000;
+
+/// The part numbers a split's upload may carry as version markers: part 10,000,
+/// which this release writes, and part 9,999, which it reads as a second marker
+/// where an upload carries it beyond its plan. A later release may write both
+/// (96 bits of the version under KMS, where one gives 48) once no worker is left
+/// that would take part 9,999 for a part outside the plan and give the upload up.
+pub const MARKER_PARTS: [usize; 2] = [9_999, MARKER_PART];
+
+/// Whether part `number` of an upload whose plan has `planned` parts is a version
+/// marker: one of [`MARKER_PARTS`], beyond the plan (a plan of this release may
+/// use part 9,999 for data).
+pub fn is_marker(number: usize, planned: usize) -> bool {
+    number > planned && MARKER_PARTS.contains(&number)
+}
 
 const MIB: u64 = 1024 * 1024;
 
@@ -113,6 +128,21 @@ fn part_size_within(size: u64, min_part_size: u64, max_parts: u64) -> Result<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_marker_is_a_marker_part_beyond_the_plan() {
+        assert!(is_marker(10_000, 12));
+        assert!(is_marker(9_999, 9_998));
+        assert!(
+            !is_marker(9_999, 9_999),
+            "a plan of 9,999 parts uses part 9,999"
+        );
+        assert!(
+            !is_marker(13, 12),
+            "another part beyond the plan is no marker"
+        );
+        assert!(!is_marker(5, 12));
+    }
 
     const GIB: u64 = 1024 * MIB;
     const TIB: u64 = 1024 * GIB;
