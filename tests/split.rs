@@ -905,6 +905,45 @@ async fn parts_slower_than_the_visibility_timeout_cross_the_link_once() {
     assert_eq!(worker.metric("xpsync_splits_total{result=\"resent\"}"), 0.0);
 }
 
+/// A range whose parts are slow learns that its upload is gone (given up, or
+/// completed by another check) from its next stamp, and stops there: the parts in
+/// flight are not read to their end for an upload that cannot take them.
+#[tokio::test]
+async fn a_slow_range_stops_once_its_upload_is_gone() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    // 80 KiB/s per connection: each 5 MiB part would take 64 s.
+    let slow = SlowProxy::start(&p.source.endpoint, 80 * 1024).await;
+    let worker = workers(&p, &slow.endpoint, &["worker-a"]).await.remove(0);
+    let size = 3 * 5 * MIB as u64;
+    p.put_source_multipart(KEY, &[5 * MIB; 3], 77).await;
+    pipeline.send(&key_event()).await;
+    eventually(MINUTE, "the split's upload exists", || async {
+        !p.target_uploads().await.is_empty()
+    })
+    .await;
+    let (key, upload_id) = p.target_uploads().await.remove(0);
+    p.target_s3
+        .abort_multipart_upload()
+        .bucket(common::TARGET_BUCKET)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+        .expect("abort the split's upload");
+
+    eventually(MINUTE, "a range finds its upload gone", || async {
+        worker.metric("xpsync_ranges_total{result=\"upload_gone\"}") >= 1.0
+    })
+    .await;
+    let served = slow.bytes_replied();
+    assert!(
+        served < size / 2,
+        "the source served {served} bytes before the range stopped: its parts were read to the end\n{}",
+        worker.logs()
+    );
+}
+
 /// What a split completes carries the source's current description: tags changed
 /// while the split runs (after its upload was created with the old ones) reach the
 /// copy. Their own event is not routed to the queue here, so only the completion
