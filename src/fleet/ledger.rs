@@ -39,7 +39,7 @@ use crate::metrics::PartResult;
 use crate::object::SourceObject;
 use crate::transfer::multipart::{self, Completion};
 use crate::transfer::part::{copy_part, Part, Uploaded};
-use crate::transfer::plan::{is_marker, PartPlan, MARKER_PART};
+use crate::transfer::plan::{is_marker, PartPlan, MARKER_PART, MARKER_PARTS};
 use crate::transfer::{Copied, Copier, Method, TransferError, WriteOptions};
 
 /// What copying a range came to.
@@ -111,9 +111,9 @@ impl<'a> Ledger<'a> {
     ///
     /// The upload is created first, so its answer tells whether the target encrypts
     /// with KMS before the parts are planned (parts to be buffered must fit the
-    /// memory budget). It is tagged with the version it copies: a marker part,
-    /// [`MARKER_PART`], never completed, whose content is the source's ETag and whose
-    /// size derives from it ([`marker`]). Only uploads carrying this version's marker
+    /// memory budget). It is tagged with the version it copies: two marker parts,
+    /// [`MARKER_PARTS`], never completed, whose content is the source's ETag and
+    /// whose size derives from it ([`marker`]). Only uploads carrying this version's marker
     /// are joined, the first initiated winning: an upload begun for another version
     /// (of the same size and layout) is never mixed into this one.
     /// A split upload's checksum: `target.checksum`, composite, as its ranges send.
@@ -223,7 +223,11 @@ impl<'a> Ledger<'a> {
         etag: &ETag,
         opaque: bool,
     ) -> Result<Tagged, TransferError> {
-        self.write_marker(target_key, mine, etag).await?;
+        // Part 9,999 first: an upload lists as this version's once part 10,000
+        // is there, and then carries both.
+        for number in MARKER_PARTS {
+            self.write_marker(target_key, mine, etag, number).await?;
+        }
         match self.marker_parts(target_key, mine).await {
             Ok(listed) if listed.get(&MARKER_PART).is_some_and(|m| m.etag.is_some()) => {}
             Ok(_) => {
@@ -244,15 +248,17 @@ impl<'a> Ledger<'a> {
         Ok(Tagged::Ledger { earlier })
     }
 
-    /// Writes upload `upload`'s marker part for version `etag`: to tag it, and
-    /// again, the same bytes, as the sign of a range still at work ([`Self::stamp`]).
+    /// Writes upload `upload`'s marker part `number` for version `etag`: to tag
+    /// it, and part 10,000 again, the same bytes, as the sign of a range still at
+    /// work ([`Self::stamp`]).
     async fn write_marker(
         &self,
         target_key: &str,
         upload: &str,
         etag: &ETag,
+        number: usize,
     ) -> Result<(), crate::error::S3Error> {
-        let (body, content_md5) = marker(etag, MARKER_PART);
+        let (body, content_md5) = marker(etag, number);
         let length = body.len() as u64;
         let target = self.copier.target();
         let checksum = self.copier.part_checksum();
@@ -262,7 +268,7 @@ impl<'a> Ledger<'a> {
             .bucket(&target.bucket)
             .key(target_key)
             .upload_id(upload)
-            .part_number(MARKER_PART as i32)
+            .part_number(number as i32)
             .content_md5(content_md5)
             .set_checksum_algorithm(checksum.clone())
             .body(body.into())
@@ -290,7 +296,8 @@ impl<'a> Ledger<'a> {
             tokio::time::sleep(every).await;
             let now = finished.load(Ordering::SeqCst);
             if now == seen {
-                let written = self.write_marker(target_key, &work.upload_id, &work.etag);
+                let written =
+                    self.write_marker(target_key, &work.upload_id, &work.etag, MARKER_PART);
                 match written.await {
                     // Completed or given up meanwhile: the parts still in flight
                     // are for nothing, and the range ends.

@@ -40,8 +40,9 @@ impl Listed {
 }
 
 /// Whether the marker parts `listed` of an upload are of version `etag`: part
-/// 10,000 must be, and part 9,999 too where the upload carries it (as a later
-/// release's uploads may: [`MARKER_PARTS`]).
+/// 10,000 must be, and part 9,999 too where the upload carries it (as this
+/// release's uploads do: [`MARKER_PARTS`]; one begun by an earlier release may
+/// carry part 10,000 alone).
 fn carries(listed: &BTreeMap<usize, Listed>, etag: &ETag, opaque: bool) -> bool {
     listed.contains_key(&MARKER_PART)
         && listed
@@ -192,11 +193,11 @@ mod tests {
                 .map(|(n, etag)| (*n, listed_under_kms(etag, *n)))
                 .collect()
         };
-        // What this release writes: part 10,000 alone.
+        // What an earlier release wrote: part 10,000 alone.
         let one = listing(&[(MARKER_PART, &v1)]);
         assert!(carries(&one, &v1, true));
         assert!(!carries(&one, &v2, true));
-        // Both, as a later release may write them.
+        // Both, as this release writes them.
         let both = listing(&[(MARKER_PARTS[0], &v1), (MARKER_PART, &v1)]);
         assert!(carries(&both, &v1, true));
         // Part 10,000 of this version beside part 9,999 of another: not this one.

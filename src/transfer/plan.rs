@@ -11,18 +11,18 @@ use crate::config::{MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
 
 /// The part number that tags a fleet split's upload with the version it copies
 /// ([`crate::fleet::ledger`]); never completed, and no part of any plan's object.
-/// It is also the part a range still at work writes again.
+/// An upload is of a version once it carries this part; it is also the part a
+/// range still at work writes again.
 pub const MARKER_PART: usize = 10_000;
 
-/// The part numbers a split's upload may carry as version markers: part 10,000,
-/// which this release writes, and part 9,999, which it reads as a second marker
-/// where an upload carries it beyond its plan. A later release may write both
-/// (96 bits of the version under KMS, where one gives 48) once no worker is left
-/// that would take part 9,999 for a part outside the plan and give the upload up.
+/// The part numbers a split's upload carries as version markers (96 bits of the
+/// version under KMS, where one gives 48). A split plans at most 9,998 parts; an
+/// upload begun by a release before this one may carry part 10,000 alone, and a
+/// plan of 9,999 parts, whose part 9,999 is data.
 pub const MARKER_PARTS: [usize; 2] = [9_999, MARKER_PART];
 
 /// Whether part `number` of an upload whose plan has `planned` parts is a version
-/// marker: one of [`MARKER_PARTS`], beyond the plan (a plan of this release may
+/// marker: one of [`MARKER_PARTS`], beyond the plan (an earlier release's plan may
 /// use part 9,999 for data).
 pub fn is_marker(number: usize, planned: usize) -> bool {
     number > planned && MARKER_PARTS.contains(&number)
@@ -54,7 +54,7 @@ impl PartPlan {
     }
 
     /// As [`PartPlan::uniform`], in at most `max_parts` parts (a fleet split keeps
-    /// part [`MARKER_PART`] for its version tag).
+    /// parts [`MARKER_PARTS`] for its version tag).
     pub fn uniform_within(size: u64, min_part_size: u64, max_parts: u64) -> Result<Self, String> {
         let part_size = part_size_within(size, min_part_size, max_parts)?;
         let count = size.div_ceil(part_size).max(1);

@@ -61,6 +61,10 @@ pub struct Faults {
     /// The first UploadPart of this part number is read whole and held back until
     /// [`FaultProxy::release`].
     pub hold_part: Option<u32>,
+    /// UploadParts of this part number are read whole and answered 200 without
+    /// reaching the server: the upload never holds that part (as an upload begun
+    /// by an earlier release, which did not write it).
+    pub drop_part: Option<u32>,
     /// Every object GET whose key contains this text is answered with this status
     /// and S3 error code.
     pub get_error: Option<(&'static str, u16, &'static str)>,
@@ -135,8 +139,8 @@ impl FaultProxy {
         self.rules.uploads.load(Ordering::SeqCst)
     }
 
-    /// Of [`Self::uploads`], those of a split's marker part (part 10,000): its tag,
-    /// and the stamps of a range still at work.
+    /// Of [`Self::uploads`], those of a split's marker parts (parts 9,999 and
+    /// 10,000): its tag, and the stamps of a range still at work.
     pub fn markers(&self) -> u64 {
         self.rules.markers.load(Ordering::SeqCst)
     }
@@ -256,6 +260,16 @@ fn carries_a_checksum(parts: &Parts) -> bool {
         })
 }
 
+/// The part number an UploadPart names in its query.
+fn part_number(parts: &Parts) -> Option<u32> {
+    parts.uri.query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("partNumber="))
+            .and_then(|n| n.parse::<u32>().ok())
+    })
+}
+
 fn hits(every: Option<u64>, n: u64) -> bool {
     every.is_some_and(|every| n % every == 0)
 }
@@ -297,7 +311,8 @@ impl Rules for FaultRules {
         {
             self.uploads.fetch_add(1, Ordering::SeqCst);
             let query = request.uri().query().unwrap_or("");
-            if query.split('&').any(|pair| pair == "partNumber=10000") {
+            let marker = |pair: &str| matches!(pair, "partNumber=9999" | "partNumber=10000");
+            if query.split('&').any(marker) {
                 self.markers.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -307,6 +322,22 @@ impl Rules for FaultRules {
         let (parts, body) = request.into_parts();
         if let Some(answer) = self.refusal(&seen, &parts) {
             return Decision::Answer(answer);
+        }
+        let dropped = self.faults.drop_part.is_some();
+        if dropped && seen.method == "PUT" && part_number(&parts) == self.faults.drop_part {
+            let bytes = collected(body).await;
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            let etag = {
+                use md5::{Digest, Md5};
+                format!("\"{}\"", hex::encode(Md5::digest(&bytes)))
+            };
+            return Decision::Answer(
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("etag", etag)
+                    .body(full(Bytes::new()))
+                    .expect("a response"),
+            );
         }
         match self.body(&seen, &parts, body).await {
             Ok(body) => Decision::Forward(Request::from_parts(parts, body), seen),
@@ -616,15 +647,9 @@ impl FaultRules {
                 .uri
                 .query()
                 .is_none_or(|q| q.starts_with("x-id=") && !q.contains('&'));
-        let part_number = parts.uri.query().and_then(|query| {
-            query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("partNumber="))
-                .and_then(|n| n.parse::<u32>().ok())
-        });
         let held_part = seen.method == "PUT"
             && self.faults.hold_part.is_some()
-            && part_number == self.faults.hold_part;
+            && part_number(parts) == self.faults.hold_part;
         let first = self.faults.hold_first == Some(seen.method.as_str()) && plain_object_request;
         (first || held_part) && self.held.load(Ordering::SeqCst) == 0
     }
