@@ -218,13 +218,19 @@ enum Next {
 
 /// What one receive came to.
 enum Took {
-    /// Messages, or none, handed on.
+    /// Messages, handed on.
     Messages,
+    /// None came.
+    Nothing,
     /// The receive failed: the loop backs off.
     Failed(crate::error::SqsError),
     /// Shutdown came first.
     Stopped,
 }
+
+/// How long a worker that has just shared a range's parts waits before it receives
+/// again, so that a worker already waiting takes them ([`crate::fleet::share`]).
+const AFTER_SHARING: Duration = Duration::from_secs(1);
 
 /// At most this many receive calls in flight at once, one per ten message slots:
 /// a receive is a round trip, and while one is out, slots freed meanwhile wait.
@@ -252,7 +258,8 @@ impl Daemon {
     /// The range queue's receive loop: as many range messages as this worker's
     /// parts copy at once ([`crate::fleet::Ranges`]), while the breaker is closed.
     /// Ranges take no object slot: the main queue's loops go on receiving keys
-    /// and checks meanwhile.
+    /// and checks meanwhile. A receive that finds the queue empty has a range at
+    /// work here share its parts not yet started ([`crate::fleet::share`]).
     async fn range_receiver(self: Arc<Self>, shutdown: &CancellationToken) {
         let queue = self.queue.range_queue();
         let mut failures = 0u32;
@@ -268,6 +275,15 @@ impl Daemon {
             let took = self
                 .receive(&queue, room.min(MAX_BATCH), Vec::new(), false, shutdown)
                 .await;
+            // No range waits for any worker: one at work here shares its parts not
+            // yet started, and this loop lets the workers already waiting take
+            // them first.
+            if matches!(took, Took::Nothing) && self.routes.fleet().share_a_range().await {
+                tokio::select! {
+                    () = tokio::time::sleep(AFTER_SHARING) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
             if !self.after_receive(took, &mut failures, shutdown).await {
                 return;
             }
@@ -283,7 +299,7 @@ impl Daemon {
         shutdown: &CancellationToken,
     ) -> bool {
         match took {
-            Took::Messages => *failures = 0,
+            Took::Messages | Took::Nothing => *failures = 0,
             Took::Failed(e) => {
                 *failures += 1;
                 let pause =
@@ -426,6 +442,7 @@ impl Daemon {
             self.breaker.trial_over();
         }
         match received {
+            Ok(messages) if messages.is_empty() => Took::Nothing,
             Ok(messages) => {
                 let mut permits = permits.into_iter();
                 for message in messages {

@@ -19,7 +19,9 @@
 //!   completion is told and checked as any copy is;
 //! - [`worker`]: the daemon's side ([`Worker`]): sends a split's messages, copies a
 //!   range, checks an upload, and says what becomes of the message in hand;
-//! - [`ranges`]: how many range messages one worker holds at once;
+//! - [`ranges`]: how many range messages one worker holds at once, and [`share`]:
+//!   the half of a range's parts not yet started that a worker hands out when the
+//!   range queue runs dry;
 //! - `marker` and `uploads`: the version tag of a split's upload, and the lookups
 //!   of a key's uploads by it.
 
@@ -27,6 +29,7 @@ pub mod ledger;
 mod marker;
 pub mod message;
 pub mod ranges;
+pub mod share;
 mod uploads;
 pub mod worker;
 

@@ -647,6 +647,59 @@ async fn a_split_that_can_never_succeed_ends_in_one_dead_letter() {
     }
 }
 
+/// Ranges spread over the workers to the last part (DESIGN §10): the whole object
+/// is one range, which one worker receives; the other, finding the range queue
+/// empty, would idle to the end. The worker at work, finding it empty too, shares
+/// the upper half of its parts not yet started, and again, so both copy parts,
+/// and no part crosses twice.
+#[tokio::test]
+async fn a_worker_that_finds_the_range_queue_empty_shares_its_range_with_an_idle_one() {
+    let p = Partitions::start().await;
+    let pipeline = Pipeline::wire(&p).await;
+    // One part at a time per worker, 2 MiB/s: each 5 MiB part takes 2.5 s, the
+    // twelve 30 s for one worker.
+    let slow = SlowProxy::start(&p.source.endpoint, 2 * MIB as u64).await;
+    let mut env = worker_env(&slow.endpoint);
+    env.retain(|(name, _)| *name != "XPSYNC_TRANSFER__SPLIT_RANGE_SIZE");
+    env.extend([
+        ("XPSYNC_TRANSFER__SPLIT_RANGE_SIZE", "60MiB".to_owned()),
+        ("XPSYNC_TRANSFER__MAX_PARTS", "1".into()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemons = [
+        Daemon::start(&p, "worker-a", &env).await,
+        Daemon::start(&p, "worker-b", &env).await,
+    ];
+    let body = p.put_source_multipart(KEY, &[5 * MIB; 12], 74).await;
+    let source_etag = p.source_etag(KEY).await;
+
+    completes(&p, &source_etag, 150).await;
+    nothing_left(&p, &pipeline).await;
+    p.assert_copied_intact(KEY, &body, Etag::Same).await;
+    let logs = || format!("{}\n{}", daemons[0].logs(), daemons[1].logs());
+    let metric = |name: &str| -> f64 { daemons.iter().map(|d| d.metric(name)).sum() };
+    assert!(
+        metric("xpsync_ranges_total{result=\"shared\"}") >= 1.0,
+        "no range was shared:\n{}",
+        logs()
+    );
+    for daemon in &daemons {
+        let uploaded = daemon.metric("xpsync_parts_total{result=\"uploaded\"}");
+        assert!(
+            uploaded >= 2.0,
+            "a worker uploaded {uploaded} parts of the one range:\n{}",
+            logs()
+        );
+    }
+    let size = body.len() as u64;
+    let served = slow.bytes_replied();
+    assert!(
+        served < size + MIB as u64,
+        "the source served {served} bytes for an object of {size}: a part crossed twice\n{}",
+        logs()
+    );
+}
+
 /// A range sent again sends only the parts its upload lacks (#20): worker A's
 /// range of three parts stops at its third (held back, and A killed); the range
 /// comes back to worker B, which uploads that part alone.

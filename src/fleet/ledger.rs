@@ -26,12 +26,14 @@
 use std::collections::BTreeMap;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
 use super::marker::{marker, with_room_for_the_tag};
 use super::message::{parts_per_range, CheckWork, RangeWork, Split};
+use super::share::{PartRange, Unstarted};
 use crate::checksum::UploadChecksum;
 use crate::error::ErrorKind;
 use crate::etag::ETag;
@@ -312,7 +314,8 @@ impl<'a> Ledger<'a> {
         }
     }
 
-    /// Copies the parts of `work` into its upload. `opaque`: the target is
+    /// Copies the parts of range `work` into its upload, as `range` hands them
+    /// out ([`Unstarted`]). `opaque`: the target is
     /// asked for SSE-KMS (its part ETags are opaque). `stamp_every`: how often a
     /// range none of whose parts finish marks its upload as still at work
     /// ([`Self::stamp`]).
@@ -320,7 +323,7 @@ impl<'a> Ledger<'a> {
         &self,
         key: &str,
         target_key: &str,
-        work: &RangeWork,
+        (work, range): (&RangeWork, &Arc<Unstarted>),
         (opaque, stamp_every): (bool, Duration),
     ) -> Result<RangeOutcome, TransferError> {
         let version = work.etag.clone();
@@ -346,7 +349,7 @@ impl<'a> Ledger<'a> {
             Err(e) => return Err(e),
         };
         let mut start = work.first_byte;
-        let parts: Vec<(usize, std::ops::Range<u64>)> = work
+        let parts: Vec<PartRange> = work
             .part_sizes
             .iter()
             .enumerate()
@@ -363,8 +366,12 @@ impl<'a> Ledger<'a> {
                 !there
             })
             .collect();
+        // Parts are taken one by one as slots free: those not yet taken may be
+        // shared with an idle worker ([`super::share`]).
+        range.fill(parts).await;
         let finished = AtomicU64::new(0);
-        let copied = futures::stream::iter(parts)
+        let copied = range
+            .parts()
             .map(|(number, range)| {
                 let part = Part {
                     upload_id: &work.upload_id,

@@ -12,11 +12,12 @@
 //! range takes, and a worker killed loses at most the ranges it was copying.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::share::Unstarted;
 use crate::queue::MAX_BATCH;
 
 #[derive(Debug)]
@@ -26,6 +27,9 @@ pub struct Ranges {
     /// Parts in the last range received: ranges are sized alike.
     parts_per_range: AtomicUsize,
     freed: Notify,
+    /// The ranges at work here, whose parts not yet started may be shared
+    /// ([`super::share`]).
+    at_work: Mutex<Vec<Weak<Unstarted>>>,
 }
 
 /// A range in hand; dropping it frees its place.
@@ -46,7 +50,29 @@ impl Ranges {
             in_hand: AtomicUsize::new(0),
             parts_per_range: AtomicUsize::new(1),
             freed: Notify::new(),
+            at_work: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The parts a worker copies at once (`transfer.max_parts`).
+    pub fn max_parts(&self) -> usize {
+        self.max_parts
+    }
+
+    /// Range `range` is at work here until it is dropped.
+    pub fn at_work(&self, range: &Arc<Unstarted>) {
+        let mut at_work = self.at_work.lock().expect("not poisoned");
+        at_work.retain(|r| r.strong_count() > 0);
+        at_work.push(Arc::downgrade(range));
+    }
+
+    /// The range at work here with the most parts not yet started.
+    pub fn fullest(&self) -> Option<Arc<Unstarted>> {
+        let at_work = self.at_work.lock().expect("not poisoned");
+        at_work
+            .iter()
+            .filter_map(Weak::upgrade)
+            .max_by_key(|range| range.left())
     }
 
     /// The ranges this worker's parts copy at once, and one more: that one lists its

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::message::{CheckWork, Native, RangeWork, Split};
 use super::ranges::Ranges;
+use super::share::Unstarted;
 use super::RangeOutcome;
 use crate::config::Config;
 use crate::error::ErrorKind;
@@ -217,6 +218,29 @@ impl Worker {
         self.send_key(key, restarts, why).await
     }
 
+    /// The range queue was found empty: the range at work here with the most parts
+    /// not yet started hands the upper half of them, as a range message, to a
+    /// worker waiting on the queue ([`super::share`]). Whether one was sent.
+    pub async fn share_a_range(&self) -> bool {
+        let Some(range) = self.ranges.fullest() else {
+            return false;
+        };
+        let shared = range
+            .share(self.ranges.max_parts(), |share| async {
+                let message = Outgoing {
+                    body: Native::range(&range.bucket, &range.key, share).body(),
+                    ..Outgoing::default()
+                };
+                send_all(&self.range_queue, &[message]).await
+            })
+            .await;
+        if shared {
+            RangeResult::Shared.count();
+            tracing::info!(key = %range.key, left = range.left(), "the range queue is empty: shared half of a range's parts not yet started");
+        }
+        shared
+    }
+
     /// Whether ranges travel on a queue of their own.
     pub fn has_range_queue(&self) -> bool {
         self.range_queue.url != self.queue.url
@@ -246,7 +270,9 @@ impl Worker {
     /// Copies the parts of a range, and has the upload checked at once if it was
     /// the last one missing.
     pub async fn copy_range(&self, key: &str, work: &RangeWork) -> Step {
-        let outcome = self.reconciler.copy_range(key, work).await;
+        let range = Unstarted::new(&self.bucket, key, work);
+        self.ranges.at_work(&range);
+        let outcome = self.reconciler.copy_range(key, work, &range).await;
         let parts = format!("parts {} to {}", work.first_part, work.last_part);
         let signal = match &outcome {
             Ok(RangeOutcome::Copied { .. }) => Some(Ok(true)),

@@ -90,6 +90,9 @@ label! {
         /// Received while the worker held all the ranges its parts can copy: sent
         /// again for another worker.
         HandedBack => "handed_back",
+        /// The range queue was found empty, and the upper half of this range's
+        /// parts not yet started was sent as a range of its own.
+        Shared => "shared",
         /// Its upload gave way to an earlier upload of the same version (a duplicate
         /// split): not copied.
         Superseded => "superseded",

@@ -3,9 +3,11 @@
 //! the copier, so a completed split is checked by the same last-writer HEAD and
 //! told by the same [`Report::emit`] as any copy.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{head, head_source, Done, Outcome, ReconcileError, Reconciler, Report, Tags};
+use crate::fleet::share::Unstarted;
 use crate::fleet::{CheckOutcome, CheckWork, Ledger, RangeOutcome, RangeWork};
 use crate::metrics::Method;
 use crate::object::TargetObject;
@@ -46,6 +48,7 @@ impl Reconciler {
         &self,
         key: &str,
         work: &RangeWork,
+        range: &Arc<Unstarted>,
     ) -> Result<RangeOutcome, TransferError> {
         let target_key = self.target_key(key);
         let opaque = self.config.target.sse.etags_opaque();
@@ -54,7 +57,7 @@ impl Reconciler {
         let stamp_every = self.config.queue.visibility_timeout;
         let copied = self
             .ledger()
-            .copy_range(key, &target_key, work, (opaque, stamp_every))
+            .copy_range(key, &target_key, (work, range), (opaque, stamp_every))
             .await;
         match copied {
             // A refused read while the key's HEAD passes is the object's verdict,
