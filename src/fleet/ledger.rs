@@ -40,7 +40,7 @@ use crate::etag::ETag;
 use crate::metrics::PartResult;
 use crate::object::SourceObject;
 use crate::transfer::multipart::{self, Completion};
-use crate::transfer::part::{copy_part, Part, Uploaded};
+use crate::transfer::part::{copy_part_in_slot, Part, Uploaded};
 use crate::transfer::plan::{is_marker, PartPlan, MARKER_PART, MARKER_PARTS};
 use crate::transfer::{Copied, Copier, Method, TransferError, WriteOptions};
 
@@ -366,13 +366,13 @@ impl<'a> Ledger<'a> {
                 !there
             })
             .collect();
-        // Parts are taken one by one as slots free: those not yet taken may be
+        // A part is taken once a part slot is free: those not yet taken may be
         // shared with an idle worker ([`super::share`]).
         range.fill(parts).await;
         let finished = AtomicU64::new(0);
         let copied = range
-            .parts()
-            .map(|(number, range)| {
+            .parts(self.copier)
+            .map(|(slot, (number, range))| {
                 let part = Part {
                     upload_id: &work.upload_id,
                     number,
@@ -380,7 +380,7 @@ impl<'a> Ledger<'a> {
                     earlier: None,
                     checksum: self.copier.part_checksum(),
                 };
-                copy_part(self.copier, &source, target_key, part, stream)
+                copy_part_in_slot(self.copier, &source, target_key, (part, slot), stream)
             })
             .buffer_unordered(self.copier.settings().max_parts)
             .inspect_ok(|_| {

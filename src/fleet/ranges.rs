@@ -54,11 +54,6 @@ impl Ranges {
         })
     }
 
-    /// The parts a worker copies at once (`transfer.max_parts`).
-    pub fn max_parts(&self) -> usize {
-        self.max_parts
-    }
-
     /// Range `range` is at work here until it is dropped.
     pub fn at_work(&self, range: &Arc<Unstarted>) {
         let mut at_work = self.at_work.lock().expect("not poisoned");

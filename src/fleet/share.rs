@@ -7,22 +7,28 @@
 //! hold its object back alone. So a worker whose receive on the range queue comes
 //! back empty sends the upper half of the parts not yet started of the range it
 //! holds with the most of them, as a range message of their own, for whichever
-//! worker is waiting on the queue, when more than its `transfer.max_parts` are
-//! left: halving, the tail of a split shrinks to a few parts.
+//! worker is waiting on the queue, when two or more are left. A part is started
+//! once one of the worker's part slots is free for it, so the parts left wait for
+//! this worker's slots, which are all busy: halving, the tail of a split shrinks
+//! to a part or two per worker.
 //!
-//! The parts are taken under a lock, held while the message is sent: no part of
-//! the share is started here meanwhile, and a send that fails keeps them all. The
-//! range's own message still names the whole range until it ends: a worker killed
-//! after sending a share costs its parts twice, never loses them.
+//! The parts are taken under a lock, held while the message is sent (at most
+//! [`crate::fleet::worker`]'s limit): no part of the share is started here
+//! meanwhile, and a send that fails keeps them all. The range's own message still
+//! names the whole range until it ends: a worker killed after sending a share, or
+//! whose range fails and comes back, costs the share's parts twice, never loses
+//! them.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedSemaphorePermit};
 
 use super::message::RangeWork;
+use crate::transfer::part::part_slot;
+use crate::transfer::Copier;
 
 /// One part to copy: its number, and its bytes in the object.
 pub type PartRange = (usize, Range<u64>);
@@ -58,12 +64,27 @@ impl Unstarted {
         self.parts.lock().await.pop_front()
     }
 
-    /// The parts, each taken as the stream is polled for it ([`Self::next`]).
-    pub fn parts(self: &Arc<Self>) -> impl futures::Stream<Item = PartRange> {
-        futures::stream::unfold(Arc::clone(self), |range| async move {
+    /// The parts, each taken ([`Self::next`]) once one of `copier`'s part slots is
+    /// free, with its slot: parts waiting for a slot are still the range's to
+    /// share.
+    pub fn parts<'c>(
+        self: &Arc<Self>,
+        copier: &'c Copier,
+    ) -> impl futures::Stream<Item = (OwnedSemaphorePermit, PartRange)> + 'c {
+        futures::stream::unfold(Arc::clone(self), move |range| async move {
+            // A range with nothing left ends now, not once a slot frees.
+            if range.parts.lock().await.is_empty() {
+                return None;
+            }
+            let slot = part_slot(copier).await;
             let next = range.next().await?;
-            Some((next, range))
+            Some(((slot, next), range))
         })
+    }
+
+    /// The range has ended (copied, or not): nothing is left to share.
+    pub async fn close(&self) {
+        self.parts.lock().await.clear();
     }
 
     /// Parts not yet started (0 while a share is being sent).
@@ -111,7 +132,10 @@ fn upper_half(
         first_part: u32::try_from(*first).ok()?,
         last_part: u32::try_from(*last).ok()?,
         first_byte: bytes.start,
-        part_sizes: work.part_sizes.get(offset(*first)?..=offset(*last)?)?.to_vec(),
+        part_sizes: work
+            .part_sizes
+            .get(offset(*first)?..=offset(*last)?)?
+            .to_vec(),
         ..work.clone()
     };
     Some((from, share))

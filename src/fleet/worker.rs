@@ -23,6 +23,10 @@ use crate::reconcile::{Reconciler, SplitChecked};
 /// between, before it is given up.
 const MAX_RESENDS: u32 = 5;
 
+/// How long a share of a range's parts may take to send ([`Worker::share_a_range`]):
+/// the range starts none of its parts meanwhile.
+const SHARE_SEND_LIMIT: Duration = Duration::from_secs(10);
+
 /// Visibility timeouts without a new part before the missing ranges are sent
 /// again: a range whose worker died has come back by itself long before.
 const STALLED_TIMEOUTS: u32 = 3;
@@ -225,13 +229,20 @@ impl Worker {
         let Some(range) = self.ranges.fullest() else {
             return false;
         };
+        // Two parts left or more: one stays, one goes.
         let shared = range
-            .share(self.ranges.max_parts(), |share| async {
+            .share(1, |share| async {
                 let message = Outgoing {
                     body: Native::range(&range.bucket, &range.key, share).body(),
                     ..Outgoing::default()
                 };
-                send_all(&self.range_queue, &[message]).await
+                // The range's parts wait while it is sent. One that timed out
+                // but was delivered costs its parts twice.
+                let messages = [message];
+                let sending = send_all(&self.range_queue, &messages);
+                tokio::time::timeout(SHARE_SEND_LIMIT, sending)
+                    .await
+                    .unwrap_or(false)
             })
             .await;
         if shared {
@@ -273,6 +284,7 @@ impl Worker {
         let range = Unstarted::new(&self.bucket, key, work);
         self.ranges.at_work(&range);
         let outcome = self.reconciler.copy_range(key, work, &range).await;
+        range.close().await;
         let parts = format!("parts {} to {}", work.first_part, work.last_part);
         let signal = match &outcome {
             Ok(RangeOutcome::Copied { .. }) => Some(Ok(true)),

@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::stream::ReadFailure;
 use super::{md5_of, Copier, TransferError};
@@ -67,13 +68,28 @@ pub(crate) async fn copy_part(
     part: Part<'_>,
     stream: bool,
 ) -> Result<PartDone, TransferError> {
+    let slot = part_slot(copier).await;
+    copy_part_in_slot(copier, source, target_key, (part, slot), stream).await
+}
+
+/// One of the worker's part slots (`transfer.max_parts`), held until dropped.
+pub(crate) async fn part_slot(copier: &Copier) -> OwnedSemaphorePermit {
+    std::sync::Arc::clone(&copier.part_slots)
+        .acquire_owned()
+        .await
+        .expect("the part semaphore is never closed")
+}
+
+/// [`copy_part`], in the part slot `_slot` taken already.
+pub(crate) async fn copy_part_in_slot(
+    copier: &Copier,
+    source: &SourceObject,
+    target_key: &str,
+    (part, _slot): (Part<'_>, OwnedSemaphorePermit),
+    stream: bool,
+) -> Result<PartDone, TransferError> {
     let stream = stream && part.earlier.is_none();
     let length = part.range.end - part.range.start;
-    let _slot = copier
-        .part_slots
-        .acquire()
-        .await
-        .expect("the part semaphore is never closed");
     let what = format!("{} part {}", source.key, part.number);
     let done = Policy::PART
         .run(&what, || async {
