@@ -28,7 +28,7 @@ pub(super) fn marker(etag: &ETag, number: usize) -> (Vec<u8>, String) {
 /// `plan`, or, where it reaches the marker parts (a source uploaded in 9,999 or
 /// exactly 10,000 parts, a uniform cut that lands there), a uniform cut in at most
 /// 9,998 parts: parts [`MARKER_PARTS`] are the version's tag, and an upload
-/// without it could never be checked complete.
+/// without them could never be checked complete.
 pub(super) fn with_room_for_the_tag(
     plan: PartPlan,
     size: u64,

@@ -9,7 +9,9 @@
 //! them (a batch of ten can bring several) is sent again for another worker and its
 //! own message deleted, rather than released, which would count a receive against
 //! the queue's `maxReceiveCount`. No range message is then held much longer than one
-//! range takes, and a worker killed loses at most the ranges it was copying.
+//! range takes, and a worker killed loses at most the ranges it was copying. When
+//! the range queue runs dry, the parts of a range in hand that wait for part
+//! slots are shared with a worker that waits ([`super::share`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
